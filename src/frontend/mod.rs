@@ -1,0 +1,3 @@
+//! Frontends: model formats into the graph IR.
+
+pub mod onnx;
