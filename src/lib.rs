@@ -23,9 +23,11 @@ pub mod error;
 pub mod frontend;
 pub mod graph;
 pub mod interp;
+pub mod npy;
 pub mod tensor;
 pub mod tensor_gen;
 
+pub mod bench;
 mod model;
 
 pub use error::{Error, ErrorKind, Result};

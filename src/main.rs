@@ -1,6 +1,400 @@
 //! The `fovea` command line: a thin layer over the library.
+//!
+//! Exit status: 0 on success, 1 for a user error (bad model, bad input, bad flag value),
+//! 2 for a malformed command line, 3 for an internal error (a bug in Fovea).
 
-fn main() {
-    eprintln!("fovea: the command line is not written yet");
-    std::process::exit(2);
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use fovea::bench::{self, Latency, ShapeOverrides};
+use fovea::{Error, ErrorKind, Model, Result, Tensor};
+
+/// The model `run` and `bench` use when none is given: ResNet-18 from `ir/`, built in.
+const DEFAULT_MODEL_NAME: &str = "ir/resnet18.fovea (built in)";
+const DEFAULT_MODEL_TEXT: &str = include_str!("../ir/resnet18.fovea");
+
+#[derive(Parser)]
+#[command(
+    name = "fovea",
+    version,
+    about = "A JIT compiler for convolutional perception models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model once and write (or summarise) its outputs.
+    Run {
+        /// An .onnx file or a text-IR file (default: the built-in ir/resnet18.fovea).
+        model: Option<PathBuf>,
+        /// An input as NAME=FILE.npy (repeatable). Inputs not given get seeded random data.
+        #[arg(long = "input", value_name = "NAME=FILE.npy")]
+        inputs: Vec<String>,
+        /// Concrete shape for an input with symbolic dims, as NAME=1x3x224x224 (repeatable).
+        #[arg(long = "shape", value_name = "NAME=SHAPE")]
+        shapes: Vec<String>,
+        /// Write DIR/<output name>.npy for every output instead of printing a summary.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Worker threads (the interpreter runs on one).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Use the reference interpreter (the only engine until the JIT lands).
+        #[arg(long)]
+        interpret: bool,
+    },
+    /// Measure a model's latency on seeded random inputs.
+    Bench {
+        /// An .onnx file or a text-IR file (default: the built-in ir/resnet18.fovea).
+        model: Option<PathBuf>,
+        /// Worker threads (the interpreter runs on one).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Untimed runs before timing.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Use the reference interpreter (the only engine until the JIT lands).
+        #[arg(long)]
+        interpret: bool,
+        /// An input as NAME=FILE.npy (repeatable); others get seeded random data.
+        #[arg(long = "input", value_name = "NAME=FILE.npy")]
+        inputs: Vec<String>,
+        /// Concrete shape for an input with symbolic dims, as NAME=1x3x224x224 (repeatable).
+        #[arg(long = "shape", value_name = "NAME=SHAPE")]
+        shapes: Vec<String>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the IR of a model at a stage of the pipeline.
+    DumpIr {
+        /// An .onnx file or a text-IR file.
+        model: PathBuf,
+        /// The stage to print.
+        #[arg(long, value_enum, default_value_t = Stage::Parsed)]
+        stage: Stage,
+        /// Text IR or a Graphviz DOT graph.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Stage {
+    /// The graph as imported or parsed.
+    Parsed,
+    /// After the optimisation passes.
+    Optimized,
+    /// Kernel groups after fusion.
+    Fused,
+    /// Buffers placed in the activation arena.
+    Planned,
+    /// The loop-nest IR of every kernel.
+    Loops,
+    /// The Cranelift IR of every kernel.
+    Clif,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// The text IR.
+    Text,
+    /// Graphviz DOT.
+    Dot,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.kind() == ErrorKind::Internal {
+                eprintln!(
+                    "note: this is a bug in fovea; please report it with the model that triggers it"
+                );
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<()> {
+    match command {
+        Command::Run {
+            model,
+            inputs,
+            shapes,
+            output_dir,
+            threads,
+            interpret,
+        } => run(
+            model.as_deref(),
+            &inputs,
+            &shapes,
+            output_dir.as_deref(),
+            threads,
+            interpret,
+        ),
+        Command::Bench {
+            model,
+            threads,
+            iters,
+            warmup,
+            interpret,
+            inputs,
+            shapes,
+            json,
+        } => bench(
+            model.as_deref(),
+            threads,
+            iters,
+            warmup,
+            interpret,
+            &inputs,
+            &shapes,
+            json,
+        ),
+        Command::DumpIr {
+            model,
+            stage,
+            format,
+        } => dump_ir(&model, stage, format),
+    }
+}
+
+/// Loads the model at `path`, or the built-in default; returns it with a display name.
+fn load(path: Option<&Path>) -> Result<(Model, String)> {
+    match path {
+        Some(p) => Ok((Model::load(p)?, p.display().to_string())),
+        None => Ok((
+            Model::parse(DEFAULT_MODEL_TEXT).map_err(|e| e.in_file(DEFAULT_MODEL_NAME))?,
+            DEFAULT_MODEL_NAME.to_string(),
+        )),
+    }
+}
+
+fn split_assignment<'a>(flag: &str, text: &'a str) -> Result<(&'a str, &'a str)> {
+    text.split_once('=')
+        .filter(|(name, value)| !name.is_empty() && !value.is_empty())
+        .ok_or_else(|| Error::Usage(format!("--{flag} {text:?}: expected NAME=VALUE")))
+}
+
+fn read_inputs(specs: &[String]) -> Result<Vec<(String, Tensor)>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, file) = split_assignment("input", spec)?;
+            Ok((name.to_string(), fovea::npy::read(file)?))
+        })
+        .collect()
+}
+
+fn read_shapes(specs: &[String]) -> Result<ShapeOverrides> {
+    let mut shapes = HashMap::new();
+    for spec in specs {
+        let (name, shape) = split_assignment("shape", spec)?;
+        shapes.insert(name.to_string(), bench::parse_shape(shape)?);
+    }
+    Ok(shapes)
+}
+
+/// Says on stderr that the JIT is not there yet, so a run without `--interpret` is not
+/// mistaken for a compiled one.
+fn note_engine(interpret: bool, threads: usize) {
+    if !interpret {
+        eprintln!("note: the JIT is not built yet; running the reference interpreter");
+    }
+    if threads != 1 {
+        eprintln!(
+            "note: the reference interpreter runs on one thread; --threads {threads} has no effect"
+        );
+    }
+}
+
+fn run(
+    path: Option<&Path>,
+    input_specs: &[String],
+    shape_specs: &[String],
+    output_dir: Option<&Path>,
+    threads: usize,
+    interpret: bool,
+) -> Result<()> {
+    let (model, name) = load(path)?;
+    note_engine(interpret, threads);
+    let given = read_inputs(input_specs)?;
+    let inputs = bench::seeded_inputs(&model, &read_shapes(shape_specs)?, given, 0)?;
+    let refs: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    let start = Instant::now();
+    let outputs = model.interpret(&refs)?;
+    let elapsed = start.elapsed();
+    match output_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            for (out_name, tensor) in &outputs {
+                let file = dir.join(format!("{}.npy", file_stem(out_name)));
+                fovea::npy::write(&file, tensor)?;
+                println!("{}", file.display());
+            }
+        }
+        None => {
+            println!(
+                "{name}: ran in {:.1} ms (reference interpreter)",
+                elapsed.as_secs_f64() * 1e3
+            );
+            for (out_name, tensor) in &outputs {
+                println!("{}", summarize(out_name, tensor));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An output name as a file name: every character other than letters, digits, `.`, `_` and
+/// `-` becomes `_`.
+fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One line per output: shape, range, and the top-5 entries of a vector of scores.
+fn summarize(name: &str, tensor: &Tensor) -> String {
+    let values = tensor.to_f64_vec();
+    let shape = fovea::graph::types::format_shape(tensor.shape());
+    if values.is_empty() {
+        return format!("{name}: {}{shape} (empty)", tensor.dtype());
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let mut line = format!(
+        "{name}: {}{shape} min {min:.4} max {max:.4} mean {mean:.4}",
+        tensor.dtype()
+    );
+    let rows = tensor.shape().first().copied().unwrap_or(1);
+    if tensor.rank() == 2 && rows == 1 && values.len() > 1 {
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+        let top: Vec<String> = order
+            .iter()
+            .take(5)
+            .map(|&i| format!("{i} ({:.4})", values[i]))
+            .collect();
+        line.push_str(&format!("\n  top-5: {}", top.join(", ")));
+    }
+    line
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    path: Option<&Path>,
+    threads: usize,
+    iters: usize,
+    warmup: usize,
+    interpret: bool,
+    input_specs: &[String],
+    shape_specs: &[String],
+    json: bool,
+) -> Result<()> {
+    if iters == 0 {
+        return Err(Error::Usage("--iters must be at least 1".to_string()));
+    }
+    let load_start = Instant::now();
+    let (model, name) = load(path)?;
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    note_engine(interpret, threads);
+    let given = read_inputs(input_specs)?;
+    let inputs = bench::seeded_inputs(&model, &read_shapes(shape_specs)?, given, 0)?;
+    let refs: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    let latency = bench::measure(warmup, iters, || model.interpret(&refs))?;
+    if json {
+        println!("{}", bench_json(&name, &model, load_ms, warmup, &latency));
+    } else {
+        print_bench_table(&name, &model, load_ms, &latency);
+    }
+    Ok(())
+}
+
+fn bench_json(
+    name: &str,
+    model: &Model,
+    load_ms: f64,
+    warmup: usize,
+    latency: &Latency,
+) -> serde_json::Value {
+    serde_json::json!({
+        "model": name,
+        "mode": "interpret",
+        "threads": 1,
+        "iters": latency.iters,
+        "warmup": warmup,
+        "load_ms": load_ms,
+        "compile_ms": 0.0,
+        "median_ms": latency.median_ms,
+        "min_ms": latency.min_ms,
+        "mean_ms": latency.mean_ms,
+        "max_ms": latency.max_ms,
+        "nodes": model.graph().node_count(),
+    })
+}
+
+fn print_bench_table(name: &str, model: &Model, load_ms: f64, latency: &Latency) {
+    println!("model     {name}");
+    println!("mode      interpret (1 thread)");
+    println!("nodes     {}", model.graph().node_count());
+    println!("load      {load_ms:.1} ms");
+    println!(
+        "latency   median {:.2} ms   min {:.2} ms   mean {:.2} ms   max {:.2} ms   ({} runs)",
+        latency.median_ms, latency.min_ms, latency.mean_ms, latency.max_ms, latency.iters
+    );
+}
+
+fn dump_ir(path: &Path, stage: Stage, format: Format) -> Result<()> {
+    let model = Model::load(path)?;
+    let missing = match stage {
+        Stage::Parsed => None,
+        Stage::Optimized => Some("optimized"),
+        Stage::Fused => Some("fused"),
+        Stage::Planned => Some("planned"),
+        Stage::Loops => Some("loops"),
+        Stage::Clif => Some("clif"),
+    };
+    if let Some(name) = missing {
+        return Err(Error::Usage(format!(
+            "stage {name} does not exist yet: the optimisation passes and the JIT are not built; only --stage parsed is available"
+        )));
+    }
+    match format {
+        Format::Text => print!("{}", fovea::graph::text::print(model.graph())),
+        Format::Dot => print!("{}", fovea::graph::dot::to_dot(model.graph())),
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@
 //! - every node's arity and attributes are valid and its output types equal what shape
 //!   inference computes from its input types.
 
+pub mod dot;
 pub mod infer;
 pub mod op;
 pub mod text;

@@ -9,6 +9,7 @@
 
 mod conv;
 mod elementwise;
+mod layout;
 mod linalg;
 mod pool;
 mod resize;

@@ -1,0 +1,195 @@
+//! The command line: `run` on the models against ONNX Runtime's outputs, `bench --json`
+//! fields, and `dump-ir` snapshots of every model in `ir/` (re-bless with
+//! `INSTA_UPDATE=always cargo test --test cli`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fovea::Tensor;
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fovea(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fovea"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fovea-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// max |a - b| / max |b|, the models' error measure.
+fn relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
+    assert_eq!(actual.shape(), expected.shape());
+    let (a, b) = (actual.to_f64_vec(), expected.to_f64_vec());
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    let max_ref = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
+    max_diff / max_ref.max(f64::MIN_POSITIVE)
+}
+
+/// Runs `fovea run --interpret` on `dir/NAME.onnx` with `NAME.input.npy` and compares the
+/// single output with `NAME.output.npy`.
+fn run_model_via_cli(dir: &Path, name: &str) {
+    let model = dir.join(format!("{name}.onnx"));
+    let loaded = fovea::Model::load(&model).unwrap();
+    let input_name = loaded.inputs()[0].0.to_string();
+    let out_dir = temp_dir(name);
+    let (code, stdout, stderr) = fovea(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        &format!(
+            "{input_name}={}",
+            dir.join(format!("{name}.input.npy")).display()
+        ),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+        "--interpret",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let written: Vec<&str> = stdout.lines().collect();
+    assert_eq!(written.len(), 1, "one output file expected: {stdout}");
+    let actual = fovea::npy::read(written[0]).unwrap();
+    let expected = fovea::npy::read(dir.join(format!("{name}.output.npy"))).unwrap();
+    let error = relative_error(&actual, &expected);
+    println!("{name}: fovea run --interpret max relative error {error:.3e}");
+    assert!(error <= 1e-4, "{name}: relative error {error}");
+}
+
+#[test]
+fn run_matches_onnx_runtime_on_the_small_models() {
+    let dir = manifest_dir().join("tests/data/models");
+    for name in ["conv_bn_relu", "resblock", "mbv2_block", "tiny_cnn"] {
+        run_model_via_cli(&dir, name);
+    }
+}
+
+#[test]
+#[ignore = "needs the full networks in ../shared/models (not in the repo); .ci/run runs it"]
+fn run_matches_onnx_runtime_on_the_full_networks() {
+    let dir = std::env::var_os("FOVEA_SHARED_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("../shared/models"));
+    for name in ["squeezenet1_1", "mobilenet_v2"] {
+        run_model_via_cli(&dir, name);
+    }
+}
+
+#[test]
+fn output_file_names_are_sanitized() {
+    let text =
+        "graph g(x: f32[2]) -> (\"out/put:0\": f32[2]) {\n  \"out/put:0\": f32[2] = relu(x)\n}\n";
+    let dir = temp_dir("sanitize");
+    let model = dir.join("g.fovea");
+    std::fs::write(&model, text).unwrap();
+    let (code, stdout, stderr) = fovea(&[
+        "run",
+        model.to_str().unwrap(),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.trim().ends_with("out_put_0.npy"), "{stdout}");
+}
+
+#[test]
+fn bench_json_has_the_documented_fields() {
+    let model = manifest_dir().join("ir/tiny_cnn.fovea");
+    let (code, stdout, stderr) = fovea(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--interpret",
+        "--iters",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for field in [
+        "model",
+        "mode",
+        "threads",
+        "iters",
+        "compile_ms",
+        "median_ms",
+        "min_ms",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field}: {json}");
+    }
+    assert_eq!(json["mode"], "interpret");
+    assert_eq!(json["iters"], 3);
+    assert!(json["median_ms"].as_f64().unwrap() >= json["min_ms"].as_f64().unwrap());
+}
+
+#[test]
+fn run_without_a_model_uses_the_built_in_resnet18() {
+    let (code, stdout, stderr) = fovea(&["run", "--interpret"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("resnet18"), "{stdout}");
+    assert!(stdout.contains("top-5"), "{stdout}");
+}
+
+#[test]
+fn dump_ir_parsed_snapshots() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("ir"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "fovea"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "ir/ should hold the models");
+    for file in files {
+        let (code, stdout, stderr) =
+            fovea(&["dump-ir", file.to_str().unwrap(), "--stage", "parsed"]);
+        assert_eq!(code, 0, "{}: {stderr}", file.display());
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        insta::assert_snapshot!(format!("dump_ir_parsed_{name}"), stdout);
+    }
+}
+
+#[test]
+fn dump_ir_onnx_snapshot() {
+    let model = manifest_dir().join("tests/data/models/conv_bn_relu.onnx");
+    let (code, stdout, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "parsed"]);
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!("dump_ir_parsed_conv_bn_relu_onnx", stdout);
+}
+
+#[test]
+fn dump_ir_dot_draws_every_node() {
+    let model = manifest_dir().join("ir/tiny_cnn.fovea");
+    let (code, stdout, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--format", "dot"]);
+    assert_eq!(code, 0, "{stderr}");
+    let parsed = fovea::Model::load(&model).unwrap();
+    assert!(stdout.starts_with("digraph"));
+    assert_eq!(
+        stdout.matches("shape=box").count(),
+        parsed.graph().node_count()
+    );
+}
+
+#[test]
+fn dump_ir_later_stages_say_they_do_not_exist_yet() {
+    let model = manifest_dir().join("ir/tiny_cnn.fovea");
+    let (code, _, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "loops"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("stage loops does not exist yet"),
+        "{stderr}"
+    );
+}
