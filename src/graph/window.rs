@@ -272,8 +272,9 @@ pub fn resolve_transpose(
             }
             (None, Some(pads)) => {
                 (pads_begin[i], pads_end[i]) = (pads[i], pads[rank + i]);
-                output[i] = full
-                    .checked_sub(pads_begin[i] + pads_end[i])
+                output[i] = pads_begin[i]
+                    .checked_add(pads_end[i])
+                    .and_then(|p| full.checked_sub(p))
                     .filter(|&n| n > 0)
                     .ok_or_else(|| {
                         format!(

@@ -14,6 +14,7 @@ use crate::graph::op::{Binary, Unary};
 use crate::graph::types::format_shape;
 use crate::tensor::{DType, Tensor, TensorData};
 
+/// Applies an `f32` activation elementwise.
 pub(super) fn unary(op: Unary, x: &Tensor) -> OpResult<Tensor> {
     let values = x.as_f32().ok_or_else(|| {
         format!(
@@ -73,13 +74,7 @@ pub(super) fn unary(op: Unary, x: &Tensor) -> OpResult<Tensor> {
 
 /// `max(0, min(1, v))`, propagating NaN.
 fn clamp_unit(v: f64) -> f64 {
-    if v < 0.0 {
-        0.0
-    } else if v > 1.0 {
-        1.0
-    } else {
-        v
-    }
+    v.clamp(0.0, 1.0)
 }
 
 /// `1 / (1 + e^-x)`, without overflow for large `|x|`.
@@ -164,6 +159,8 @@ fn erfc_fraction(x: f64) -> f64 {
     (-x * x).exp() / (std::f64::consts::PI.sqrt() * f)
 }
 
+/// Applies an arithmetic op to two operands with numpy broadcasting (PRelu: the slope
+/// broadcasts to `a`'s shape only).
 pub(super) fn binary(op: Binary, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     let shape = broadcast_shape(a.shape(), b.shape())?;
     product(&shape)?;
@@ -300,6 +297,7 @@ fn check_bound(t: Option<&Tensor>, x: &Tensor, what: &str) -> OpResult<()> {
     }
 }
 
+/// Clamps `x` to the optional single-value bounds `min` and `max`.
 pub(super) fn clip(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>) -> OpResult<Tensor> {
     check_bound(min, x, "min")?;
     check_bound(max, x, "max")?;
@@ -331,6 +329,7 @@ fn clamp<T: PartialOrd>(v: T, lo: Option<T>, hi: Option<T>) -> T {
     }
 }
 
+/// Softmax along `axis` (or, with `coerce_2d`, over everything from `axis` on).
 pub(super) fn softmax(axis: i64, coerce_2d: bool, x: &Tensor) -> OpResult<Tensor> {
     let values = x.as_f32().ok_or_else(|| {
         format!(
@@ -374,6 +373,7 @@ pub(super) fn softmax(axis: i64, coerce_2d: bool, x: &Tensor) -> OpResult<Tensor
     tensor(shape.to_vec(), TensorData::F32(out))
 }
 
+/// The mean over `axes` (all axes if none are given, unless `noop_with_empty_axes`).
 pub(super) fn reduce_mean(
     keepdims: bool,
     noop_with_empty_axes: bool,
@@ -434,18 +434,306 @@ pub(super) fn reduce_mean(
     tensor(out_shape, data)
 }
 
+/// Converts to `to`; floats become integers by truncation toward zero.
 pub(super) fn cast(x: &Tensor, to: DType) -> OpResult<Tensor> {
     let data = match (x.data(), to) {
         (TensorData::F32(v), DType::I64) => TensorData::I64(
             v.iter()
-                .map(|&e| {
-                    f64_to_i64(f64::from(e))
-                        .ok_or_else(|| format!("cannot cast {e} to i64"))
-                })
+                .map(|&e| f64_to_i64(f64::from(e)).ok_or_else(|| format!("cannot cast {e} to i64")))
                 .collect::<OpResult<_>>()?,
         ),
         (TensorData::I64(v), DType::F32) => TensorData::F32(v.iter().map(|&e| e as f32).collect()),
         (data, _) => data.clone(),
     };
     tensor(x.shape().to_vec(), data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32s(shape: &[usize], values: &[f32]) -> Tensor {
+        Tensor::from_f32(shape.to_vec(), values.to_vec()).unwrap()
+    }
+
+    fn i64s(shape: &[usize], values: &[i64]) -> Tensor {
+        Tensor::from_i64(shape.to_vec(), values.to_vec()).unwrap()
+    }
+
+    fn assert_close(actual: &Tensor, expected: &[f32]) {
+        let actual = actual.as_f32().unwrap();
+        assert_eq!(actual.len(), expected.len(), "{actual:?} vs {expected:?}");
+        for (a, e) in actual.iter().zip(expected) {
+            let tolerance = 1e-6 * e.abs().max(1e-30);
+            assert!(
+                (a - e).abs() <= tolerance || (a.is_nan() && e.is_nan()),
+                "{actual:?} vs {expected:?}"
+            );
+        }
+    }
+
+    fn relative_error(actual: f64, expected: f64) -> f64 {
+        if expected == 0.0 {
+            actual.abs()
+        } else {
+            ((actual - expected) / expected).abs()
+        }
+    }
+
+    #[test]
+    fn erf_and_erfc_match_reference_values() {
+        // (x, erf x, erfc x) from a double-precision libm.
+        let table = [
+            (0.0, 0.0, 1.0),
+            (1e-10, 1.1283791670955126e-10, 0.999999999887162),
+            (0.1, 0.1124629160182849, 0.8875370839817152),
+            (0.5, 0.5204998778130465, 0.4795001221869535),
+            (1.0, 0.8427007929497149, 0.15729920705028513),
+            (1.5, 0.9661051464753108, 0.033894853524689274),
+            (2.0, 0.9953222650189527, 0.004677734981047265),
+            (2.4999, 0.9995928300996666, 0.0004071699003334514),
+            (2.5, 0.999593047982555, 0.0004069520174449589),
+            (3.0, 0.9999779095030014, 2.2090496998585438e-05),
+            (4.0, 0.9999999845827421, 1.541725790028002e-08),
+            (5.5, 0.9999999999999927, 7.357847917974398e-15),
+            (6.5, 1.0, 3.8421483271206475e-20),
+            (8.0, 1.0, 1.1224297172982928e-29),
+            (10.0, 1.0, 2.088487583762545e-45),
+            (20.0, 1.0, 5.3958656116079005e-176),
+            (26.0, 1.0, 5.663192408856143e-296),
+        ];
+        for (x, erf_x, erfc_x) in table {
+            assert!(
+                relative_error(erf(x), erf_x) < 1e-14,
+                "erf({x}) = {}",
+                erf(x)
+            );
+            assert!(relative_error(erf(-x), -erf_x) < 1e-14, "erf(-{x})");
+            // Below 2.5, erfc is 1 - erf and loses a few digits to the subtraction.
+            assert!(
+                relative_error(erfc(x), erfc_x) < 1e-12,
+                "erfc({x}) = {}",
+                erfc(x)
+            );
+            assert!(relative_error(erfc(-x), 2.0 - erfc_x) < 1e-14, "erfc(-{x})");
+        }
+        assert_eq!(erf(f64::INFINITY), 1.0);
+        assert_eq!(erf(f64::NEG_INFINITY), -1.0);
+        assert_eq!(erfc(f64::INFINITY), 0.0);
+        assert!(erf(f64::NAN).is_nan() && erfc(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn activations_follow_their_definitions() {
+        let x = f32s(&[5], &[-3.0, -0.5, 0.0, 0.5, 3.0]);
+        let run = |op| unary(op, &x).unwrap();
+        assert_close(&run(Unary::Relu), &[0.0, 0.0, 0.0, 0.5, 3.0]);
+        assert_close(
+            &run(Unary::LeakyRelu { alpha: 0.1 }),
+            &[-0.3, -0.05, 0.0, 0.5, 3.0],
+        );
+        assert_close(
+            &run(Unary::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            }),
+            &[0.0, 0.4, 0.5, 0.6, 1.0],
+        );
+        assert_close(
+            &run(Unary::HardSwish),
+            &[0.0, -0.5 * (2.5 / 6.0), 0.0, 0.5 * (3.5 / 6.0), 3.0],
+        );
+        assert_close(
+            &run(Unary::Sigmoid),
+            &[0.047425874, 0.37754068, 0.5, 0.62245935, 0.95257413],
+        );
+        assert_close(
+            &run(Unary::Tanh),
+            &[-0.9950547, -0.46211716, 0.0, 0.46211716, 0.9950547],
+        );
+        assert_close(
+            &run(Unary::Gelu { tanh: false }),
+            &[-0.004049694, -0.15426877, 0.0, 0.34573123, 2.9959503],
+        );
+        assert_close(
+            &run(Unary::Gelu { tanh: true }),
+            &[-0.003637392, -0.154286, 0.0, 0.345714, 2.9963627],
+        );
+        assert_close(
+            &run(Unary::Exp),
+            &[0.04978707, 0.60653067, 1.0, 1.6487213, 20.085537],
+        );
+        assert_close(
+            &run(Unary::Sqrt),
+            &[f32::NAN, f32::NAN, 0.0, 0.70710677, 1.7320508],
+        );
+        assert_close(
+            &run(Unary::Erf),
+            &[-0.9999779, -0.5204999, 0.0, 0.5204999, 0.9999779],
+        );
+    }
+
+    #[test]
+    fn activations_stay_finite_at_extremes() {
+        let x = f32s(&[4], &[-1000.0, -30.0, 30.0, 1000.0]);
+        let sigmoid = unary(Unary::Sigmoid, &x).unwrap();
+        assert_eq!(sigmoid.as_f32().unwrap(), &[0.0, 9.357623e-14, 1.0, 1.0]);
+        let gelu = unary(Unary::Gelu { tanh: false }, &x).unwrap();
+        assert_eq!(gelu.as_f32().unwrap(), &[-0.0, -0.0, 30.0, 1000.0]);
+        // gelu(-10) is tiny but representable: -10 * 0.5 * erfc(10 / sqrt 2).
+        let tail = unary(Unary::Gelu { tanh: false }, &f32s(&[], &[-10.0])).unwrap();
+        assert_close(&tail, &[-7.619853e-23]);
+        let relu = unary(Unary::Relu, &f32s(&[1], &[f32::NAN])).unwrap();
+        assert!(relu.as_f32().unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn unary_rejects_integers() {
+        let err = unary(Unary::Relu, &i64s(&[2], &[1, 2])).unwrap_err();
+        assert_eq!(err, "relu takes f32, got i64 of shape [2]");
+    }
+
+    #[test]
+    fn binary_broadcasts_both_ways() {
+        let a = f32s(&[2, 1], &[1.0, 2.0]);
+        let b = f32s(&[3], &[10.0, 20.0, 30.0]);
+        let sum = binary(Binary::Add, &a, &b).unwrap();
+        assert_eq!(sum.shape(), &[2, 3]);
+        assert_close(&sum, &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+        let diff = binary(Binary::Sub, &b, &a).unwrap();
+        assert_close(&diff, &[9.0, 19.0, 29.0, 8.0, 18.0, 28.0]);
+        let scalar = binary(Binary::Mul, &f32s(&[], &[2.0]), &a).unwrap();
+        assert_eq!(scalar.shape(), &[2, 1]);
+        assert_close(&scalar, &[2.0, 4.0]);
+        let quotient = binary(Binary::Div, &b, &f32s(&[1], &[4.0])).unwrap();
+        assert_close(&quotient, &[2.5, 5.0, 7.5]);
+        let err = binary(Binary::Add, &f32s(&[2], &[0.0; 2]), &b).unwrap_err();
+        assert_eq!(err, "shapes [2] and [3] do not broadcast");
+        let err = binary(Binary::Add, &a, &i64s(&[1], &[1])).unwrap_err();
+        assert_eq!(
+            err,
+            "operands must have the same dtype, got f32 [2,1] and i64 [1]"
+        );
+    }
+
+    #[test]
+    fn integer_arithmetic_truncates_and_reports_division_by_zero() {
+        let a = i64s(&[4], &[7, -7, 7, -7]);
+        let b = i64s(&[4], &[2, 2, -2, -2]);
+        let q = binary(Binary::Div, &a, &b).unwrap();
+        assert_eq!(q.as_i64().unwrap(), &[3, -3, -3, 3]);
+        let err = binary(Binary::Div, &a, &i64s(&[], &[0])).unwrap_err();
+        assert_eq!(err, "integer division by zero (7 / 0)");
+        let p = binary(Binary::Mul, &i64s(&[1], &[i64::MAX]), &i64s(&[1], &[2])).unwrap();
+        assert_eq!(p.as_i64().unwrap(), &[-2]);
+    }
+
+    #[test]
+    fn pow_keeps_the_base_dtype() {
+        let base = f32s(&[3], &[1.0, 2.0, 3.0]);
+        let ints = i64s(&[3], &[4, 5, 6]);
+        let floats = f32s(&[3], &[4.0, 5.0, 6.0]);
+        assert_close(
+            &binary(Binary::Pow, &base, &floats).unwrap(),
+            &[1.0, 32.0, 729.0],
+        );
+        assert_close(
+            &binary(Binary::Pow, &base, &ints).unwrap(),
+            &[1.0, 32.0, 729.0],
+        );
+        let int_base = i64s(&[3], &[1, 2, 3]);
+        let r = binary(Binary::Pow, &int_base, &floats).unwrap();
+        assert_eq!(r.as_i64().unwrap(), &[1, 32, 729]);
+        let r = binary(Binary::Pow, &int_base, &ints).unwrap();
+        assert_eq!(r.as_i64().unwrap(), &[1, 32, 729]);
+        let r = binary(Binary::Pow, &i64s(&[3], &[2, -1, 1]), &i64s(&[1], &[-3])).unwrap();
+        assert_eq!(r.as_i64().unwrap(), &[0, -1, 1]);
+        assert!(binary(Binary::Pow, &i64s(&[1], &[0]), &i64s(&[1], &[-1])).is_err());
+        assert!(binary(Binary::Pow, &i64s(&[1], &[-2]), &f32s(&[1], &[0.5])).is_err());
+        let r = binary(Binary::Pow, &f32s(&[1], &[-8.0]), &f32s(&[1], &[1.0 / 3.0])).unwrap();
+        assert!(r.as_f32().unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn prelu_broadcasts_the_slope_to_x_only() {
+        let x = f32s(&[2, 2], &[-1.0, 2.0, -3.0, 4.0]);
+        let slope = f32s(&[2], &[0.1, 0.2]);
+        let y = binary(Binary::PRelu, &x, &slope).unwrap();
+        assert_close(&y, &[-0.1, 2.0, -0.3, 4.0]);
+        let err = binary(Binary::PRelu, &slope, &x).unwrap_err();
+        assert_eq!(
+            err,
+            "slope of shape [2,2] does not broadcast to x of shape [2]"
+        );
+    }
+
+    #[test]
+    fn clip_bounds_are_optional_and_min_over_max_gives_max() {
+        let x = f32s(&[4], &[-2.0, -0.5, 0.5, 2.0]);
+        let (lo, hi) = (f32s(&[], &[-1.0]), f32s(&[], &[1.0]));
+        let both = clip(&x, Some(&lo), Some(&hi)).unwrap();
+        assert_close(&both, &[-1.0, -0.5, 0.5, 1.0]);
+        let only_max = clip(&x, None, Some(&hi)).unwrap();
+        assert_close(&only_max, &[-2.0, -0.5, 0.5, 1.0]);
+        assert_eq!(clip(&x, None, None).unwrap(), x);
+        let inverted = clip(&x, Some(&hi), Some(&lo)).unwrap();
+        assert_close(&inverted, &[-1.0; 4]);
+        let ints = clip(&i64s(&[3], &[-5, 0, 5]), Some(&i64s(&[], &[-1])), None).unwrap();
+        assert_eq!(ints.as_i64().unwrap(), &[-1, 0, 5]);
+        let err = clip(&x, Some(&i64s(&[], &[0])), None).unwrap_err();
+        assert_eq!(err, "min must be a single f32 value, got i64 of shape []");
+    }
+
+    #[test]
+    fn softmax_normalizes_along_one_axis() {
+        let x = f32s(&[2, 3], &[1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0]);
+        let y = softmax(-1, false, &x).unwrap();
+        let third = 1.0 / 3.0;
+        assert_close(
+            &y,
+            &[0.09003057, 0.24472847, 0.66524096, third, third, third],
+        );
+        let columns = softmax(0, false, &f32s(&[2, 2], &[0.0, 1.0, 0.0, 3.0])).unwrap();
+        assert_close(&columns, &[0.5, 0.11920292, 0.5, 0.880797]);
+        // The opset 11 form flattens [1, 2, 2] at axis 1 into one row of four.
+        let flat = softmax(1, true, &f32s(&[1, 2, 2], &[0.0; 4])).unwrap();
+        assert_close(&flat, &[0.25; 4]);
+        assert_eq!(
+            softmax(2, false, &x).unwrap_err(),
+            "axis 2 is out of range for rank 2"
+        );
+    }
+
+    #[test]
+    fn reduce_mean_handles_axes_keepdims_and_empty_axes() {
+        let x = f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let rows = reduce_mean(true, false, &x, Some(&Tensor::vector_i64(vec![-1]))).unwrap();
+        assert_eq!(rows.shape(), &[2, 1]);
+        assert_close(&rows, &[2.0, 5.0]);
+        let cols = reduce_mean(false, false, &x, Some(&Tensor::vector_i64(vec![0]))).unwrap();
+        assert_eq!(cols.shape(), &[3]);
+        assert_close(&cols, &[2.5, 3.5, 4.5]);
+        let all = reduce_mean(false, false, &x, None).unwrap();
+        assert_eq!(all.shape(), &[] as &[usize]);
+        assert_close(&all, &[3.5]);
+        let empty_axes = Tensor::vector_i64(vec![]);
+        let kept = reduce_mean(true, false, &x, Some(&empty_axes)).unwrap();
+        assert_eq!(kept.shape(), &[1, 1]);
+        assert_eq!(reduce_mean(true, true, &x, Some(&empty_axes)).unwrap(), x);
+        let ints = reduce_mean(false, false, &i64s(&[2], &[1, 2]), None).unwrap();
+        assert_eq!(ints.as_i64().unwrap(), &[1]);
+        let err = reduce_mean(true, false, &x, Some(&Tensor::vector_i64(vec![0, -2])));
+        assert_eq!(err.unwrap_err(), "axes [0, -2] name axis 0 twice");
+    }
+
+    #[test]
+    fn cast_truncates_and_rejects_non_finite() {
+        let x = f32s(&[3], &[-2.7, 0.5, 3.9]);
+        assert_eq!(cast(&x, DType::I64).unwrap().as_i64().unwrap(), &[-2, 0, 3]);
+        let back = cast(&i64s(&[2], &[-3, 16_777_217]), DType::F32).unwrap();
+        assert_eq!(back.as_f32().unwrap(), &[-3.0, 16_777_216.0]);
+        assert_eq!(cast(&x, DType::F32).unwrap(), x);
+        let err = cast(&f32s(&[1], &[f32::NAN]), DType::I64).unwrap_err();
+        assert_eq!(err, "cannot cast NaN to i64");
+    }
 }

@@ -5,6 +5,8 @@
 //! Data-movement ops are written once, generic over the element type through [`Element`],
 //! and dispatched on the tensor's dtype at the call.
 
+use std::ops::Range;
+
 use super::OpResult;
 use crate::graph::types::format_shape;
 use crate::tensor::{Tensor, TensorData};
@@ -166,6 +168,28 @@ pub(super) fn take(
     let data = match x.data() {
         TensorData::F32(v) => TensorData::F32(sources.map(|i| v[i]).collect()),
         TensorData::I64(v) => TensorData::I64(sources.map(|i| v[i]).collect()),
+    };
+    tensor(shape, data)
+}
+
+/// A new tensor of `shape` made of `x`'s elements in the flat ranges `blocks`, in order
+/// (which must be in range and hold as many elements as `shape`).
+pub(super) fn take_blocks(
+    x: &Tensor,
+    shape: Vec<usize>,
+    blocks: impl Iterator<Item = Range<usize>>,
+) -> OpResult<Tensor> {
+    fn copy<T: Copy>(v: &[T], n: usize, blocks: impl Iterator<Item = Range<usize>>) -> Vec<T> {
+        let mut out = Vec::with_capacity(n);
+        for block in blocks {
+            out.extend_from_slice(&v[block]);
+        }
+        out
+    }
+    let n = product(&shape)?;
+    let data = match x.data() {
+        TensorData::F32(v) => TensorData::F32(copy(v, n, blocks)),
+        TensorData::I64(v) => TensorData::I64(copy(v, n, blocks)),
     };
     tensor(shape, data)
 }

@@ -1,8 +1,28 @@
 //! Resize (nearest, linear, cubic; every coordinate transform; antialias).
+//!
+//! Follows ONNX Resize (opset 19) and, where the spec leaves room, the ONNX reference
+//! implementation that produced the conformance data. The work is separable: for each axis
+//! that changes, every output index gets a list of `(input index, weight)` taps (or a fill
+//! value, for tf_crop_and_resize samples outside the input), and the axes are resampled one
+//! after another. Nearest, linear, cubic, antialias and exclude_outside are all just
+//! different taps. Arithmetic is done in `f64` and rounded to `f32` once at the end.
+//!
+//! Per axis, with input length `in`, output length `out` and scale `s`:
+//! - the output length is `floor(in * s)` for `scales`, or the given size for `sizes`
+//!   (with not_larger/not_smaller, one common scale `s` and `out = round_half_up(in * s)`);
+//! - output index `x` maps to a real input coordinate `c` by the coordinate transform,
+//!   where the "resized length" is the real number `in * s` (as the reference does);
+//! - with `left = ceil(c) - 1` and `ratio = c - left` in `(0, 1]`, the kernel taps are
+//!   `left + i` for `i` in `start..=1 - start`, weighted `k((i - ratio) * s')`, where
+//!   `s' = min(s, 1)` with antialias (weights then renormalised) and `1` without;
+//! - taps outside the input read the nearest edge element, or, with exclude_outside, get
+//!   weight zero and the rest are renormalised.
 
 use super::OpResult;
-use crate::graph::op::Resize;
-use crate::tensor::Tensor;
+use crate::graph::op::{
+    AspectRatioPolicy, CoordinateTransform, NearestMode, Resize, ResizeMode,
+};
+use crate::tensor::{DType, Tensor, element_count};
 
 pub(super) fn resize(
     attrs: &Resize,
@@ -11,6 +31,512 @@ pub(super) fn resize(
     scales: Option<&Tensor>,
     sizes: Option<&Tensor>,
 ) -> OpResult<Tensor> {
-    let _ = (attrs, x, roi, scales, sizes);
-    Err("not yet implemented in the interpreter".to_string())
+    let data = x
+        .as_f32()
+        .ok_or_else(|| format!("input must be f32, got {}", x.dtype()))?;
+    let geometry = plan_axes(attrs, x.shape(), roi, scales, sizes)?;
+    let out_shape: Vec<usize> = geometry.iter().map(|a| a.out_len).collect();
+    element_count(&out_shape).map_err(|e| e.to_string())?;
+
+    let mut shape = x.shape().to_vec();
+    let mut values: Vec<f64> = data.iter().map(|&v| f64::from(v)).collect();
+    // Innermost axis first, like the reference's nesting (this only affects rounding).
+    for (axis, geom) in geometry.iter().enumerate().rev() {
+        let samples = axis_samples(attrs, geom);
+        if geom.out_len == geom.in_len && is_identity(&samples) {
+            continue;
+        }
+        values = resample_axis(&values, &shape, axis, &samples)?;
+        shape[axis] = geom.out_len;
+    }
+    let result = values.into_iter().map(|v| v as f32).collect();
+    Tensor::from_f32(out_shape, result).map_err(|e| e.to_string())
+}
+
+/// How one axis is resized.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct AxisGeometry {
+    /// Input length.
+    in_len: usize,
+    /// Output length.
+    out_len: usize,
+    /// Scale factor (output over input).
+    scale: f64,
+    /// The resized length as a real number: `in_len * scale`, or exactly the requested
+    /// size when `sizes` is used without an aspect-ratio policy.
+    length: f64,
+    /// Region of interest `(start, end)` as fractions of the input (tf_crop_and_resize).
+    roi: (f64, f64),
+}
+
+impl AxisGeometry {
+    fn unchanged(len: usize) -> AxisGeometry {
+        AxisGeometry {
+            in_len: len,
+            out_len: len,
+            scale: 1.0,
+            length: len as f64,
+            roi: (0.0, 1.0),
+        }
+    }
+}
+
+/// Treats an empty tensor as an absent one, as ONNX does for Resize's optional inputs.
+fn present(t: Option<&Tensor>) -> Option<&Tensor> {
+    t.filter(|t| !t.is_empty())
+}
+
+/// Resolves the `axes` attribute against `rank`: every axis when empty, negatives counted
+/// from the end, no repeats.
+fn resolve_axes(axes: &[i64], rank: usize) -> OpResult<Vec<usize>> {
+    if axes.is_empty() {
+        return Ok((0..rank).collect());
+    }
+    let signed_rank = i64::try_from(rank).map_err(|_| format!("rank {rank} is too large"))?;
+    let mut resolved = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let normalized = if a < 0 { a + signed_rank } else { a };
+        let axis = usize::try_from(normalized)
+            .ok()
+            .filter(|&n| n < rank)
+            .ok_or_else(|| format!("axis {a} is out of range for an input of rank {rank}"))?;
+        if resolved.contains(&axis) {
+            return Err(format!("axis {a} appears more than once in axes {axes:?}"));
+        }
+        resolved.push(axis);
+    }
+    Ok(resolved)
+}
+
+/// Checks that `t` is a 1-D tensor of `dtype` with `len` elements.
+fn check_vector(name: &str, t: &Tensor, dtype: DType, len: usize) -> OpResult<()> {
+    if t.dtype() != dtype {
+        return Err(format!("{name} must be {dtype}, got {}", t.dtype()));
+    }
+    if t.rank() != 1 || t.len() != len {
+        return Err(format!(
+            "{name} must have shape [{len}] (one entry per resized axis), got {:?}",
+            t.shape()
+        ));
+    }
+    Ok(())
+}
+
+/// Works out the geometry of every axis of an input of shape `in_shape`.
+fn plan_axes(
+    attrs: &Resize,
+    in_shape: &[usize],
+    roi: Option<&Tensor>,
+    scales: Option<&Tensor>,
+    sizes: Option<&Tensor>,
+) -> OpResult<Vec<AxisGeometry>> {
+    let axes = resolve_axes(&attrs.axes, in_shape.len())?;
+    let mut geometry: Vec<AxisGeometry> =
+        in_shape.iter().map(|&n| AxisGeometry::unchanged(n)).collect();
+
+    if attrs.coordinate_transformation_mode == CoordinateTransform::TfCropAndResize
+        && let Some(roi) = present(roi)
+    {
+        check_vector("roi", roi, DType::F32, 2 * axes.len())?;
+        let values = roi.as_f32().unwrap_or_default();
+        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+            return Err(format!("roi values must be finite, got {v}"));
+        }
+        let (starts, ends) = values.split_at(axes.len());
+        for ((&axis, &start), &end) in axes.iter().zip(starts).zip(ends) {
+            geometry[axis].roi = (f64::from(start), f64::from(end));
+        }
+    }
+
+    match (present(scales), present(sizes)) {
+        (Some(_), Some(_)) => Err("only one of scales and sizes may be given".to_string()),
+        (None, None) => Err("one of scales and sizes must be given".to_string()),
+        (Some(scales), None) => {
+            check_vector("scales", scales, DType::F32, axes.len())?;
+            let values = scales.as_f32().unwrap_or_default();
+            for (&axis, &s) in axes.iter().zip(values) {
+                if !(s.is_finite() && s > 0.0) {
+                    return Err(format!("scales must be positive and finite, got {s}"));
+                }
+                let g = &mut geometry[axis];
+                g.scale = f64::from(s);
+                g.length = g.in_len as f64 * g.scale;
+                g.out_len = whole_length(g.length.floor(), axis)?;
+            }
+            Ok(geometry)
+        }
+        (None, Some(sizes)) => {
+            check_vector("sizes", sizes, DType::I64, axes.len())?;
+            let values = sizes.as_i64().unwrap_or_default();
+            let mut requested = Vec::with_capacity(axes.len());
+            for (&axis, &size) in axes.iter().zip(values) {
+                let size = usize::try_from(size)
+                    .map_err(|_| format!("sizes must not be negative, got {size}"))?;
+                let in_len = geometry[axis].in_len;
+                if in_len == 0 && size != 0 {
+                    return Err(format!(
+                        "axis {axis} has length 0 and cannot be resized to {size}"
+                    ));
+                }
+                requested.push((axis, size));
+            }
+            apply_sizes(attrs.keep_aspect_ratio_policy, &mut geometry, &requested)?;
+            Ok(geometry)
+        }
+    }
+}
+
+/// Converts a non-negative whole `f64` length to `usize`, refusing absurd sizes.
+fn whole_length(len: f64, axis: usize) -> OpResult<usize> {
+    // Lengths beyond 2^53 cannot be represented exactly and would never fit in memory.
+    const LIMIT: f64 = 9_007_199_254_740_992.0;
+    if !(0.0..LIMIT).contains(&len) {
+        return Err(format!("axis {axis} would have output length {len}"));
+    }
+    Ok(len as usize)
+}
+
+/// Sets output lengths and scales from `sizes` (pairs of axis and requested length).
+fn apply_sizes(
+    policy: AspectRatioPolicy,
+    geometry: &mut [AxisGeometry],
+    requested: &[(usize, usize)],
+) -> OpResult<()> {
+    if policy == AspectRatioPolicy::Stretch {
+        for &(axis, size) in requested {
+            let g = &mut geometry[axis];
+            g.out_len = size;
+            g.length = size as f64;
+            // An empty axis stays empty; its scale is never used.
+            g.scale = if g.in_len == 0 {
+                1.0
+            } else {
+                size as f64 / g.in_len as f64
+            };
+        }
+        return Ok(());
+    }
+    let mut ratios = Vec::with_capacity(requested.len());
+    for &(axis, size) in requested {
+        let in_len = geometry[axis].in_len;
+        if in_len == 0 {
+            return Err(format!(
+                "axis {axis} has length 0, so keep_aspect_ratio_policy cannot scale it"
+            ));
+        }
+        ratios.push(size as f64 / in_len as f64);
+    }
+    let pick = match policy {
+        AspectRatioPolicy::NotLarger => f64::min,
+        _ => f64::max,
+    };
+    let Some(scale) = ratios.into_iter().reduce(pick) else {
+        return Ok(());
+    };
+    for &(axis, _) in requested {
+        let g = &mut geometry[axis];
+        g.scale = scale;
+        g.length = g.in_len as f64 * scale;
+        g.out_len = whole_length((g.length + 0.5).floor(), axis)?;
+    }
+    Ok(())
+}
+
+/// One output position along an axis.
+#[derive(Clone, Debug, PartialEq)]
+enum Sample {
+    /// A constant (tf_crop_and_resize's extrapolation value).
+    Fill(f64),
+    /// A weighted sum of input positions (already clamped into the input).
+    Taps(Vec<(usize, f64)>),
+}
+
+/// Whether `samples` copy the input unchanged: output `i` is exactly input `i`.
+fn is_identity(samples: &[Sample]) -> bool {
+    samples.iter().enumerate().all(|(i, s)| match s {
+        Sample::Fill(_) => false,
+        Sample::Taps(taps) => taps
+            .iter()
+            .all(|&(j, w)| if j == i { w == 1.0 } else { w == 0.0 }),
+    })
+}
+
+/// The input coordinate that output index `x` maps to.
+fn source_coordinate(mode: CoordinateTransform, g: &AxisGeometry, x: usize) -> f64 {
+    let x = x as f64;
+    let in_len = g.in_len as f64;
+    let half_pixel = (x + 0.5) / g.scale - 0.5;
+    match mode {
+        CoordinateTransform::HalfPixel => half_pixel,
+        CoordinateTransform::HalfPixelSymmetric => {
+            // Keeps the centre of the input at the centre of the output when the output
+            // length was rounded.
+            let adjustment = g.out_len as f64 / g.length;
+            let offset = in_len / 2.0 * (1.0 - adjustment);
+            // Summed left to right as the reference does: on nearest-rounding ties the
+            // order of the additions decides the result.
+            offset + (x + 0.5) / g.scale - 0.5
+        }
+        CoordinateTransform::PytorchHalfPixel => {
+            if g.length > 1.0 {
+                half_pixel
+            } else {
+                0.0
+            }
+        }
+        CoordinateTransform::AlignCorners => {
+            if g.out_len <= 1 {
+                0.0
+            } else {
+                x * (in_len - 1.0) / (g.length - 1.0)
+            }
+        }
+        CoordinateTransform::Asymmetric => x / g.scale,
+        CoordinateTransform::TfCropAndResize => {
+            let (start, end) = g.roi;
+            if g.length > 1.0 {
+                start * (in_len - 1.0) + x * (end - start) * (in_len - 1.0) / (g.length - 1.0)
+            } else {
+                0.5 * (start + end) * (in_len - 1.0)
+            }
+        }
+    }
+}
+
+/// The cubic convolution kernel with parameter `a`.
+fn cubic_kernel(t: f64, a: f64) -> f64 {
+    let t = t.abs();
+    if t <= 1.0 {
+        ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+    } else if t < 2.0 {
+        ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
+    } else {
+        0.0
+    }
+}
+
+/// The taps (or fill value) of every output index of one axis.
+fn axis_samples(attrs: &Resize, g: &AxisGeometry) -> Vec<Sample> {
+    let mode = attrs.coordinate_transformation_mode;
+    (0..g.out_len)
+        .map(|x| {
+            let c = source_coordinate(mode, g, x);
+            let last = g.in_len as f64 - 1.0;
+            if mode == CoordinateTransform::TfCropAndResize && !(0.0..=last).contains(&c) {
+                return Sample::Fill(f64::from(attrs.extrapolation_value));
+            }
+            Sample::Taps(taps_at(attrs, g, c))
+        })
+        .collect()
+}
+
+/// The taps that interpolate the input at coordinate `c`.
+fn taps_at(attrs: &Resize, g: &AxisGeometry, c: f64) -> Vec<(usize, f64)> {
+    // `left` is the input index just below `c`; on an integer `c` it is `c - 1`, so the
+    // ratio is in (0, 1] (the reference's convention, which decides rounding and taps).
+    let (left, ratio) = if c.fract() == 0.0 {
+        (c - 1.0, 1.0)
+    } else {
+        (c.floor(), c - c.floor())
+    };
+    let left = left as i64;
+    let (start, mut weights): (i64, Vec<f64>) = match attrs.mode {
+        ResizeMode::Nearest => {
+            let right = ratio == 1.0
+                || match attrs.nearest_mode {
+                    NearestMode::RoundPreferFloor => ratio > 0.5,
+                    NearestMode::RoundPreferCeil => ratio >= 0.5,
+                    NearestMode::Floor => false,
+                    NearestMode::Ceil => true,
+                };
+            (0, if right { vec![0.0, 1.0] } else { vec![1.0, 0.0] })
+        }
+        ResizeMode::Linear => kernel_weights(attrs.antialias, g.scale, ratio, 1.0, |t| {
+            (1.0 - t.abs()).max(0.0)
+        }),
+        ResizeMode::Cubic => {
+            let a = f64::from(attrs.cubic_coeff_a);
+            kernel_weights(attrs.antialias, g.scale, ratio, 2.0, |t| cubic_kernel(t, a))
+        }
+    };
+    let indices: Vec<i64> = (0..weights.len())
+        .map(|k| {
+            let offset = start.saturating_add(k as i64);
+            left.saturating_add(offset)
+        })
+        .collect();
+    let in_len = i64::try_from(g.in_len).unwrap_or(i64::MAX);
+    if attrs.exclude_outside {
+        for (w, &i) in weights.iter_mut().zip(&indices) {
+            if i < 0 || i >= in_len {
+                *w = 0.0;
+            }
+        }
+        let sum: f64 = weights.iter().sum();
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    let last = in_len.saturating_sub(1).max(0);
+    indices
+        .into_iter()
+        .zip(weights)
+        .map(|(i, w)| (i.clamp(0, last) as usize, w))
+        .collect()
+}
+
+/// Weights of a kernel of support `radius` at `ratio` past the left tap, stretched by
+/// `1 / scale` when antialiasing a downsample. Returns the offset of the first tap from
+/// the left tap and the weights.
+fn kernel_weights(
+    antialias: bool,
+    scale: f64,
+    ratio: f64,
+    radius: f64,
+    kernel: impl Fn(f64) -> f64,
+) -> (i64, Vec<f64>) {
+    let stretch = if antialias { scale.min(1.0) } else { 1.0 };
+    let start = (-radius / stretch).floor() as i64 + 1;
+    let mut weights: Vec<f64> = (start..=1 - start)
+        .map(|i| kernel((i as f64 - ratio) * stretch))
+        .collect();
+    if antialias {
+        let sum: f64 = weights.iter().sum();
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    (start, weights)
+}
+
+/// Resamples `values` (of `shape`) along `axis` with one sample per output index.
+fn resample_axis(
+    values: &[f64],
+    shape: &[usize],
+    axis: usize,
+    samples: &[Sample],
+) -> OpResult<Vec<f64>> {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let in_len = shape[axis];
+    let mut out_shape = shape.to_vec();
+    out_shape[axis] = samples.len();
+    let mut out = vec![0.0; element_count(&out_shape).map_err(|e| e.to_string())?];
+    for o in 0..outer {
+        let src = &values[o * in_len * inner..(o + 1) * in_len * inner];
+        for (x, sample) in samples.iter().enumerate() {
+            let dst = &mut out[(o * samples.len() + x) * inner..][..inner];
+            match sample {
+                Sample::Fill(v) => dst.fill(*v),
+                Sample::Taps(taps) => {
+                    for &(i, w) in taps {
+                        let row = &src[i * inner..(i + 1) * inner];
+                        for (d, &s) in dst.iter_mut().zip(row) {
+                            *d += w * s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod conformance_tmp {
+    use super::*;
+
+    fn parse_attr(r: &mut Resize, key: &str, v: &str) {
+        match key {
+            "mode" => r.mode = ResizeMode::from_name(v).unwrap(),
+            "coordinate_transformation_mode" => {
+                r.coordinate_transformation_mode = CoordinateTransform::from_name(v).unwrap()
+            }
+            "nearest_mode" => r.nearest_mode = NearestMode::from_name(v).unwrap(),
+            "keep_aspect_ratio_policy" => {
+                r.keep_aspect_ratio_policy = AspectRatioPolicy::from_name(v).unwrap()
+            }
+            "cubic_coeff_a" => r.cubic_coeff_a = v.parse().unwrap(),
+            "extrapolation_value" => r.extrapolation_value = v.parse().unwrap(),
+            "exclude_outside" => r.exclude_outside = v == "1",
+            "antialias" => r.antialias = v == "1",
+            "axes" => r.axes = v.split(',').map(|a| a.parse().unwrap()).collect(),
+            _ => panic!("{key}"),
+        }
+    }
+
+    #[test]
+    fn dumped_cases() {
+        let Ok(text) = std::fs::read_to_string(std::env::var("RESIZE_CASES").unwrap_or("/tmp/resize_cases/cases.txt".into())) else {
+            return;
+        };
+        let mut failures = 0;
+        for case in text.split("case ").filter(|c| !c.trim().is_empty()) {
+            let mut lines = case.lines();
+            let name = lines.next().unwrap();
+            let mut attrs = Resize::default();
+            if name.contains("upsample_nearest") && !name.contains("resize") {
+                attrs.coordinate_transformation_mode = CoordinateTransform::Asymmetric;
+                attrs.nearest_mode = NearestMode::Floor;
+            }
+            let mut inputs: Vec<Option<Tensor>> = vec![None; 4];
+            let mut expected = None;
+            for line in lines {
+                let parts: Vec<&str> = line.splitn(5, ' ').collect();
+                let shape = |s: &str| -> Vec<usize> {
+                    s.split(',').filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect()
+                };
+                match parts[0] {
+                    "attr" => parse_attr(&mut attrs, parts[1], parts[2]),
+                    "input" => {
+                        let idx: usize = parts[1].parse().unwrap();
+                        let sh = shape(parts[3]);
+                        let vals = parts.get(4).copied().unwrap_or("");
+                        let t = if parts[2] == "int64" {
+                            Tensor::from_i64(sh, vals.split_whitespace().map(|v| v.parse().unwrap()).collect())
+                        } else {
+                            Tensor::from_f32(sh, vals.split_whitespace().map(|v| v.parse().unwrap()).collect())
+                        };
+                        inputs[idx] = Some(t.unwrap());
+                    }
+                    "output" => {
+                        let rest: Vec<&str> = line.splitn(3, ' ').collect();
+                        let sh = shape(rest[1]);
+                        let vals: Vec<f32> = rest[2].split_whitespace().map(|v| v.parse().unwrap()).collect();
+                        expected = Some(Tensor::from_f32(sh, vals).unwrap());
+                    }
+                    other => panic!("{other}: {line}"),
+                }
+            }
+            let expected = expected.unwrap();
+            let got = resize(
+                &attrs,
+                inputs[0].as_ref().unwrap(),
+                inputs[1].as_ref(),
+                inputs[2].as_ref(),
+                inputs[3].as_ref(),
+            );
+            match got {
+                Err(e) => {
+                    failures += 1;
+                    println!("FAIL {name}: {e}");
+                }
+                Ok(got) => {
+                    let ok = got.shape() == expected.shape()
+                        && got.as_f32().unwrap().iter().zip(expected.as_f32().unwrap()).all(
+                            |(&g, &e)| (g - e).abs() <= 1e-5 + 1e-4 * e.abs(),
+                        );
+                    if ok {
+                        println!("ok   {name}");
+                    } else {
+                        failures += 1;
+                        println!(
+                            "FAIL {name}: shape {:?} vs {:?}\n got {:?}\n exp {:?}",
+                            got.shape(),
+                            expected.shape(),
+                            got.as_f32().unwrap(),
+                            expected.as_f32().unwrap()
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(failures, 0);
+    }
 }
