@@ -29,10 +29,10 @@ fn shared_models_dir() -> PathBuf {
 fn relative_error(dir: &Path, name: &str) -> (Model, f64) {
     let model = Model::load(dir.join(format!("{name}.onnx")))
         .unwrap_or_else(|e| panic!("{name}: load: {e}"));
-    let input = npy::read(dir.join(format!("{name}.input.npy")))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let expected = npy::read(dir.join(format!("{name}.output.npy")))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let input =
+        npy::read(dir.join(format!("{name}.input.npy"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let expected =
+        npy::read(dir.join(format!("{name}.output.npy"))).unwrap_or_else(|e| panic!("{name}: {e}"));
     let inputs = model.inputs();
     assert_eq!(inputs.len(), 1, "{name}: expected one graph input");
     let input_name = inputs[0].0.to_string();

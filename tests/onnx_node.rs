@@ -116,7 +116,10 @@ fn run_test(dir: &Path) -> Result<(), String> {
     for (i, name) in input_names.iter().enumerate() {
         inputs.push((name.as_str(), read_pb(&data.join(format!("input_{i}.pb")))?));
     }
-    if data.join(format!("input_{}.pb", input_names.len())).exists() {
+    if data
+        .join(format!("input_{}.pb", input_names.len()))
+        .exists()
+    {
         return Err(format!(
             "the test data has more inputs than the model's {}",
             input_names.len()
@@ -163,14 +166,17 @@ fn onnx_node_tests() {
         .filter(|n| !n.is_empty())
         .filter(|n| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str())))
         .collect();
-    assert!(!names.is_empty(), "no node tests selected (filter {filter:?})");
+    assert!(
+        !names.is_empty(),
+        "no node tests selected (filter {filter:?})"
+    );
 
     // family -> (passed, total)
     let mut table: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     for &name in &names {
-        let result = catch_unwind(AssertUnwindSafe(|| run_test(&dir.join(name))))
-            .unwrap_or_else(|panic| {
+        let result =
+            catch_unwind(AssertUnwindSafe(|| run_test(&dir.join(name)))).unwrap_or_else(|panic| {
                 let message = panic
                     .downcast_ref::<String>()
                     .cloned()

@@ -44,6 +44,7 @@ use crate::graph::types::TensorType;
 use crate::graph::{ConstInit, Graph, ValueId};
 use crate::tensor::{Tensor, element_count};
 
+pub use ops::OP_TYPES;
 use ops::{Arg, Env, Lowered};
 use tensor::TensorError;
 
@@ -261,10 +262,15 @@ impl<'m> Importer<'m> {
             if input.name.is_empty() {
                 return Err(decode_error("a graph input has no name"));
             }
+            if self.env.contains_key(&input.name) {
+                return Err(decode_error(format!(
+                    "graph input {} is declared twice",
+                    input.name
+                )));
+            }
             let ty = tensor::value_type(input).map_err(model_error)?;
             let id = self.graph.add_input(&input.name, ty)?;
-            self.define(&input.name, Slot::Value(id))
-                .map_err(|m| decode_error(format!("graph input: {m}")))?;
+            self.env.insert(input.name.clone(), Slot::Value(id));
         }
         Ok(())
     }
@@ -440,13 +446,12 @@ impl<'m> Importer<'m> {
         inputs: &[Option<String>],
         outputs: &[String],
     ) -> Result<bool> {
-        if let (Op::Shape { start, end }, [Some(x)]) = (op, inputs) {
-            if let Some(Slot::Value(id)) = self.env.get(x.as_str()) {
-                if let Some(shape) = self.graph.value(*id).ty.known_shape() {
-                    let dims = shape_slice(&shape, *start, *end)?;
-                    return self.fold_outputs(name, op, outputs, vec![Tensor::vector_i64(dims)]);
-                }
-            }
+        if let (Op::Shape { start, end }, [Some(x)]) = (op, inputs)
+            && let Some(Slot::Value(id)) = self.env.get(x.as_str())
+            && let Some(shape) = self.graph.value(*id).ty.known_shape()
+        {
+            let dims = shape_slice(&shape, *start, *end)?;
+            return self.fold_outputs(name, op, outputs, vec![Tensor::vector_i64(dims)]);
         }
 
         let mut values = Vec::with_capacity(inputs.len());
@@ -1066,9 +1071,10 @@ mod tests {
             vec![f32_input("x", &["4"])],
         );
         let g = m.import().unwrap();
-        let node = g.node(g.node_order()[0]);
+        let split = g.node(g.node_order()[0]);
         assert!(
-            node.op
+            split
+                .op
                 .attributes()
                 .contains(&("num_outputs", Attr::Int(2)))
         );
@@ -1144,9 +1150,9 @@ mod tests {
             )
             .with_init(scales.clone());
             let g = m.import().unwrap_or_else(|e| panic!("{op}: {e}"));
-            let node = g.node(g.node_order()[0]);
-            assert!(node.inputs[1].is_none(), "{op}: no roi");
-            let attrs = node.op.attributes();
+            let resize = g.node(g.node_order()[0]);
+            assert!(resize.inputs[1].is_none(), "{op}: no roi");
+            let attrs = resize.op.attributes();
             assert!(
                 attrs.contains(&("nearest_mode", Attr::Str("floor".into()))),
                 "{op}"

@@ -82,14 +82,15 @@ fn check_arity(op: &Op, inputs: &[Option<Operand<'_>>], n_outputs: usize) -> R<(
     let output_arity = op.output_arity();
     if !output_arity.contains(&n_outputs) {
         return Err(format!(
-            "has {} outputs, got {n_outputs}",
+            "produces {} outputs, got {n_outputs}",
             arity_text(&output_arity)
         ));
     }
     Ok(())
 }
 
-fn arity_text(range: &std::ops::RangeInclusive<usize>) -> String {
+/// An arity for messages: `2`, `2 to 3`, `at least 1`.
+pub(crate) fn arity_text(range: &std::ops::RangeInclusive<usize>) -> String {
     match (*range.start(), *range.end()) {
         (a, b) if a == b => a.to_string(),
         (a, usize::MAX) => format!("at least {a}"),
@@ -521,8 +522,17 @@ fn window_output(
         .chain(&known_input)
         .any(|&v| v > MAX_WINDOW_VALUE);
     if too_large {
+        let kernel: Vec<Dim> = kernel
+            .iter()
+            .map(|k| k.map_or(Dim::Unknown, Dim::Known))
+            .collect();
         return Err(format!(
-            "window {window:?} over spatial dims {} has values above {MAX_WINDOW_VALUE}",
+            "window sizes must be at most {MAX_WINDOW_VALUE}, got kernel {}, strides {:?}, \
+             pads {:?}, dilations {:?} over spatial dims {}",
+            fmt_dims(&kernel),
+            window.strides,
+            window.pads,
+            window.dilations,
             fmt_dims(input)
         ));
     }
@@ -681,7 +691,15 @@ fn conv_transpose_spatial(c: &ConvTranspose, input: &[Dim], kernel: &[Dim]) -> R
     .any(|&v| v > MAX_WINDOW_VALUE);
     if too_large {
         return Err(format!(
-            "transposed window {c:?} over spatial dims {} has values above {MAX_WINDOW_VALUE}",
+            "window sizes must be at most {MAX_WINDOW_VALUE}, got kernel {}, strides {:?}, \
+             pads {:?}, dilations {:?}, output_padding {:?}, output_shape {:?} over spatial \
+             dims {}",
+            fmt_dims(kernel),
+            w.strides,
+            w.pads,
+            w.dilations,
+            c.output_padding,
+            c.output_shape,
             fmt_dims(input)
         ));
     }
@@ -1557,7 +1575,7 @@ mod tests {
         let err = infer(&op("conv", &[]), "c", &[Some(x), None], 1).unwrap_err();
         assert_eq!(err.to_string(), "node c (conv): input 1 is required");
         let err = infer(&Op::Unary(Unary::Relu), "r", &[Some(x)], 2).unwrap_err();
-        assert_eq!(err.to_string(), "node r (relu): has 1 outputs, got 2");
+        assert_eq!(err.to_string(), "node r (relu): produces 1 outputs, got 2");
     }
 
     #[test]
@@ -1598,7 +1616,13 @@ mod tests {
         );
         // Huge attributes are errors, not overflows.
         let huge = op("conv", &[("dilations", ints(&[i64::MAX, 1]))]);
-        assert!(run1(&huge, &[known(&[1, 3, 8, 8]), known(&[4, 3, 3, 3])]).is_err());
+        let err = run1(&huge, &[known(&[1, 3, 8, 8]), known(&[4, 3, 3, 3])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node n (conv): x f32[1,3,8,8], weights f32[4,3,3,3]: window sizes must be at most \
+             2147483647, got kernel [3,3], strides [], pads [], dilations [9223372036854775807, 1] \
+             over spatial dims [8,8]"
+        );
     }
 
     #[test]
@@ -1956,5 +1980,89 @@ mod tests {
         let x = known(&[usize::MAX / 2, 4]);
         let err = run1(&Op::Unary(Unary::Relu), &[x]).unwrap_err();
         assert!(err.to_string().contains("too many elements"), "{err}");
+    }
+
+    #[test]
+    fn never_panics_on_odd_inputs() {
+        let dims = [k(0), k(1), k(3), k(usize::MAX), sym("N"), Dim::Unknown];
+        let mut types = vec![known(&[])];
+        for a in &dims {
+            types.push(f32t(vec![a.clone()]));
+            for b in &dims {
+                types.push(f32t(vec![k(1), a.clone(), b.clone()]));
+                types.push(f32t(vec![k(2), k(3), a.clone(), b.clone()]));
+            }
+        }
+        let odd = [i64::MIN, -5, -1, 0, 1, 2, 7, i64::MAX];
+        let mut consts: Vec<Tensor> = vec![Tensor::vector_i64(vec![])];
+        for &a in &odd {
+            consts.push(Tensor::vector_i64(vec![a]));
+            for &b in &odd {
+                consts.push(Tensor::vector_i64(vec![a, b, 1, -1]));
+                consts.push(Tensor::vector_i64(vec![b, a]));
+            }
+        }
+        consts.push(Tensor::from_f32(vec![2], vec![f32::NAN, 1e30]).unwrap());
+        consts.push(Tensor::from_f32(vec![4], vec![1.0, 1.0, 0.5, 1e-30]).unwrap());
+        let const_types: Vec<TensorType> = consts
+            .iter()
+            .map(|t| TensorType::known(t.dtype(), t.shape()))
+            .collect();
+        let big = ints(&[1 << 40, 1 << 40]);
+        let mut ops: Vec<Op> = Op::NAMES
+            .iter()
+            .map(|&name| {
+                let attrs: Vec<(&str, Attr)> = match name {
+                    "max_pool" | "average_pool" => vec![("kernel_shape", ints(&[2, 2]))],
+                    "cast" => vec![("to", Attr::Str("i64".into()))],
+                    "concat" => vec![("axis", Attr::Int(-1))],
+                    _ => vec![],
+                };
+                op(name, &attrs)
+            })
+            .collect();
+        ops.push(op(
+            "conv",
+            &[("strides", big.clone()), ("group", Attr::Int(3))],
+        ));
+        ops.push(op(
+            "max_pool",
+            &[("kernel_shape", big.clone()), ("ceil_mode", Attr::Int(1))],
+        ));
+        ops.push(op(
+            "conv_transpose",
+            &[("pads", ints(&[9, 9, 9, 9])), ("strides", big)],
+        ));
+        ops.push(op(
+            "split",
+            &[("num_outputs", Attr::Int(3)), ("axis", Attr::Int(-1))],
+        ));
+        ops.push(op("gather", &[("axis", Attr::Int(i64::MIN))]));
+        ops.push(op("flatten", &[("axis", Attr::Int(i64::MAX))]));
+        for op in &ops {
+            for x in &types {
+                for (ct, cv) in const_types.iter().zip(&consts) {
+                    let c = Some(Operand {
+                        ty: ct,
+                        value: Some(cv),
+                    });
+                    let xo = Some(Operand { ty: x, value: None });
+                    let n_in = *op.input_arity().start();
+                    for n_outputs in 0..3 {
+                        for shape in [
+                            vec![xo, c, c, c, c],
+                            vec![xo, xo, c, c, c],
+                            vec![xo, None, c, c],
+                            vec![xo, None, None, c],
+                        ] {
+                            let len = n_in.max(1).min(shape.len());
+                            for l in [len, shape.len()] {
+                                let _ = infer(op, "n", &shape[..l], n_outputs);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -1814,13 +1814,28 @@ mod tests {
         }
     }
 
+    /// Parses `source`; if it parses, its print must parse back and print the same.
+    fn check_stable(source: &str) {
+        if let Ok(graph) = parse(source) {
+            let printed = print(&graph);
+            let again = parse(&printed).unwrap_or_else(|e| panic!("{printed}: {e}"));
+            assert_eq!(print(&again), printed);
+        }
+    }
+
     #[test]
-    fn parser_never_panics_on_truncations_of_a_valid_file() {
+    fn parser_never_panics_on_truncated_or_mutated_files() {
         let source = "graph g(\"x\": f32[N,3]) -> (y: f32[N,3]) {\n  const c: f32[2] = [0.5, \
                       -inf]\n  const k: f32[3] = uniform(seed=2, low=-1.0, high=1.0)\n  y: \
                       f32[N,3] = add(x, k) {} @\"n\\u{1F600}\"\n}\n";
+        check_stable(source);
         for (i, _) in source.char_indices() {
-            let _ = parse(&source[..i]);
+            check_stable(&source[..i]);
+            for insert in [
+                "(", "]", "\"", "\\", "\n", "#", "-", "9", "_", ":", "::", "@", "?",
+            ] {
+                check_stable(&format!("{}{insert}{}", &source[..i], &source[i..]));
+            }
         }
     }
 }

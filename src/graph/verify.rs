@@ -22,6 +22,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Diagnostic, Error, Result};
+use crate::graph::infer::arity_text;
 use crate::graph::types::{Dim, TensorType};
 use crate::graph::{Graph, NodeId, Value, ValueDef, ValueId};
 
@@ -336,14 +337,6 @@ impl<'g> Checker<'g> {
                 }
             }
         }
-    }
-}
-
-fn arity_text(range: &std::ops::RangeInclusive<usize>) -> String {
-    match (*range.start(), *range.end()) {
-        (a, b) if a == b => a.to_string(),
-        (a, usize::MAX) => format!("at least {a}"),
-        (a, b) => format!("{a} to {b}"),
     }
 }
 

@@ -421,3 +421,154 @@ fn channel_param<'a>(t: &'a Tensor, what: &str, c: usize, x: &Tensor) -> OpResul
     }
     Ok(data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::op::Window;
+
+    fn t(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::from_f32(shape.to_vec(), data.to_vec()).unwrap()
+    }
+
+    fn iota(shape: &[usize]) -> Tensor {
+        let n = shape.iter().product::<usize>();
+        t(shape, &(0..n).map(|i| i as f32).collect::<Vec<_>>())
+    }
+
+    fn conv_attrs(pads: &[usize], strides: &[usize], dilations: &[usize], group: usize) -> Conv {
+        Conv {
+            window: Window {
+                pads: pads.to_vec(),
+                strides: strides.to_vec(),
+                dilations: dilations.to_vec(),
+                ..Window::default()
+            },
+            group,
+        }
+    }
+
+    fn transpose_attrs(pads: &[usize], strides: &[usize], group: usize) -> ConvTranspose {
+        ConvTranspose {
+            window: Window {
+                pads: pads.to_vec(),
+                strides: strides.to_vec(),
+                ..Window::default()
+            },
+            group,
+            output_padding: vec![],
+            output_shape: vec![],
+        }
+    }
+
+    #[test]
+    fn conv_sums_each_window() {
+        let x = iota(&[1, 1, 3, 3]);
+        let w = t(&[1, 1, 2, 2], &[1.0; 4]);
+        let y = conv(&conv_attrs(&[], &[], &[], 1), &x, &w, None).unwrap();
+        assert_eq!(y.shape(), [1, 1, 2, 2]);
+        assert_eq!(y.as_f32().unwrap(), [8.0, 12.0, 20.0, 24.0]);
+    }
+
+    #[test]
+    fn conv_with_padding_stride_and_bias() {
+        // 3x3 ones kernel, pads 1, stride 2: each corner window sees a 2x2 block.
+        let x = iota(&[1, 1, 3, 3]);
+        let w = t(&[1, 1, 3, 3], &[1.0; 9]);
+        let b = t(&[1], &[1.0]);
+        let y = conv(
+            &conv_attrs(&[1, 1, 1, 1], &[2, 2], &[], 1),
+            &x,
+            &w,
+            Some(&b),
+        )
+        .unwrap();
+        assert_eq!(y.as_f32().unwrap(), [9.0, 13.0, 21.0, 25.0]);
+    }
+
+    #[test]
+    fn conv_1d_dilated_and_grouped() {
+        let x = t(&[1, 1, 5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        let w = t(&[1, 1, 2], &[1.0, 10.0]);
+        let y = conv(&conv_attrs(&[], &[], &[2], 1), &x, &w, None).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [31.0, 42.0, 53.0]);
+
+        // Depthwise: each of 2 channels has its own 1x1 weight.
+        let x = t(&[1, 2, 1, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let w = t(&[2, 1, 1, 1], &[2.0, 3.0]);
+        let y = conv(&conv_attrs(&[], &[], &[], 2), &x, &w, None).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [2.0, 4.0, 9.0, 12.0]);
+
+        // Two batches, two output channels mixing both input channels.
+        let x = t(&[2, 2, 1, 1], &[1.0, 2.0, 3.0, 4.0]);
+        let w = t(&[2, 2, 1, 1], &[1.0, 1.0, 1.0, -1.0]);
+        let y = conv(&conv_attrs(&[], &[], &[], 1), &x, &w, None).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [3.0, -1.0, 7.0, -1.0]);
+    }
+
+    #[test]
+    fn conv_rejects_mismatched_operands() {
+        let x = iota(&[1, 3, 5, 5]);
+        let w = t(&[1, 2, 1, 1], &[1.0, 1.0]);
+        let err = conv(&conv_attrs(&[], &[], &[], 1), &x, &w, None).unwrap_err();
+        assert!(err.contains("f32[1,3,5,5] has 3 channels"), "{err}");
+        let w = t(&[1, 3, 1, 1], &[1.0; 3]);
+        let b = t(&[2], &[0.0; 2]);
+        assert!(conv(&conv_attrs(&[], &[], &[], 1), &x, &w, Some(&b)).is_err());
+        let w = t(&[1, 3, 6, 6], &[0.0; 108]);
+        assert!(conv(&conv_attrs(&[], &[], &[], 1), &x, &w, None).is_err());
+        let x2 = iota(&[1, 3]);
+        assert!(conv(&conv_attrs(&[], &[], &[], 1), &x2, &w, None).is_err());
+    }
+
+    #[test]
+    fn conv_transpose_scatters_each_input() {
+        let x = t(&[1, 1, 3], &[1.0, 2.0, 3.0]);
+        let w = t(&[1, 1, 2], &[1.0, 1.0]);
+        let y = conv_transpose(&transpose_attrs(&[], &[], 1), &x, &w, None).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [1.0, 3.0, 5.0, 3.0]);
+        let y = conv_transpose(&transpose_attrs(&[], &[2], 1), &x, &w, None).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+        let b = t(&[1], &[10.0]);
+        let y = conv_transpose(&transpose_attrs(&[1, 1], &[2], 1), &x, &w, Some(&b)).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [11.0, 12.0, 12.0, 13.0]);
+    }
+
+    #[test]
+    fn conv_transpose_groups_and_output_shape() {
+        let x = t(&[1, 2, 1], &[1.0, 2.0]);
+        let w = t(&[2, 1, 1], &[3.0, 4.0]);
+        let y = conv_transpose(&transpose_attrs(&[], &[], 2), &x, &w, None).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [3.0, 8.0]);
+
+        // output_shape larger than the full output: the extra position gets only the bias.
+        let x = t(&[1, 1, 2], &[1.0, 2.0]);
+        let w = t(&[1, 1, 1], &[1.0]);
+        let mut attrs = transpose_attrs(&[], &[], 1);
+        attrs.output_shape = vec![3];
+        let b = t(&[1], &[0.5]);
+        let y = conv_transpose(&attrs, &x, &w, Some(&b)).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [1.5, 2.5, 0.5]);
+
+        let w = t(&[3, 1, 1], &[1.0; 3]);
+        assert!(conv_transpose(&transpose_attrs(&[], &[], 1), &x, &w, None).is_err());
+    }
+
+    #[test]
+    fn batch_norm_normalizes_per_channel() {
+        let x = t(&[1, 2, 1, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let scale = t(&[2], &[1.0, 2.0]);
+        let bias = t(&[2], &[0.0, 1.0]);
+        let mean = t(&[2], &[1.0, 3.0]);
+        let var = t(&[2], &[4.0, 1.0]);
+        let y = batch_norm(0.0, &x, &scale, &bias, &mean, &var).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [0.0, 0.5, 1.0, 3.0]);
+        // Rank 2: [N, C].
+        let x = t(&[2, 2], &[1.0, 3.0, 3.0, 4.0]);
+        let y = batch_norm(0.0, &x, &scale, &bias, &mean, &var).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [0.0, 1.0, 1.0, 3.0]);
+        let bad = t(&[3], &[1.0; 3]);
+        let err = batch_norm(0.0, &x, &bad, &bias, &mean, &var).unwrap_err();
+        assert!(err.contains("scale f32[3]"), "{err}");
+    }
+}

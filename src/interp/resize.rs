@@ -372,8 +372,11 @@ fn taps_at(attrs: &Resize, g: &AxisGeometry, c: f64) -> Vec<(usize, f64)> {
                 *w = 0.0;
             }
         }
+        // When every tap is outside (a degenerate nearest sample) the sample is zero.
         let sum: f64 = weights.iter().sum();
-        weights.iter_mut().for_each(|w| *w /= sum);
+        if sum != 0.0 {
+            weights.iter_mut().for_each(|w| *w /= sum);
+        }
     }
     let last = in_len.saturating_sub(1).max(0);
     indices
@@ -538,5 +541,396 @@ mod conformance_tmp {
             }
         }
         assert_eq!(failures, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32s(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::from_f32(shape.to_vec(), data.to_vec()).unwrap()
+    }
+
+    fn i64s(data: &[i64]) -> Tensor {
+        Tensor::vector_i64(data.to_vec())
+    }
+
+    /// `[1, 1, 4, 4]` holding 1..=16.
+    fn ramp4x4() -> Tensor {
+        let data: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+        f32s(&[1, 1, 4, 4], &data)
+    }
+
+    fn with_mode(mode: ResizeMode) -> Resize {
+        Resize {
+            mode,
+            ..Resize::default()
+        }
+    }
+
+    fn run(
+        attrs: &Resize,
+        x: &Tensor,
+        roi: Option<&Tensor>,
+        scales: Option<&[f32]>,
+        sizes: Option<&[i64]>,
+    ) -> OpResult<Tensor> {
+        let scales = scales.map(|s| f32s(&[s.len()], s));
+        let sizes = sizes.map(i64s);
+        resize(attrs, x, roi, scales.as_ref(), sizes.as_ref())
+    }
+
+    #[track_caller]
+    fn assert_close(got: &Tensor, shape: &[usize], expected: &[f32]) {
+        assert_eq!(got.shape(), shape);
+        let got = got.as_f32().unwrap();
+        assert_eq!(got.len(), expected.len());
+        for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+            assert!(
+                (g - e).abs() <= 1e-5 + 1e-4 * e.abs(),
+                "element {i}: got {g}, expected {e}\n got {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn upsample_nearest_asymmetric_floor() {
+        // ONNX test_upsample_nearest: Upsample is imported as this Resize.
+        let attrs = Resize {
+            coordinate_transformation_mode: CoordinateTransform::Asymmetric,
+            nearest_mode: NearestMode::Floor,
+            ..Resize::default()
+        };
+        let x = f32s(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let y = run(&attrs, &x, None, Some(&[1.0, 1.0, 2.0, 3.0]), None).unwrap();
+        #[rustfmt::skip]
+        let expected = [
+            1.0, 1.0, 1.0, 2.0, 2.0, 2.0,
+            1.0, 1.0, 1.0, 2.0, 2.0, 2.0,
+            3.0, 3.0, 3.0, 4.0, 4.0, 4.0,
+            3.0, 3.0, 3.0, 4.0, 4.0, 4.0,
+        ];
+        assert_close(&y, &[1, 1, 4, 6], &expected);
+    }
+
+    #[test]
+    fn linear_half_pixel_upsample() {
+        let x = f32s(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let attrs = with_mode(ResizeMode::Linear);
+        let y = run(&attrs, &x, None, Some(&[1.0, 1.0, 2.0, 2.0]), None).unwrap();
+        #[rustfmt::skip]
+        let expected = [
+            1.0, 1.25, 1.75, 2.0,
+            1.5, 1.75, 2.25, 2.5,
+            2.5, 2.75, 3.25, 3.5,
+            3.0, 3.25, 3.75, 4.0,
+        ];
+        assert_close(&y, &[1, 1, 4, 4], &expected);
+    }
+
+    #[test]
+    fn linear_align_corners_uses_the_real_resized_length() {
+        // 4 * 0.6 = 2.4: the denominator is 2.4 - 1, not 2 - 1.
+        let x = f32s(&[1, 1, 2, 4], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        let attrs = Resize {
+            mode: ResizeMode::Linear,
+            coordinate_transformation_mode: CoordinateTransform::AlignCorners,
+            ..Resize::default()
+        };
+        let y = run(&attrs, &x, None, Some(&[1.0, 1.0, 0.6, 0.6]), None).unwrap();
+        assert_close(&y, &[1, 1, 1, 2], &[1.0, 3.142857]);
+    }
+
+    #[test]
+    fn linear_half_pixel_symmetric_upsample() {
+        let x = f32s(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let attrs = Resize {
+            mode: ResizeMode::Linear,
+            coordinate_transformation_mode: CoordinateTransform::HalfPixelSymmetric,
+            ..Resize::default()
+        };
+        let y = run(&attrs, &x, None, Some(&[1.0, 1.0, 2.3, 2.94]), None).unwrap();
+        #[rustfmt::skip]
+        let expected = [
+            1.0, 1.159864, 1.5, 1.840136, 2.0,
+            1.5652174, 1.7250813, 2.0652175, 2.4053535, 2.5652175,
+            2.4347825, 2.5946465, 2.9347825, 3.2749186, 3.4347825,
+            3.0, 3.159864, 3.5, 3.840136, 4.0,
+        ];
+        assert_close(&y, &[1, 1, 4, 5], &expected);
+    }
+
+    #[test]
+    fn linear_pytorch_half_pixel_downsample_sizes() {
+        let attrs = Resize {
+            mode: ResizeMode::Linear,
+            coordinate_transformation_mode: CoordinateTransform::PytorchHalfPixel,
+            ..Resize::default()
+        };
+        let y = run(&attrs, &ramp4x4(), None, None, Some(&[1, 1, 3, 1])).unwrap();
+        assert_close(&y, &[1, 1, 3, 1], &[1.6666666, 7.0, 12.333333]);
+    }
+
+    #[test]
+    fn linear_antialias_downsample() {
+        let attrs = Resize {
+            antialias: true,
+            ..with_mode(ResizeMode::Linear)
+        };
+        let y = run(&attrs, &ramp4x4(), None, Some(&[1.0, 1.0, 0.6, 0.6]), None).unwrap();
+        assert_close(&y, &[1, 1, 2, 2], &[2.875, 4.5, 9.375, 11.0]);
+    }
+
+    #[test]
+    fn cubic_upsample() {
+        let attrs = with_mode(ResizeMode::Cubic);
+        let y = run(&attrs, &ramp4x4(), None, Some(&[1.0, 1.0, 2.0, 2.0]), None).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 8, 8]);
+        let first_row = &y.as_f32().unwrap()[..8];
+        let expected = [
+            0.47265625, 0.76953125, 1.24609375, 1.875, 2.28125, 2.91015625, 3.38671875,
+            3.68359375,
+        ];
+        assert_close(&f32s(&[8], first_row), &[8], &expected);
+    }
+
+    #[test]
+    fn cubic_exclude_outside_downsample() {
+        let attrs = Resize {
+            cubic_coeff_a: -0.5,
+            exclude_outside: true,
+            ..with_mode(ResizeMode::Cubic)
+        };
+        let y = run(&attrs, &ramp4x4(), None, Some(&[1.0, 1.0, 0.8, 0.8]), None).unwrap();
+        #[rustfmt::skip]
+        let expected = [
+            1.3681268, 2.6695013, 4.0133367,
+            6.573625, 7.875, 9.218835,
+            11.948966, 13.250341, 14.594176,
+        ];
+        assert_close(&y, &[1, 1, 3, 3], &expected);
+    }
+
+    #[test]
+    fn cubic_antialias_downsample() {
+        let attrs = Resize {
+            antialias: true,
+            ..with_mode(ResizeMode::Cubic)
+        };
+        let y = run(&attrs, &ramp4x4(), None, Some(&[1.0, 1.0, 0.6, 0.6]), None).unwrap();
+        assert_close(&y, &[1, 1, 2, 2], &[2.518072, 4.285886, 9.589329, 11.357142]);
+    }
+
+    #[test]
+    fn tf_crop_and_resize_extrapolates_outside_the_input() {
+        let attrs = Resize {
+            mode: ResizeMode::Linear,
+            coordinate_transformation_mode: CoordinateTransform::TfCropAndResize,
+            extrapolation_value: 10.0,
+            ..Resize::default()
+        };
+        let roi = f32s(&[8], &[0.0, 0.0, 0.4, 0.6, 1.0, 1.0, 1.2, 1.7]);
+        let y = run(&attrs, &ramp4x4(), Some(&roi), None, Some(&[1, 1, 3, 3])).unwrap();
+        let expected = [7.6, 10.0, 10.0, 12.4, 10.0, 10.0, 10.0, 10.0, 10.0];
+        assert_close(&y, &[1, 1, 3, 3], &expected);
+    }
+
+    #[test]
+    fn tf_crop_and_resize_with_axes_orders_roi_by_axes() {
+        let attrs = Resize {
+            mode: ResizeMode::Linear,
+            coordinate_transformation_mode: CoordinateTransform::TfCropAndResize,
+            axes: vec![3, 2],
+            ..Resize::default()
+        };
+        let roi = f32s(&[4], &[0.6, 0.4, 0.8, 0.6]);
+        let y = run(&attrs, &ramp4x4(), Some(&roi), None, Some(&[3, 3])).unwrap();
+        let expected = [7.6, 7.9, 8.2, 8.8, 9.1, 9.4, 10.0, 10.3, 10.6];
+        assert_close(&y, &[1, 1, 3, 3], &expected);
+    }
+
+    #[test]
+    fn nearest_sizes_with_axes_in_any_order() {
+        let x = f32s(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let attrs = Resize {
+            axes: vec![3, 2],
+            ..Resize::default()
+        };
+        let y = run(&attrs, &x, None, None, Some(&[8, 7])).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 7, 8]);
+        let data = y.as_f32().unwrap();
+        assert_eq!(&data[..8], &[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]);
+        assert_eq!(&data[48..], &[3.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 4.0]);
+        // Negative axes mean the same.
+        let attrs = Resize {
+            axes: vec![-1, -2],
+            ..Resize::default()
+        };
+        assert_eq!(run(&attrs, &x, None, None, Some(&[8, 7])).unwrap(), y);
+    }
+
+    #[test]
+    fn nearest_modes_round_as_named() {
+        // Asymmetric, 3 -> 6: coordinates 0, 0.5, 1, 1.5, 2, 2.5.
+        let x = f32s(&[3], &[10.0, 20.0, 30.0]);
+        let expect = |nearest_mode, expected: [f32; 6]| {
+            let attrs = Resize {
+                coordinate_transformation_mode: CoordinateTransform::Asymmetric,
+                nearest_mode,
+                ..Resize::default()
+            };
+            let y = run(&attrs, &x, None, Some(&[2.0]), None).unwrap();
+            assert_eq!(y.as_f32().unwrap(), &expected, "{nearest_mode:?}");
+        };
+        expect(NearestMode::RoundPreferFloor, [10.0, 10.0, 20.0, 20.0, 30.0, 30.0]);
+        expect(NearestMode::RoundPreferCeil, [10.0, 20.0, 20.0, 30.0, 30.0, 30.0]);
+        expect(NearestMode::Floor, [10.0, 10.0, 20.0, 20.0, 30.0, 30.0]);
+        expect(NearestMode::Ceil, [10.0, 20.0, 20.0, 30.0, 30.0, 30.0]);
+    }
+
+    #[test]
+    fn keep_aspect_ratio_policies() {
+        let x = f32s(&[1, 1, 2, 4], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        let policy = |keep_aspect_ratio_policy| Resize {
+            axes: vec![2, 3],
+            keep_aspect_ratio_policy,
+            ..Resize::default()
+        };
+        let y = run(&policy(AspectRatioPolicy::NotLarger), &x, None, None, Some(&[1, 3]));
+        assert_close(&y.unwrap(), &[1, 1, 1, 2], &[1.0, 3.0]);
+        let y = run(&policy(AspectRatioPolicy::NotSmaller), &x, None, None, Some(&[1, 3]));
+        assert_eq!(y.unwrap().shape(), &[1, 1, 2, 3]);
+        let y = run(&policy(AspectRatioPolicy::Stretch), &x, None, None, Some(&[1, 3]));
+        assert_eq!(y.unwrap().shape(), &[1, 1, 1, 3]);
+    }
+
+    #[test]
+    fn output_length_floors_scaled_length() {
+        let x = f32s(&[1, 5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        let y = run(&Resize::default(), &x, None, Some(&[1.0, 0.5]), None).unwrap();
+        assert_eq!(y.shape(), &[1, 2]);
+        let y = run(&Resize::default(), &x, None, Some(&[1.0, 1.3]), None).unwrap();
+        assert_eq!(y.shape(), &[1, 6]);
+    }
+
+    #[test]
+    fn unit_scales_copy_the_input_in_every_mode() {
+        let x = ramp4x4();
+        for mode in [ResizeMode::Nearest, ResizeMode::Linear, ResizeMode::Cubic] {
+            for transform in [
+                CoordinateTransform::HalfPixel,
+                CoordinateTransform::HalfPixelSymmetric,
+                CoordinateTransform::PytorchHalfPixel,
+                CoordinateTransform::AlignCorners,
+                CoordinateTransform::Asymmetric,
+                CoordinateTransform::TfCropAndResize,
+            ] {
+                let attrs = Resize {
+                    mode,
+                    coordinate_transformation_mode: transform,
+                    antialias: mode != ResizeMode::Nearest,
+                    ..Resize::default()
+                };
+                let y = run(&attrs, &x, None, Some(&[1.0; 4]), None).unwrap();
+                assert_eq!(y, x, "{mode:?} {transform:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn any_rank_works() {
+        let x = f32s(&[2], &[1.0, 3.0]);
+        let attrs = with_mode(ResizeMode::Linear);
+        let y = run(&attrs, &x, None, None, Some(&[4])).unwrap();
+        assert_close(&y, &[4], &[1.0, 1.5, 2.5, 3.0]);
+
+        let x = f32s(&[1, 1, 1, 1, 2], &[1.0, 3.0]);
+        let y = run(&attrs, &x, None, None, Some(&[1, 2, 1, 1, 4])).unwrap();
+        assert_close(&y, &[1, 2, 1, 1, 4], &[1.0, 1.5, 2.5, 3.0, 1.0, 1.5, 2.5, 3.0]);
+
+        let x = Tensor::scalar_f32(5.0);
+        let y = run(&attrs, &x, None, None, Some(&[])).unwrap_err();
+        assert!(y.contains("one of scales and sizes"), "{y}");
+    }
+
+    #[test]
+    fn empty_operands_count_as_absent() {
+        let x = f32s(&[1, 2], &[1.0, 2.0]);
+        let empty_scales = f32s(&[0], &[]);
+        let empty_roi = f32s(&[0], &[]);
+        let sizes = i64s(&[1, 4]);
+        let y = resize(
+            &Resize::default(),
+            &x,
+            Some(&empty_roi),
+            Some(&empty_scales),
+            Some(&sizes),
+        )
+        .unwrap();
+        assert_eq!(y.as_f32().unwrap(), &[1.0, 1.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn zero_sized_outputs_and_inputs() {
+        let x = f32s(&[1, 0, 3], &[]);
+        let y = run(&Resize::default(), &x, None, None, Some(&[1, 0, 6])).unwrap();
+        assert_eq!(y.shape(), &[1, 0, 6]);
+        let err = run(&Resize::default(), &x, None, None, Some(&[1, 2, 6])).unwrap_err();
+        assert!(err.contains("length 0"), "{err}");
+        let x = f32s(&[1, 3], &[1.0, 2.0, 3.0]);
+        let y = run(&Resize::default(), &x, None, Some(&[1.0, 0.1]), None).unwrap();
+        assert_eq!(y.shape(), &[1, 0]);
+    }
+
+    #[test]
+    fn bad_operands_are_errors() {
+        let x = f32s(&[1, 2], &[1.0, 2.0]);
+        let attrs = Resize::default();
+        let err = |r: OpResult<Tensor>| r.unwrap_err();
+
+        let m = err(run(&attrs, &x, None, Some(&[1.0, 2.0]), Some(&[1, 4])));
+        assert!(m.contains("only one of scales and sizes"), "{m}");
+        let m = err(run(&attrs, &x, None, None, None));
+        assert!(m.contains("one of scales and sizes must be given"), "{m}");
+        let m = err(run(&attrs, &x, None, Some(&[2.0]), None));
+        assert!(m.contains("scales must have shape [2]"), "{m}");
+        let m = err(run(&attrs, &x, None, Some(&[1.0, 0.0]), None));
+        assert!(m.contains("positive"), "{m}");
+        let m = err(run(&attrs, &x, None, Some(&[1.0, f32::NAN]), None));
+        assert!(m.contains("finite"), "{m}");
+        let m = err(run(&attrs, &x, None, Some(&[1.0, 1e30]), None));
+        assert!(m.contains("output length"), "{m}");
+        let m = err(run(&attrs, &x, None, None, Some(&[1, -4])));
+        assert!(m.contains("negative"), "{m}");
+        let m = err(resize(&attrs, &x, None, Some(&i64s(&[1, 2])), None));
+        assert!(m.contains("scales must be f32"), "{m}");
+        let m = err(resize(&attrs, &x, None, None, Some(&f32s(&[2], &[1.0, 2.0]))));
+        assert!(m.contains("sizes must be i64"), "{m}");
+        let m = err(run(&attrs, &i64s(&[1, 2]), None, None, Some(&[4])));
+        assert!(m.contains("input must be f32"), "{m}");
+
+        let axes = |axes: Vec<i64>| Resize {
+            axes,
+            ..Resize::default()
+        };
+        let m = err(run(&axes(vec![2]), &x, None, None, Some(&[4])));
+        assert!(m.contains("axis 2 is out of range"), "{m}");
+        let m = err(run(&axes(vec![1, -1]), &x, None, None, Some(&[4, 4])));
+        assert!(m.contains("more than once"), "{m}");
+
+        let tf = Resize {
+            coordinate_transformation_mode: CoordinateTransform::TfCropAndResize,
+            ..Resize::default()
+        };
+        let short_roi = f32s(&[2], &[0.0, 1.0]);
+        let m = err(run(&tf, &x, Some(&short_roi), None, Some(&[1, 4])));
+        assert!(m.contains("roi must have shape [4]"), "{m}");
+        let bad_roi = f32s(&[4], &[0.0, 0.0, 1.0, f32::INFINITY]);
+        let m = err(run(&tf, &x, Some(&bad_roi), None, Some(&[1, 4])));
+        assert!(m.contains("finite"), "{m}");
+        // Without roi, tf_crop_and_resize crops nothing: coordinates 0, 0.5, 1.
+        let y = run(&tf, &x, None, None, Some(&[1, 3])).unwrap();
+        assert_eq!(y.as_f32().unwrap(), &[1.0, 1.0, 2.0]);
     }
 }

@@ -24,6 +24,55 @@ use crate::error::{Error, Result};
 use crate::graph::op::{Attr, Op};
 use crate::tensor::Tensor;
 
+/// The ONNX op types of the default domain that Fovea imports.
+pub const OP_TYPES: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "ConvTranspose",
+    "Div",
+    "Dropout",
+    "Erf",
+    "Exp",
+    "Flatten",
+    "Gather",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LeakyRelu",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "PRelu",
+    "Pad",
+    "Pow",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Upsample",
+];
+
 /// What the importer knows about the values a node reads, for the few conversions that
 /// depend on them.
 pub(super) trait Env {
@@ -261,6 +310,15 @@ pub(super) fn lower(
     env: &dyn Env,
 ) -> Result<Lowered> {
     let op_type = node.op_type.as_str();
+    // Checked first, so that an unsupported op is reported as such, not by its attributes.
+    if !OP_TYPES.contains(&op_type) {
+        return Err(Error::UnsupportedOp {
+            node: name.to_string(),
+            op: op_type.to_string(),
+            domain: String::new(),
+            opset,
+        });
+    }
     let mut parts = Parts {
         name,
         op_type,
@@ -295,12 +353,9 @@ pub(super) fn lower(
         return constant(&mut parts);
     }
     let Some(ir_name) = upgrade(&mut parts, env)? else {
-        return Err(Error::UnsupportedOp {
-            node: name.to_string(),
-            op: op_type.to_string(),
-            domain: String::new(),
-            opset,
-        });
+        return Err(Error::internal(format!(
+            "op type {op_type} is listed as supported but has no conversion"
+        )));
     };
     if let Some((attr, _)) = parts.tensors.first() {
         return Err(parts.error(format!("unknown attribute(s) {attr}")));
@@ -323,10 +378,10 @@ fn upgrade(p: &mut Parts<'_>, env: &dyn Env) -> Result<Option<&'static str>> {
             // Momentum only matters when training; `spatial` (opset < 9) must be the
             // per-channel form the IR implements.
             p.take("momentum");
-            if let Some(spatial) = p.take_int("spatial")? {
-                if spatial != 1 {
-                    return Err(p.error("spatial=0 (per-element statistics) is not supported"));
-                }
+            if let Some(spatial) = p.take_int("spatial")?
+                && spatial != 1
+            {
+                return Err(p.error("spatial=0 (per-element statistics) is not supported"));
             }
             if p.take_int("training_mode")?.unwrap_or(0) != 0 {
                 return Err(p.error("training_mode=1 is not supported (inference only)"));
@@ -592,4 +647,40 @@ fn constant(p: &mut Parts<'_>) -> Result<Lowered> {
         }
     };
     Ok(Lowered::Const(tensor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEnv;
+
+    impl Env for NoEnv {
+        fn const_len(&self, _: &str) -> Option<usize> {
+            None
+        }
+        fn bool_const(&self, _: &str) -> Option<&[bool]> {
+            None
+        }
+    }
+
+    #[test]
+    fn every_listed_op_type_has_a_conversion() {
+        for &op_type in OP_TYPES.iter().filter(|&&t| t != "Constant") {
+            for opset in [9, 13, 25] {
+                let mut parts = Parts {
+                    name: "n",
+                    op_type,
+                    opset,
+                    attrs: Vec::new(),
+                    tensors: Vec::new(),
+                    args: vec![Arg::Named("x".into()), Arg::Named("y".into())],
+                    n_outputs: 1,
+                };
+                // Missing required attributes are errors; an unknown op would be `Ok(None)`.
+                let result = upgrade(&mut parts, &NoEnv);
+                assert!(!matches!(result, Ok(None)), "{op_type}");
+            }
+        }
+    }
 }

@@ -128,7 +128,7 @@ fn elements<T, U: Copy, const N: usize>(
     from_typed: impl Fn(U) -> T,
 ) -> Result<Vec<T>, TensorError> {
     if !t.raw_data.is_empty() {
-        let expected = count.checked_mul(N).unwrap_or(usize::MAX);
+        let expected = count.saturating_mul(N);
         if t.raw_data.len() != expected {
             return Err(TensorError::Malformed(format!(
                 "{} of shape {:?} needs {count} elements ({expected} bytes of raw data), got {} bytes",
