@@ -3,7 +3,8 @@
 //!
 //! The tolerance is `|actual - expected| <= 1e-5 + 1e-4 * |expected|` per element, with NaN
 //! equal to NaN and infinities equal to infinities of the same sign; dtypes and shapes must
-//! match exactly. The test prints a table of `family passed/total` (families from
+//! match exactly. The few tests whose expected values ONNX rounds by hand get a looser
+//! relative tolerance, listed with the reason in `ROUNDED_EXPECTATIONS`. The test prints a table of `family passed/total` (families from
 //! `manifest.json`) and every failure, then asserts that all passed.
 //!
 //! `FOVEA_NODE_TESTS=substr[,substr...]` runs only the tests whose names contain one of the
@@ -20,6 +21,14 @@ use fovea::{Model, Tensor};
 
 const ATOL: f64 = 1e-5;
 const RTOL: f64 = 1e-4;
+
+/// Tests whose expected outputs ONNX writes by hand, rounded, with the relative tolerance
+/// they need (ONNX's own runner uses 1e-3). Each entry says why.
+const ROUNDED_EXPECTATIONS: &[(&str, f64)] = &[
+    // The expected values are given to 4 decimals (0.1511 for 0.15105554, which is what
+    // onnx.reference computes).
+    ("test_averagepool_2d_ceil_last_window_starts_on_pad", 1e-3),
+];
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx-node")
@@ -45,18 +54,18 @@ fn read_pb(path: &Path) -> Result<Tensor, String> {
 }
 
 /// Whether `actual` is within tolerance of `expected`.
-fn close(actual: f64, expected: f64) -> bool {
+fn close(actual: f64, expected: f64, rtol: f64) -> bool {
     if expected.is_nan() || actual.is_nan() {
         return expected.is_nan() && actual.is_nan();
     }
     if expected.is_infinite() || actual.is_infinite() {
         return actual == expected;
     }
-    (actual - expected).abs() <= ATOL + RTOL * expected.abs()
+    (actual - expected).abs() <= ATOL + rtol * expected.abs()
 }
 
 /// Compares one output; `Err` describes the first kind of mismatch found.
-fn compare(name: &str, actual: &Tensor, expected: &Tensor) -> Result<(), String> {
+fn compare(name: &str, actual: &Tensor, expected: &Tensor, rtol: f64) -> Result<(), String> {
     if actual.dtype() != expected.dtype() {
         return Err(format!(
             "output {name}: dtype {}, expected {}",
@@ -86,7 +95,7 @@ fn compare(name: &str, actual: &Tensor, expected: &Tensor) -> Result<(), String>
     let mut max_err = 0f64;
     let mut first = None;
     for (i, (&x, &y)) in a.iter().zip(&e).enumerate() {
-        if !close(x, y) {
+        if !close(x, y, rtol) {
             bad += 1;
             first.get_or_insert(i);
             let err = (x - y).abs();
@@ -108,7 +117,7 @@ fn compare(name: &str, actual: &Tensor, expected: &Tensor) -> Result<(), String>
 }
 
 /// Runs one test folder; `Err` says why it failed.
-fn run_test(dir: &Path) -> Result<(), String> {
+fn run_test(dir: &Path, rtol: f64) -> Result<(), String> {
     let model = Model::load(dir.join("model.onnx")).map_err(|e| format!("load: {e}"))?;
     let data = dir.join("test_data_set_0");
     let input_names: Vec<String> = model.inputs().iter().map(|(n, _)| n.to_string()).collect();
@@ -140,7 +149,7 @@ fn run_test(dir: &Path) -> Result<(), String> {
         ));
     }
     for ((name, actual), expected) in outputs.iter().zip(&expected) {
-        compare(name, actual, expected)?;
+        compare(name, actual, expected, rtol)?;
     }
     Ok(())
 }
@@ -175,8 +184,12 @@ fn onnx_node_tests() {
     let mut table: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     for &name in &names {
-        let result =
-            catch_unwind(AssertUnwindSafe(|| run_test(&dir.join(name)))).unwrap_or_else(|panic| {
+        let rtol = ROUNDED_EXPECTATIONS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(RTOL, |&(_, rtol)| rtol);
+        let result = catch_unwind(AssertUnwindSafe(|| run_test(&dir.join(name), rtol)))
+            .unwrap_or_else(|panic| {
                 let message = panic
                     .downcast_ref::<String>()
                     .cloned()

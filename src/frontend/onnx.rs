@@ -9,9 +9,10 @@
 //! - **Graph inputs** are the declared inputs minus the initializers (older exporters list
 //!   weights as inputs too). Their dims come from `dim_value` (known), `dim_param`
 //!   (symbolic) or neither (unknown).
-//! - **Nodes** get their IR op from [`ops`], which also upgrades older opset forms to the
-//!   IR's newest one; absent optional inputs (empty names) become `None`, trailing unnamed
-//!   outputs are dropped, and unnamed nodes are called `OpType_INDEX`.
+//! - **Nodes** of the op types in [`OP_TYPES`] get their IR op from the `ops` submodule,
+//!   which also upgrades older opset forms to the IR's newest one; absent optional inputs
+//!   (empty names) become `None`, trailing unnamed outputs are dropped, and unnamed nodes
+//!   are called `OpType_INDEX`.
 //! - **Constant folding.** A node whose inputs are all constants is evaluated with the
 //!   reference interpreter ([`crate::interp::eval`]) and its outputs become constants under
 //!   their own names; so does `Shape` of a value whose dims are all known. Shape-computing
@@ -25,8 +26,8 @@
 //! Errors: undecodable bytes and broken ONNX structure are [`Error::Decode`]; unsupported
 //! ops and domains are [`Error::UnsupportedOp`]; problems with one node are
 //! [`Error::Node`], naming the node and its ONNX op type; valid models that use features
-//! Fovea lacks (another dtype, external data) are reported with a message that names the
-//! tensor. No input, however malformed, makes the importer panic.
+//! Fovea lacks (another dtype, external data) are [`Error::Usage`] with a message that
+//! names the tensor. No input, however malformed, makes the importer panic.
 
 mod ops;
 mod tensor;
@@ -58,12 +59,12 @@ pub const FOLD_LIMIT: usize = 16 << 20;
 
 /// Imports an ONNX model from its serialized protobuf bytes.
 pub fn import(bytes: &[u8]) -> Result<Graph> {
-    let model = ModelProto::parse_from_bytes(bytes).map_err(|e| Error::Decode {
-        message: format!("cannot parse the protobuf: {e}"),
-    })?;
-    let proto = model.graph.as_ref().ok_or_else(|| Error::Decode {
-        message: "the model has no graph".to_string(),
-    })?;
+    let model = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| decode_error(format!("cannot parse the protobuf: {e}")))?;
+    let proto = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| decode_error("the model has no graph"))?;
     let mut importer = Importer::new(&model, proto);
     importer.initializers()?;
     importer.inputs()?;
@@ -77,9 +78,8 @@ pub fn import(bytes: &[u8]) -> Result<Graph> {
 /// Decodes a serialized `TensorProto` (the `input_N.pb` / `output_N.pb` files of the ONNX
 /// backend tests) into a tensor.
 pub fn tensor_from_proto_bytes(bytes: &[u8]) -> Result<Tensor> {
-    let proto = TensorProto::parse_from_bytes(bytes).map_err(|e| Error::Decode {
-        message: format!("cannot parse the tensor protobuf: {e}"),
-    })?;
+    let proto = TensorProto::parse_from_bytes(bytes)
+        .map_err(|e| decode_error(format!("cannot parse the tensor protobuf: {e}")))?;
     tensor::decode(&proto).map_err(model_error)
 }
 
@@ -761,6 +761,19 @@ mod tests {
             err.to_string(),
             "not a valid ONNX model: the model has no graph"
         );
+    }
+
+    #[test]
+    fn huge_length_claims_fail_without_allocating() {
+        // raw_data (field 9), float_data (field 4, packed) and dims (field 1, packed), each
+        // claiming about 4 GiB with a handful of bytes behind the claim.
+        for field in [0x4a, 0x22, 0x0a] {
+            let bytes = [field, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3];
+            assert!(tensor_from_proto_bytes(&bytes).is_err(), "field {field:#x}");
+        }
+        // The graph field (7) of a model, likewise.
+        let err = import(&[0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0]).unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{err}");
     }
 
     #[test]

@@ -26,8 +26,10 @@
 //!   absent optional input; the attribute block is left out when empty; `@NODE_NAME` only
 //!   when the node's name differs from its first output's. Output types are optional when
 //!   parsing (shape inference supplies them) and must equal the inferred type when given.
-//! - Names are bare when they look like identifiers (`conv1.weight`, `onnx::Conv_12`,
-//!   `/layer1/Relu`), otherwise quoted with Rust-style escapes (`"123"`, `"a b"`).
+//! - Names are bare when they read back as one identifier: a letter or `_`, then letters,
+//!   digits, `_ . / -` and `::` (`conv1.weight`, `onnx::Conv_12`, `layer1/relu`); others
+//!   are quoted with Rust-style escapes (`"123"`, `"/layer1/Relu"`, `"a b"`). `_` alone
+//!   marks an absent input, so a value named `_` is quoted too.
 //!
 //! Invariants: `print` writes a canonical form (inputs, constants in definition order, nodes
 //! in [`Graph::node_order`], one statement a line, two-space indent) and
@@ -493,6 +495,8 @@ impl Lexer {
 /// Splits a source into tokens. The final `Eof` sits at the end of the last line (not on
 /// an empty line after it), so errors about a missing end point at a line that exists.
 fn lex(source: &str) -> Result<Vec<Token>> {
+    // A byte-order mark some editors write is not part of the text.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let mut lexer = Lexer {
         chars: source.chars().collect(),
         i: 0,
@@ -519,11 +523,15 @@ fn lex(source: &str) -> Result<Vec<Token>> {
 // Parser
 // ---------------------------------------------------------------------------------------
 
+/// A declared output (of the graph or of a node): name, position, and the type with its
+/// position if written.
+type OutputDecl = (String, Pos, Option<(TensorType, Pos)>);
+
 /// A node statement, collected before any node is added so values may be used before the
 /// line that defines them.
 struct NodeStmt {
     /// Output names, with their positions and their types if written.
-    outputs: Vec<(String, Pos, Option<(TensorType, Pos)>)>,
+    outputs: Vec<OutputDecl>,
     op: Op,
     op_pos: Pos,
     /// Input names with positions; `None` for `_`.
@@ -564,9 +572,6 @@ pub fn parse(source: &str) -> Result<Graph> {
     parser.set_outputs(outputs)?;
     Ok(parser.graph)
 }
-
-/// A header output: name, position and the type if written.
-type OutputDecl = (String, Pos, Option<(TensorType, Pos)>);
 
 impl Parser {
     fn peek(&self) -> &Token {
@@ -866,14 +871,13 @@ impl Parser {
             "fill" => {
                 self.expect_punct('(', "after fill")?;
                 let token = self.peek().clone();
-                let text = match &token.tok {
-                    Tok::Num(s) | Tok::Ident(s) => s.clone(),
-                    _ => return Err(self.unexpected("the fill value")),
+                let Some(text) = number_text(&token.tok) else {
+                    return Err(self.unexpected("the fill value"));
                 };
                 self.bump();
                 self.expect_punct(')', "to close fill")?;
                 let value = match dtype {
-                    DType::F32 => parse_f64(&text).filter(|_| is_number_text(&text)),
+                    DType::F32 => parse_f64(text),
                     DType::I64 => text.parse::<i64>().ok().map(|v| v as f64),
                 }
                 .ok_or_else(|| {
@@ -924,10 +928,8 @@ impl Parser {
         self.list(')', &format!("to close {word}"), |p| {
             let (key, pos) = p.name("a generator parameter", false)?;
             p.expect_punct('=', "after the parameter name")?;
-            let value = match &p.peek().tok {
-                Tok::Num(s) => s.clone(),
-                Tok::Ident(s) if matches!(s.as_str(), "inf" | "nan") => s.clone(),
-                _ => return Err(p.unexpected("a number")),
+            let Some(value) = number_text(&p.peek().tok).map(str::to_string) else {
+                return Err(p.unexpected("a number"));
             };
             p.bump();
             if params.iter().any(|(k, _)| *k == key) {
@@ -953,14 +955,11 @@ impl Parser {
         let start = self.pos();
         let mut items: Vec<(String, Pos)> = Vec::new();
         let number = |p: &mut Parser, items: &mut Vec<(String, Pos)>| -> Result<()> {
-            let token = p.peek().clone();
-            match token.tok {
-                Tok::Num(s) => items.push((s, token.pos)),
-                Tok::Ident(s) if matches!(s.as_str(), "inf" | "nan") => {
-                    items.push((s, token.pos));
-                }
-                _ => return Err(p.unexpected("a number")),
-            }
+            let token = p.peek();
+            let Some(text) = number_text(&token.tok) else {
+                return Err(p.unexpected("a number"));
+            };
+            items.push((text.to_string(), token.pos));
             p.bump();
             Ok(())
         };
@@ -1363,10 +1362,13 @@ fn is_float_text(text: &str) -> bool {
     text.contains(['.', 'e', 'E']) || text.ends_with("inf") || text == "nan"
 }
 
-/// Whether `text` is a number token or one of the float words.
-fn is_number_text(text: &str) -> bool {
-    matches!(text, "inf" | "-inf" | "nan")
-        || text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+')
+/// The text of a number: a number token, or `inf` / `nan` (which lex as names).
+fn number_text(tok: &Tok) -> Option<&str> {
+    match tok {
+        Tok::Num(s) => Some(s),
+        Tok::Ident(s) if matches!(s.as_str(), "inf" | "nan") => Some(s),
+        _ => None,
+    }
 }
 
 fn parse_f32(text: &str) -> Option<f32> {
@@ -1379,10 +1381,8 @@ fn parse_f64(text: &str) -> Option<f64> {
 
 /// A scalar attribute from a number token or `inf`/`nan`; `None` for other tokens.
 fn scalar_attr(token: &Token) -> Result<Option<Attr>> {
-    let text = match &token.tok {
-        Tok::Num(s) => s,
-        Tok::Ident(s) if matches!(s.as_str(), "inf" | "nan") => s,
-        _ => return Ok(None),
+    let Some(text) = number_text(&token.tok) else {
+        return Ok(None);
     };
     if is_float_text(text) {
         parse_f32(text)
@@ -1829,6 +1829,7 @@ mod tests {
                       -inf]\n  const k: f32[3] = uniform(seed=2, low=-1.0, high=1.0)\n  y: \
                       f32[N,3] = add(x, k) {} @\"n\\u{1F600}\"\n}\n";
         check_stable(source);
+        assert!(parse(&format!("\u{feff}{source}")).is_ok());
         for (i, _) in source.char_indices() {
             check_stable(&source[..i]);
             for insert in [

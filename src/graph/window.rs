@@ -251,7 +251,10 @@ pub fn resolve_transpose(
             .saturating_sub(1)
             .checked_mul(strides[i])
             .and_then(|n| n.checked_add(output_padding[i]))
-            .and_then(|n| n.checked_add(dilated_extent(kernel[i], dilations[i])))
+            .and_then(|n| {
+                let extent = (kernel[i].max(1) - 1).checked_mul(dilations[i])?;
+                n.checked_add(extent)?.checked_add(1)
+            })
             .ok_or_else(overflow)?;
         let same = matches!(window.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
         let target = match requested {

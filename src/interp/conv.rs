@@ -11,12 +11,13 @@
 //! then `sum_r w[m, r] * col[r, :]`, an inner loop over contiguous memory.
 
 use super::OpResult;
+use super::layout::{product, strides as row_major_strides, tensor};
 use crate::graph::op::{Conv, ConvTranspose};
 use crate::graph::types::format_shape;
 use crate::graph::window::{self, ResolvedWindow, Rounding};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
-/// Upper bound on the elements of one im2col chunk (4 MiB of `f32`).
+/// Upper bound on the entries of one im2col chunk or scatter table.
 const COL_LIMIT: usize = 1 << 20;
 
 /// `f32[1,3,5,5]`: a tensor's dtype and shape, for messages.
@@ -30,25 +31,9 @@ pub(super) fn f32_data<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a [f32]> {
         .ok_or_else(|| format!("{what} must be f32, got {}", describe(t)))
 }
 
-/// The product of `dims`, or an error if it overflows.
-pub(super) fn product(dims: &[usize]) -> OpResult<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("shape {} has too many elements", format_shape(dims)))
-}
-
 /// Builds an `f32` tensor; a length mismatch is an interpreter bug, reported as a message.
 pub(super) fn f32_tensor(shape: Vec<usize>, data: Vec<f32>) -> OpResult<Tensor> {
-    Tensor::from_f32(shape, data).map_err(|e| e.to_string())
-}
-
-/// Row-major strides of `shape`, in elements.
-pub(super) fn row_major_strides(shape: &[usize]) -> Vec<usize> {
-    let mut out = vec![1usize; shape.len()];
-    for axis in (0..shape.len().saturating_sub(1)).rev() {
-        out[axis] = out[axis + 1] * shape[axis + 1];
-    }
-    out
+    tensor(shape, TensorData::F32(data))
 }
 
 /// Advances the row-major multi-index `index` within `dims`; false after the last one.
@@ -139,7 +124,7 @@ impl<'a> Windows<'a> {
         let mut padded = false;
         for axis in 0..out.len() {
             // Position in the padded input: always non-negative.
-            let pos = out[axis] * g.strides[axis] + tap[axis] * g.dilations[axis];
+            let pos = (out[axis] * g.strides[axis]).saturating_add(tap[axis] * g.dilations[axis]);
             let begin = g.pads_begin()[axis];
             let size = self.input[axis];
             if pos < begin {
@@ -156,7 +141,7 @@ impl<'a> Windows<'a> {
     }
 }
 
-/// Output positions per im2col chunk for `rows` rows: bounded memory, at least one.
+/// Positions per chunk of `rows` entries each: bounded memory, at least one.
 fn chunk_len(rows: usize, outputs: usize) -> usize {
     (COL_LIMIT / rows.max(1)).clamp(1, outputs.max(1))
 }
@@ -182,12 +167,11 @@ pub(super) fn conv(attrs: &Conv, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> 
             describe(w)
         ));
     }
-    if c != per_group * group {
+    if per_group.checked_mul(group) != Some(c) {
         return Err(format!(
-            "input {} has {c} channels, weights {} expect {} (group {group})",
+            "input {} has {c} channels, weights {} expect {per_group} per group (group {group})",
             describe(x),
             describe(w),
-            per_group * group
         ));
     }
     let bias = bias_data(b, m)?;
@@ -313,7 +297,12 @@ pub(super) fn conv_transpose(
             describe(w)
         ));
     }
-    let m = m_per_group * group;
+    let m = m_per_group.checked_mul(group).ok_or_else(|| {
+        format!(
+            "weights {} with group {group} have too many output channels",
+            describe(w)
+        )
+    })?;
     let bias = bias_data(b, m)?;
     let geometry = window::resolve_transpose(attrs, spatial, kernel)?;
     let plane = product(spatial)?;
@@ -321,46 +310,51 @@ pub(super) fn conv_transpose(
     let outputs = product(&geometry.output)?;
     let c_per_group = c / group;
 
-    // scatter[p * taps + t]: the output offset that input position p and tap t reach.
-    let out_strides = row_major_strides(&geometry.output);
-    let mut scatter = Vec::with_capacity(plane * taps);
-    let mut pos = vec![0; spatial.len()];
-    let mut tap = vec![0; spatial.len()];
-    for _ in 0..plane {
-        tap.fill(0);
-        for _ in 0..taps {
-            let mut offset = Some(0);
-            for axis in 0..spatial.len() {
-                let full =
-                    pos[axis] * geometry.strides[axis] + tap[axis] * geometry.dilations[axis];
-                offset = match full.checked_sub(geometry.pads_begin()[axis]) {
-                    Some(o) if o < geometry.output[axis] => {
-                        offset.map(|off| off + o * out_strides[axis])
-                    }
-                    _ => None,
-                };
-            }
-            scatter.push(offset);
-            next_index(&mut tap, kernel);
-        }
-        next_index(&mut pos, spatial);
-    }
-
     let mut shape = vec![n, m];
     shape.extend_from_slice(&geometry.output);
     let mut out = vec![0.0f32; product(&shape)?];
-    for batch in 0..n {
-        for ci in 0..c {
-            let g = ci / c_per_group;
-            let x_plane = &xs[(batch * c + ci) * plane..][..plane];
-            for mo in 0..m_per_group {
-                let mi = g * m_per_group + mo;
-                let w_taps = &ws[(ci * m_per_group + mo) * taps..][..taps];
-                let out_plane = &mut out[(batch * m + mi) * outputs..][..outputs];
-                for (&xv, targets) in x_plane.iter().zip(scatter.chunks_exact(taps)) {
-                    for (&wv, target) in w_taps.iter().zip(targets) {
-                        if let Some(offset) = *target {
-                            out_plane[offset] += xv * wv;
+    let out_strides = row_major_strides(&geometry.output);
+    // Input positions are taken in chunks; for each, scatter[j * taps + t] is the output
+    // offset that input position start + j reaches through tap t (None: cropped away).
+    let chunk = chunk_len(taps, plane);
+    let mut scatter = Vec::with_capacity(chunk * taps);
+    let mut pos = vec![0; spatial.len()];
+    let mut tap = vec![0; spatial.len()];
+    for start in (0..plane).step_by(chunk) {
+        let len = chunk.min(plane - start);
+        scatter.clear();
+        for _ in 0..len {
+            tap.fill(0);
+            for _ in 0..taps {
+                let mut offset = Some(0);
+                for axis in 0..spatial.len() {
+                    let full =
+                        pos[axis] * geometry.strides[axis] + tap[axis] * geometry.dilations[axis];
+                    offset = match full.checked_sub(geometry.pads_begin()[axis]) {
+                        Some(o) if o < geometry.output[axis] => {
+                            offset.map(|off| off + o * out_strides[axis])
+                        }
+                        _ => None,
+                    };
+                }
+                scatter.push(offset);
+                next_index(&mut tap, kernel);
+            }
+            next_index(&mut pos, spatial);
+        }
+        for batch in 0..n {
+            for ci in 0..c {
+                let g = ci / c_per_group;
+                let x_part = &xs[(batch * c + ci) * plane + start..][..len];
+                for mo in 0..m_per_group {
+                    let mi = g * m_per_group + mo;
+                    let w_taps = &ws[(ci * m_per_group + mo) * taps..][..taps];
+                    let out_plane = &mut out[(batch * m + mi) * outputs..][..outputs];
+                    for (&xv, targets) in x_part.iter().zip(scatter.chunks_exact(taps)) {
+                        for (&wv, target) in w_taps.iter().zip(targets) {
+                            if let Some(offset) = *target {
+                                out_plane[offset] += xv * wv;
+                            }
                         }
                     }
                 }

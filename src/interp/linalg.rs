@@ -4,7 +4,8 @@
 //! contiguous output row.
 
 use super::OpResult;
-use super::conv::{describe, f32_data, f32_tensor, next_index, product};
+use super::conv::{describe, f32_data, f32_tensor, next_index};
+use super::layout::{broadcast_shape, product};
 use crate::tensor::Tensor;
 
 /// `out += a @ b` for row-major `a` `[m, k]`, `b` `[k, n]`, `out` `[m, n]`.
@@ -156,21 +157,13 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
         dims
     };
     let (a_dims, b_dims) = (padded(a_batch), padded(b_batch));
-    let mut batch = Vec::with_capacity(rank);
-    for (&x, &y) in a_dims.iter().zip(&b_dims) {
-        batch.push(match (x, y) {
-            _ if x == y => x,
-            (1, _) => y,
-            (_, 1) => x,
-            _ => {
-                return Err(format!(
-                    "batch axes of a {} and b {} do not broadcast",
-                    describe(a),
-                    describe(b)
-                ));
-            }
-        });
-    }
+    let batch = broadcast_shape(a_batch, b_batch).map_err(|_| {
+        format!(
+            "batch axes of a {} and b {} do not broadcast",
+            describe(a),
+            describe(b)
+        )
+    })?;
     // Element strides of each operand's batch axes (0 where broadcast).
     let batch_strides = |dims: &[usize], matrix: usize| {
         let mut strides = vec![0; rank];
@@ -208,4 +201,86 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
         shape.push(n);
     }
     f32_tensor(shape, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::from_f32(shape.to_vec(), data.to_vec()).unwrap()
+    }
+
+    fn iota(shape: &[usize]) -> Tensor {
+        let n = shape.iter().product::<usize>();
+        t(shape, &(0..n).map(|i| i as f32).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn gemm_plain_and_transposed() {
+        // a = [[0,1,2],[3,4,5]], b = [[0,1],[2,3],[4,5]]: a @ b = [[10,13],[28,40]].
+        let a = iota(&[2, 3]);
+        let b = iota(&[3, 2]);
+        let y = gemm(1.0, 1.0, false, false, &a, &b, None).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [10.0, 13.0, 28.0, 40.0]);
+        let at = t(&[3, 2], &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        let bt = t(&[2, 3], &[0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+        let c = t(&[2], &[1.0, -1.0]);
+        let y = gemm(2.0, 3.0, true, true, &at, &bt, Some(&c)).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [23.0, 23.0, 59.0, 77.0]);
+    }
+
+    #[test]
+    fn gemm_bias_broadcasts() {
+        let a = iota(&[2, 1]);
+        let b = t(&[1, 2], &[1.0, 1.0]);
+        let column = t(&[2, 1], &[10.0, 20.0]);
+        let y = gemm(1.0, 1.0, false, false, &a, &b, Some(&column)).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [10.0, 10.0, 21.0, 21.0]);
+        let scalar = Tensor::scalar_f32(5.0);
+        let y = gemm(1.0, 0.5, false, false, &a, &b, Some(&scalar)).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [2.5, 2.5, 3.5, 3.5]);
+        let bad = t(&[3], &[0.0; 3]);
+        let err = gemm(1.0, 1.0, false, false, &a, &b, Some(&bad)).unwrap_err();
+        assert!(
+            err.contains("f32[3] does not broadcast to the result [2,2]"),
+            "{err}"
+        );
+        assert!(gemm(1.0, 1.0, false, false, &a, &a, None).is_err());
+    }
+
+    #[test]
+    fn matmul_vectors_and_batches() {
+        let v = t(&[3], &[1.0, 2.0, 3.0]);
+        let y = matmul(&v, &v).unwrap();
+        assert_eq!(y.shape(), [] as [usize; 0]);
+        assert_eq!(y.as_f32().unwrap(), [14.0]);
+
+        // [3] @ [2, 3, 1] -> [2, 1].
+        let b = iota(&[2, 3, 1]);
+        let y = matmul(&v, &b).unwrap();
+        assert_eq!(y.shape(), [2, 1]);
+        assert_eq!(y.as_f32().unwrap(), [8.0, 26.0]);
+
+        // [2, 1, 1, 2] @ [3, 2, 1] -> [2, 3, 1, 1]; batch axes broadcast.
+        let a = t(&[2, 1, 1, 2], &[1.0, 0.0, 0.0, 1.0]);
+        let b = iota(&[3, 2, 1]);
+        let y = matmul(&a, &b).unwrap();
+        assert_eq!(y.shape(), [2, 3, 1, 1]);
+        assert_eq!(y.as_f32().unwrap(), [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+
+        // [2, 2, 3] @ [3] -> [2, 2].
+        let a = iota(&[2, 2, 3]);
+        let y = matmul(&a, &v).unwrap();
+        assert_eq!(y.shape(), [2, 2]);
+        assert_eq!(y.as_f32().unwrap(), [8.0, 26.0, 44.0, 62.0]);
+    }
+
+    #[test]
+    fn matmul_rejects_mismatches() {
+        let err = matmul(&iota(&[2, 3]), &iota(&[2, 3])).unwrap_err();
+        assert!(err.contains("inner size (3 vs 2)"), "{err}");
+        assert!(matmul(&iota(&[2, 1, 2]), &iota(&[3, 2, 1])).is_err());
+        assert!(matmul(&Tensor::scalar_f32(1.0), &iota(&[1])).is_err());
+    }
 }

@@ -8,7 +8,8 @@
 //! divisor only with `count_include_pad`, and taps past the end padding never count.
 
 use super::OpResult;
-use super::conv::{Tap, Windows, check_image, describe, f32_tensor, product, row_major_strides};
+use super::conv::{Tap, Windows, check_image, describe, f32_tensor};
+use super::layout::{product, strides as row_major_strides};
 use crate::graph::op::Pool;
 use crate::graph::window::{self, ResolvedWindow, Rounding};
 use crate::tensor::Tensor;
@@ -215,4 +216,97 @@ pub(super) fn global_pool(x: &Tensor, max: bool) -> OpResult<Tensor> {
     let mut shape = x.shape()[..2].to_vec();
     shape.resize(x.rank(), 1);
     f32_tensor(shape, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::op::Window;
+
+    fn t(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::from_f32(shape.to_vec(), data.to_vec()).unwrap()
+    }
+
+    fn pool(kernel: &[usize], pads: &[usize], strides: &[usize]) -> Pool {
+        Pool {
+            window: Window {
+                kernel_shape: kernel.to_vec(),
+                pads: pads.to_vec(),
+                strides: strides.to_vec(),
+                ..Window::default()
+            },
+            ceil_mode: false,
+            count_include_pad: false,
+            storage_order: 0,
+        }
+    }
+
+    #[test]
+    fn max_pool_with_indices() {
+        let x = t(
+            &[1, 1, 3, 3],
+            &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        );
+        let (y, i) = max_pool(&pool(&[2, 2], &[], &[]), &x, true).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [4.0, 5.0, 7.0, 8.0]);
+        assert_eq!(i.unwrap().as_i64().unwrap(), [4, 5, 7, 8]);
+        let mut column_major = pool(&[2, 2], &[], &[]);
+        column_major.storage_order = 1;
+        let (_, i) = max_pool(&column_major, &x, true).unwrap();
+        assert_eq!(i.unwrap().as_i64().unwrap(), [4, 7, 5, 8]);
+        let (_, none) = max_pool(&pool(&[2, 2], &[], &[]), &x, false).unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn max_pool_padding_never_wins_and_indices_span_channels() {
+        let x = t(&[1, 2, 1, 2], &[-1.0, -2.0, -3.0, -4.0]);
+        let (y, i) = max_pool(&pool(&[1, 2], &[0, 1, 0, 1], &[]), &x, true).unwrap();
+        assert_eq!(y.shape(), [1, 2, 1, 3]);
+        assert_eq!(y.as_f32().unwrap(), [-1.0, -1.0, -2.0, -3.0, -3.0, -4.0]);
+        assert_eq!(i.unwrap().as_i64().unwrap(), [0, 0, 1, 2, 2, 3]);
+    }
+
+    #[test]
+    fn average_pool_divisor_rules() {
+        let x = t(&[1, 1, 3], &[1.0, 2.0, 3.0]);
+        let mut attrs = pool(&[2], &[1, 1], &[]);
+        let y = average_pool(&attrs, &x).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [1.0, 1.5, 2.5, 3.0]);
+        attrs.count_include_pad = true;
+        let y = average_pool(&attrs, &x).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [0.5, 1.5, 2.5, 1.5]);
+
+        // Ceil mode: the last window hangs past the end; those taps never count.
+        let x = t(&[1, 1, 4], &[1.0, 2.0, 3.0, 4.0]);
+        let mut attrs = pool(&[3], &[], &[2]);
+        attrs.ceil_mode = true;
+        attrs.count_include_pad = true;
+        let y = average_pool(&attrs, &x).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [2.0, 3.5]);
+    }
+
+    #[test]
+    fn global_pools_keep_spatial_axes() {
+        let x = t(&[1, 2, 2, 1], &[1.0, 2.0, -3.0, -5.0]);
+        let y = global_pool(&x, false).unwrap();
+        assert_eq!(y.shape(), [1, 2, 1, 1]);
+        assert_eq!(y.as_f32().unwrap(), [1.5, -4.0]);
+        let y = global_pool(&x, true).unwrap();
+        assert_eq!(y.as_f32().unwrap(), [2.0, -3.0]);
+    }
+
+    #[test]
+    fn bad_pools_are_errors() {
+        let x = t(&[1, 1, 3], &[1.0, 2.0, 3.0]);
+        assert!(average_pool(&pool(&[], &[], &[]), &x).is_err());
+        assert!(average_pool(&pool(&[4], &[], &[]), &x).is_err());
+        assert!(max_pool(&pool(&[2, 2], &[], &[]), &x, false).is_err());
+        let mut attrs = pool(&[2], &[], &[]);
+        attrs.storage_order = 2;
+        assert!(max_pool(&attrs, &x, true).is_err());
+        let i = Tensor::from_i64(vec![1, 1, 1], vec![1]).unwrap();
+        let err = global_pool(&i, true).unwrap_err();
+        assert!(err.contains("i64[1,1,1]"), "{err}");
+    }
 }
