@@ -182,8 +182,43 @@ fn format_f64(v: f64) -> String {
     }
 }
 
+/// The single value of a literal whose elements are all bitwise equal (and not `-0.0`,
+/// which `zeros` would lose), so it can print as `zeros`, `ones` or `fill(v)`.
+fn uniform_literal(c: &Constant) -> Option<f64> {
+    let value = match c.tensor.data() {
+        TensorData::F32(v) => {
+            let first = *v.first()?;
+            if !v.iter().all(|x| x.to_bits() == first.to_bits())
+                || first.to_bits() == (-0.0f32).to_bits()
+                || first.is_nan()
+            {
+                return None;
+            }
+            f64::from(first)
+        }
+        TensorData::I64(v) => {
+            let first = *v.first()?;
+            // Only integers that an f64 holds exactly.
+            if !v.iter().all(|&x| x == first) || first.unsigned_abs() > (1 << 53) {
+                return None;
+            }
+            first as f64
+        }
+    };
+    Some(value)
+}
+
 fn format_const_init(c: &Constant) -> String {
     let dtype = c.tensor.dtype();
+    if c.init == ConstInit::Literal && c.tensor.len() > 1 {
+        if let Some(value) = uniform_literal(c) {
+            let fill = Constant {
+                tensor: c.tensor.clone(),
+                init: ConstInit::Fill { value },
+            };
+            return format_const_init(&fill);
+        }
+    }
     match &c.init {
         ConstInit::Fill { value } => {
             if value.to_bits() == 0.0f64.to_bits() {
@@ -1662,9 +1697,29 @@ mod tests {
     }
 
     #[test]
+    fn uniform_literals_print_as_fills() {
+        let mut g = Graph::new("fills");
+        let zeros = Tensor::from_f32(vec![100], vec![0.0; 100]).unwrap();
+        let halves = Tensor::from_f32(vec![3], vec![0.5; 3]).unwrap();
+        let negative_zeros = Tensor::from_f32(vec![2], vec![-0.0; 2]).unwrap();
+        let sevens = Tensor::from_i64(vec![2], vec![7, 7]).unwrap();
+        let ids: Vec<_> = [("z", zeros), ("h", halves), ("nz", negative_zeros), ("s", sevens)]
+            .into_iter()
+            .map(|(name, t)| g.add_const(name, t, ConstInit::Literal).unwrap())
+            .collect();
+        g.set_outputs(ids);
+        let text = print(&g);
+        assert!(text.contains("const z: f32[100] = zeros"), "{text}");
+        assert!(text.contains("const h: f32[3] = fill(0.5)"), "{text}");
+        assert!(text.contains("const nz: f32[2] = [-0.0, -0.0]"), "{text}");
+        assert!(text.contains("const s: i64[2] = fill(7)"), "{text}");
+        assert_eq!(print(&parse(&text).unwrap()), text);
+    }
+
+    #[test]
     fn large_literals_print_elided_and_do_not_parse_back() {
         let mut g = Graph::new("big");
-        let t = Tensor::from_f32(vec![65], vec![0.5; 65]).unwrap();
+        let t = Tensor::from_f32(vec![65], (0..65).map(|i| i as f32).collect()).unwrap();
         let c = g.add_const("w", t, ConstInit::Literal).unwrap();
         g.set_outputs(vec![c]);
         let text = print(&g);

@@ -57,9 +57,12 @@ fn per_axis(
     }
 }
 
-/// The effective extent of a dilated kernel: `(k - 1) * d + 1`.
+/// The effective extent of a dilated kernel: `(k - 1) * d + 1` (saturating, so absurd
+/// attributes give a window that fits nothing instead of an overflow).
 pub fn dilated_extent(kernel: usize, dilation: usize) -> usize {
-    (kernel.max(1) - 1) * dilation + 1
+    (kernel.max(1) - 1)
+        .saturating_mul(dilation)
+        .saturating_add(1)
 }
 
 /// Output length of one axis with explicit padding; `None` if the window does not fit.
@@ -155,8 +158,9 @@ pub fn resolve(
         AutoPad::SameUpper | AutoPad::SameLower => {
             for i in 0..rank {
                 let out = input[i].div_ceil(strides[i]);
-                let needed =
-                    (out.max(1) - 1) * strides[i] + dilated_extent(kernel[i], dilations[i]);
+                let needed = (out.max(1) - 1)
+                    .saturating_mul(strides[i])
+                    .saturating_add(dilated_extent(kernel[i], dilations[i]));
                 let total = needed.saturating_sub(input[i]);
                 let (small, large) = (total / 2, total - total / 2);
                 if window.auto_pad == AutoPad::SameUpper {
@@ -425,5 +429,26 @@ mod tests {
         assert!(resolve_transpose(&too_much, &[2, 2], &[3, 3]).is_err());
         let bad_rank = transpose(Window::default(), vec![], vec![4]);
         assert!(resolve_transpose(&bad_rank, &[2, 2], &[3, 3]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::*;
+
+    #[test]
+    fn absurd_dilations_are_an_error_not_an_overflow() {
+        let w = Window {
+            dilations: vec![usize::MAX],
+            ..Window::default()
+        };
+        assert!(resolve(&w, &[8], &[3], Rounding::Floor).is_err());
+        let same = Window {
+            auto_pad: AutoPad::SameUpper,
+            strides: vec![usize::MAX],
+            dilations: vec![usize::MAX],
+            ..Window::default()
+        };
+        assert!(resolve(&same, &[8], &[3], Rounding::Floor).is_ok());
     }
 }

@@ -474,7 +474,7 @@ fn upgrade(p: &mut Parts<'_>, env: &dyn Env) -> Result<Option<&'static str>> {
                 }
                 let scales = p.args.pop().unwrap_or(Arg::Absent);
                 p.set_arg(2, scales);
-                legacy_resize_attributes(p, "nearest")?;
+                legacy_resize_attributes(p)?;
             } else {
                 // Opsets 11 and 12 require roi and scales and pass empty tensors when they
                 // are unused; the IR marks them absent instead.
@@ -501,7 +501,7 @@ fn upgrade(p: &mut Parts<'_>, env: &dyn Env) -> Result<Option<&'static str>> {
             }
             p.args.truncate(1);
             p.set_arg(2, scales);
-            legacy_resize_attributes(p, "nearest")?;
+            legacy_resize_attributes(p)?;
             "resize"
         }
         "Squeeze" => {
@@ -560,10 +560,10 @@ fn upgrade(p: &mut Parts<'_>, env: &dyn Env) -> Result<Option<&'static str>> {
 }
 
 /// Resize-10 and Upsample: the mode attribute plus the asymmetric transformation.
-fn legacy_resize_attributes(p: &mut Parts<'_>, default_mode: &str) -> Result<()> {
+fn legacy_resize_attributes(p: &mut Parts<'_>) -> Result<()> {
     let mode = p
         .take_string("mode")?
-        .unwrap_or_else(|| default_mode.to_string());
+        .unwrap_or_else(|| "nearest".to_string());
     match mode.as_str() {
         "nearest" => {
             p.set("mode", Attr::Str("nearest".to_string()));
