@@ -26,7 +26,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
         .collect::<Result<_>>()?;
     let fortran = npy.order() == npyz::Order::Fortran;
     let type_str = npy.dtype().descr();
-    let data = match type_str.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
+    let data = match type_str
+        .trim_matches('\'')
+        .trim_start_matches(['<', '|', '='])
+    {
         "f4" => TensorData::F32(npy.into_vec::<f32>().map_err(decode_error)?),
         "f8" => TensorData::F32(
             npy.into_vec::<f64>()

@@ -170,7 +170,8 @@ fn malformed_text_ir_gives_line_and_column() {
     let text = "graph g(x: f32[2]) -> (y: f32[2]) {\n  y = relu(x\n}\n";
     let err = Model::parse(text).unwrap_err();
     assert!(matches!(err, Error::Parse { .. }), "{err:?}");
-    assert_user_error(&err, &["line 2"]);
+    // Lists may span lines, so the missing `)` is noticed at the `}` on line 3.
+    assert_user_error(&err, &["line 3, column 1", "expected `)`"]);
 }
 
 #[test]

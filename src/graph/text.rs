@@ -210,14 +210,15 @@ fn uniform_literal(c: &Constant) -> Option<f64> {
 
 fn format_const_init(c: &Constant) -> String {
     let dtype = c.tensor.dtype();
-    if c.init == ConstInit::Literal && c.tensor.len() > 1 {
-        if let Some(value) = uniform_literal(c) {
-            let fill = Constant {
-                tensor: c.tensor.clone(),
-                init: ConstInit::Fill { value },
-            };
-            return format_const_init(&fill);
-        }
+    if c.init == ConstInit::Literal
+        && c.tensor.len() > 1
+        && let Some(value) = uniform_literal(c)
+    {
+        let fill = Constant {
+            tensor: c.tensor.clone(),
+            init: ConstInit::Fill { value },
+        };
+        return format_const_init(&fill);
     }
     match &c.init {
         ConstInit::Fill { value } => {
@@ -1703,10 +1704,15 @@ mod tests {
         let halves = Tensor::from_f32(vec![3], vec![0.5; 3]).unwrap();
         let negative_zeros = Tensor::from_f32(vec![2], vec![-0.0; 2]).unwrap();
         let sevens = Tensor::from_i64(vec![2], vec![7, 7]).unwrap();
-        let ids: Vec<_> = [("z", zeros), ("h", halves), ("nz", negative_zeros), ("s", sevens)]
-            .into_iter()
-            .map(|(name, t)| g.add_const(name, t, ConstInit::Literal).unwrap())
-            .collect();
+        let ids: Vec<_> = [
+            ("z", zeros),
+            ("h", halves),
+            ("nz", negative_zeros),
+            ("s", sevens),
+        ]
+        .into_iter()
+        .map(|(name, t)| g.add_const(name, t, ConstInit::Literal).unwrap())
+        .collect();
         g.set_outputs(ids);
         let text = print(&g);
         assert!(text.contains("const z: f32[100] = zeros"), "{text}");

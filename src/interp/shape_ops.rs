@@ -478,7 +478,9 @@ fn pad_elements<T: Copy>(
 /// Removes size-1 axes: those in `axes`, or all of them.
 pub(super) fn squeeze(x: &Tensor, axes: Option<&Tensor>) -> OpResult<Tensor> {
     let shape = x.shape();
-    let axes = match axes {
+    // An empty `axes` tensor means the same as none (as ONNX Runtime and shape inference
+    // read it): squeeze every size-1 axis.
+    let axes = match axes.filter(|t| !t.is_empty()) {
         Some(t) => {
             let axes = normalize_axes(&read_ints(t, "axes")?, shape.len())?;
             if let Some(&a) = axes.iter().find(|&&a| shape[a] != 1) {
@@ -795,6 +797,8 @@ mod tests {
     fn squeeze_and_unsqueeze_move_unit_axes() {
         let x = iota(&[1, 3, 1, 2]);
         assert_eq!(squeeze(&x, None).unwrap().shape(), &[3, 2]);
+        let no_axes = Tensor::from_i64(vec![0], vec![]).unwrap();
+        assert_eq!(squeeze(&x, Some(&no_axes)).unwrap().shape(), &[3, 2]);
         assert_eq!(squeeze(&x, Some(&ints(&[-2]))).unwrap().shape(), &[1, 3, 2]);
         assert_eq!(
             squeeze(&x, Some(&ints(&[1]))).unwrap_err(),
