@@ -23,11 +23,13 @@ pub mod error;
 pub mod frontend;
 pub mod graph;
 pub mod interp;
+pub mod lower;
 pub mod npy;
 pub mod tensor;
 pub mod tensor_gen;
 
 pub mod bench;
+pub mod codegen;
 mod model;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,3 @@
+//! Code generation: loop-nest kernels → Cranelift IR → machine code.
+
+pub mod math;

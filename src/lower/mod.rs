@@ -1,0 +1,201 @@
+//! Lowering: graph nodes with concrete shapes → loop-nest kernels.
+//!
+//! [`lower_node`] turns one node, whose operand shapes are all concrete, into one or more
+//! [`Kernel`]s plus the binding of each kernel buffer to the node's inputs, outputs or
+//! scratch buffers. Each op family has its own file; lowering never changes what is
+//! computed, only how (the interpreter is the reference).
+//!
+//! Conventions every lowering follows:
+//! - tensors are dense row-major (NCHW) flat buffers, exactly as the interpreter's;
+//! - a node's operands are bound with [`Arg::Input`] / [`Arg::Output`] (constants such as
+//!   weights are inputs too: the runtime passes their data); tables computed at compile time
+//!   (index maps, interpolation weights) are [`BufferKind::Const`] buffers bound with
+//!   [`Arg::Const`];
+//! - the outermost loop over independent work is [`LoopKind::Parallel`] when the kernel is
+//!   large enough to split (results must not depend on how it is split);
+//! - inner loops over contiguous memory use `f32x4` loads and stores with a scalar tail;
+//! - every kernel passes [`verify::verify`]: out-of-range positions (padding) use clamped
+//!   indices and selects.
+
+pub mod ir;
+pub mod print;
+pub mod verify;
+
+mod conv;
+mod elementwise;
+mod linalg;
+mod movement;
+mod pool;
+mod reduce;
+mod resize;
+
+use std::sync::Arc;
+
+pub use ir::{BufferKind, Expr, Kernel, KernelBuilder, LoopKind, Stmt, Ty};
+
+use crate::error::{Error, Result};
+use crate::graph::op::Op;
+use crate::tensor::{DType, Tensor};
+
+/// One operand of a node, with its concrete type.
+#[derive(Clone, Debug)]
+pub struct Operand {
+    /// Element type.
+    pub dtype: DType,
+    /// Concrete shape.
+    pub shape: Vec<usize>,
+    /// The data, if the operand is a constant.
+    pub value: Option<Arc<Tensor>>,
+}
+
+impl Operand {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the operand has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A node as lowering sees it: op, operands and results, all with concrete shapes.
+#[derive(Clone, Debug)]
+pub struct NodeInfo<'a> {
+    /// The node's name (kernels are named after it).
+    pub name: &'a str,
+    /// The op.
+    pub op: &'a Op,
+    /// Inputs (`None` for absent optional inputs).
+    pub inputs: Vec<Option<Operand>>,
+    /// Outputs (`value` is always `None`).
+    pub outputs: Vec<Operand>,
+}
+
+impl NodeInfo<'_> {
+    /// Input `i`, which must be present.
+    pub fn input(&self, i: usize) -> Result<&Operand> {
+        self.inputs
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Error::internal(format!("node {} ({}): input {i} missing at lowering", self.name, self.op.name())))
+    }
+
+    /// Optional input `i`.
+    pub fn optional(&self, i: usize) -> Option<&Operand> {
+        self.inputs.get(i).and_then(Option::as_ref)
+    }
+
+    /// The values of a constant `i64` operand (shape-like operands are constants after
+    /// specialisation).
+    pub fn const_ints(&self, i: usize) -> Result<Option<Vec<i64>>> {
+        match self.optional(i) {
+            None => Ok(None),
+            Some(o) => match &o.value {
+                Some(t) => match t.as_i64() {
+                    Some(v) => Ok(Some(v.to_vec())),
+                    None => Err(self.unsupported(&format!("input {i} must be i64"))),
+                },
+                None => Err(self.unsupported(&format!("input {i} must be a compile-time constant"))),
+            },
+        }
+    }
+
+    /// An error for an operand combination lowering does not handle.
+    pub fn unsupported(&self, why: &str) -> Error {
+        Error::node(self.name, self.op.name(), format!("cannot compile: {why}"))
+    }
+}
+
+/// What a kernel buffer is bound to at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arg {
+    /// The node's input `i`.
+    Input(usize),
+    /// The node's output `i`.
+    Output(usize),
+    /// Scratch buffer `i` of [`Lowered::scratch`] (written by an earlier kernel of the node).
+    Scratch(usize),
+    /// The kernel's own constant data ([`BufferKind::Const`]).
+    Const,
+}
+
+/// A kernel and the binding of each of its buffers (same order as `kernel.buffers`).
+#[derive(Clone, Debug)]
+pub struct LoweredKernel {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// One binding per buffer.
+    pub args: Vec<Arg>,
+}
+
+/// The kernels computing one node, run in order.
+#[derive(Clone, Debug, Default)]
+pub struct Lowered {
+    /// The kernels.
+    pub kernels: Vec<LoweredKernel>,
+    /// Scratch buffers (dtype, element count) the kernels share.
+    pub scratch: Vec<(DType, usize)>,
+}
+
+impl Lowered {
+    /// A node computed by a single kernel.
+    pub fn single(kernel: Kernel, args: Vec<Arg>) -> Lowered {
+        Lowered {
+            kernels: vec![LoweredKernel { kernel, args }],
+            scratch: Vec::new(),
+        }
+    }
+}
+
+/// Lowers one node to kernels. Every kernel is verified; a verifier failure is an internal
+/// error (a bug in a lowering).
+pub fn lower_node(node: &NodeInfo<'_>) -> Result<Lowered> {
+    let lowered = match node.op {
+        Op::Unary(_) | Op::Binary(_) | Op::Clip | Op::BatchNorm { .. } | Op::Cast { .. } => {
+            elementwise::lower(node)?
+        }
+        Op::Softmax { .. } | Op::ReduceMean { .. } | Op::GlobalAveragePool | Op::GlobalMaxPool => reduce::lower(node)?,
+        Op::Conv(_) | Op::ConvTranspose(_) => conv::lower(node)?,
+        Op::MaxPool(_) | Op::AveragePool(_) => pool::lower(node)?,
+        Op::Gemm { .. } | Op::MatMul => linalg::lower(node)?,
+        Op::Resize(_) => resize::lower(node)?,
+        Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice
+        | Op::Pad { .. }
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::Identity
+        | Op::Dropout
+        | Op::Shape { .. }
+        | Op::Gather { .. } => movement::lower(node)?,
+    };
+    for lk in &lowered.kernels {
+        if lk.args.len() != lk.kernel.buffers.len() {
+            return Err(Error::internal(format!(
+                "node {} ({}): kernel {} has {} buffers but {} bindings",
+                node.name,
+                node.op.name(),
+                lk.kernel.name,
+                lk.kernel.buffers.len(),
+                lk.args.len()
+            )));
+        }
+        if let Err(problems) = verify::verify(&lk.kernel) {
+            return Err(Error::internal(format!(
+                "node {} ({}): kernel {} fails the loop verifier:\n  {}\n{}",
+                node.name,
+                node.op.name(),
+                lk.kernel.name,
+                problems.join("\n  "),
+                lk.kernel
+            )));
+        }
+    }
+    Ok(lowered)
+}
