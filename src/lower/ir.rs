@@ -378,7 +378,13 @@ impl KernelBuilder {
     }
 
     /// Declares a buffer.
-    pub fn buffer(&mut self, name: impl Into<String>, dtype: DType, len: usize, kind: BufferKind) -> BufId {
+    pub fn buffer(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        len: usize,
+        kind: BufferKind,
+    ) -> BufId {
         self.buffers.push(Buffer {
             name: name.into(),
             dtype,
@@ -408,7 +414,10 @@ impl KernelBuilder {
 
     /// Appends a statement.
     pub fn push(&mut self, stmt: Stmt) {
-        self.stack.last_mut().expect("the builder always has an open body").push(stmt);
+        self.stack
+            .last_mut()
+            .expect("the builder always has an open body")
+            .push(stmt);
     }
 
     /// Emits `for v in start..end step` around the statements `body` emits; `body` gets the

@@ -76,10 +76,13 @@ pub struct NodeInfo<'a> {
 impl NodeInfo<'_> {
     /// Input `i`, which must be present.
     pub fn input(&self, i: usize) -> Result<&Operand> {
-        self.inputs
-            .get(i)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| Error::internal(format!("node {} ({}): input {i} missing at lowering", self.name, self.op.name())))
+        self.inputs.get(i).and_then(Option::as_ref).ok_or_else(|| {
+            Error::internal(format!(
+                "node {} ({}): input {i} missing at lowering",
+                self.name,
+                self.op.name()
+            ))
+        })
     }
 
     /// Optional input `i`.
@@ -97,7 +100,9 @@ impl NodeInfo<'_> {
                     Some(v) => Ok(Some(v.to_vec())),
                     None => Err(self.unsupported(&format!("input {i} must be i64"))),
                 },
-                None => Err(self.unsupported(&format!("input {i} must be a compile-time constant"))),
+                None => {
+                    Err(self.unsupported(&format!("input {i} must be a compile-time constant")))
+                }
             },
         }
     }
@@ -156,7 +161,9 @@ pub fn lower_node(node: &NodeInfo<'_>) -> Result<Lowered> {
         Op::Unary(_) | Op::Binary(_) | Op::Clip | Op::BatchNorm { .. } | Op::Cast { .. } => {
             elementwise::lower(node)?
         }
-        Op::Softmax { .. } | Op::ReduceMean { .. } | Op::GlobalAveragePool | Op::GlobalMaxPool => reduce::lower(node)?,
+        Op::Softmax { .. } | Op::ReduceMean { .. } | Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            reduce::lower(node)?
+        }
         Op::Conv(_) | Op::ConvTranspose(_) => conv::lower(node)?,
         Op::MaxPool(_) | Op::AveragePool(_) => pool::lower(node)?,
         Op::Gemm { .. } | Op::MatMul => linalg::lower(node)?,

@@ -60,7 +60,12 @@ pub fn write_expr(out: &mut String, e: &Expr) {
             let _ = write!(out, "l{}", l.0);
         }
         Expr::Load { buf, index, lanes } => {
-            let _ = write!(out, "{}(b{}, ", if *lanes == 4 { "load4" } else { "load" }, buf.0);
+            let _ = write!(
+                out,
+                "{}(b{}, ",
+                if *lanes == 4 { "load4" } else { "load" },
+                buf.0
+            );
             write_expr(out, index);
             out.push(')');
         }

@@ -88,7 +88,11 @@ impl<'k> Verifier<'k> {
         };
         let len = b.len as i128;
         if self.expr_ty(index) != Some(Ty::I64) {
-            self.error(format!("{what} of {}: index {} is not i64", self.buffer_name(buf), describe(index)));
+            self.error(format!(
+                "{what} of {}: index {} is not i64",
+                self.buffer_name(buf),
+                describe(index)
+            ));
             return;
         }
         if !self.live {
@@ -135,7 +139,10 @@ impl<'k> Verifier<'k> {
                     (DType::F32, 4) => Some(Ty::F32x4),
                     (DType::I64, 1) => Some(Ty::I64),
                     _ => {
-                        self.error(format!("load of {} with {lanes} lanes", self.buffer_name(*buf)));
+                        self.error(format!(
+                            "load of {} with {lanes} lanes",
+                            self.buffer_name(*buf)
+                        ));
                         None
                     }
                 }
@@ -167,14 +174,26 @@ impl<'k> Verifier<'k> {
                             return None;
                         }
                         if *op == BinOp::Div && !matches!(**b, Expr::Int(d) if d != 0) {
-                            self.error(format!("{}: integer division needs a non-zero constant divisor", describe(e)));
+                            self.error(format!(
+                                "{}: integer division needs a non-zero constant divisor",
+                                describe(e)
+                            ));
                             return None;
                         }
                         Some(Ty::I64)
                     }
-                    (x, y) if float(x) && float(y) => Some(if x == Ty::F32x4 || y == Ty::F32x4 { Ty::F32x4 } else { Ty::F32 }),
+                    (x, y) if float(x) && float(y) => Some(if x == Ty::F32x4 || y == Ty::F32x4 {
+                        Ty::F32x4
+                    } else {
+                        Ty::F32
+                    }),
                     _ => {
-                        self.error(format!("{}: operands {} and {} do not match", describe(e), ta.name(), tb.name()));
+                        self.error(format!(
+                            "{}: operands {} and {} do not match",
+                            describe(e),
+                            ta.name(),
+                            tb.name()
+                        ));
                         None
                     }
                 }
@@ -185,7 +204,11 @@ impl<'k> Verifier<'k> {
                     self.error(format!("{}: fma takes floats", describe(e)));
                     return None;
                 }
-                Some(if ts.contains(&Ty::F32x4) { Ty::F32x4 } else { Ty::F32 })
+                Some(if ts.contains(&Ty::F32x4) {
+                    Ty::F32x4
+                } else {
+                    Ty::F32
+                })
             }
             Expr::Cmp(_, a, b) => {
                 let (ta, tb) = (self.expr_ty(a)?, self.expr_ty(b)?);
@@ -193,7 +216,12 @@ impl<'k> Verifier<'k> {
                     (Ty::I64, Ty::I64) | (Ty::F32, Ty::F32) => Some(Ty::Bool),
                     (x, y) if float(x) && float(y) => Some(Ty::Boolx4),
                     _ => {
-                        self.error(format!("{}: cannot compare {} with {}", describe(e), ta.name(), tb.name()));
+                        self.error(format!(
+                            "{}: cannot compare {} with {}",
+                            describe(e),
+                            ta.name(),
+                            tb.name()
+                        ));
                         None
                     }
                 }
@@ -205,7 +233,12 @@ impl<'k> Verifier<'k> {
                     (x, y) if x == y => x,
                     (x, y) if float(x) && float(y) => Ty::F32x4,
                     _ => {
-                        self.error(format!("{}: branches {} and {} differ", describe(e), ta.name(), tb.name()));
+                        self.error(format!(
+                            "{}: branches {} and {} differ",
+                            describe(e),
+                            ta.name(),
+                            tb.name()
+                        ));
                         return None;
                     }
                 };
@@ -213,7 +246,12 @@ impl<'k> Verifier<'k> {
                     (Ty::Bool, Ty::I64 | Ty::F32 | Ty::F32x4) => Some(t),
                     (Ty::Boolx4, Ty::F32 | Ty::F32x4) => Some(Ty::F32x4),
                     _ => {
-                        self.error(format!("{}: condition {} cannot select {}", describe(e), tc.name(), t.name()));
+                        self.error(format!(
+                            "{}: condition {} cannot select {}",
+                            describe(e),
+                            tc.name(),
+                            t.name()
+                        ));
                         None
                     }
                 }
@@ -247,10 +285,18 @@ impl<'k> Verifier<'k> {
         match e {
             Expr::Int(v) => Interval::point(*v),
             Expr::Var(v) => self.vars.get(v).copied().unwrap_or(Interval::FULL),
-            Expr::Load { buf, .. } => self.table_ranges.get(buf).copied().unwrap_or(Interval::FULL),
+            Expr::Load { buf, .. } => self
+                .table_ranges
+                .get(buf)
+                .copied()
+                .unwrap_or(Interval::FULL),
             Expr::Unary(UnOp::Neg, a) => {
                 let i = self.interval(a);
-                Interval { lo: -i.hi, hi: -i.lo }.normalized()
+                Interval {
+                    lo: -i.hi,
+                    hi: -i.lo,
+                }
+                .normalized()
             }
             Expr::Unary(UnOp::Abs, a) => {
                 let i = self.interval(a);
@@ -293,7 +339,10 @@ impl<'k> Verifier<'k> {
                         Expr::Int(d) if d != 0 => {
                             let d = i128::from(d);
                             let (p, q) = (x.lo / d, x.hi / d);
-                            Interval { lo: p.min(q), hi: p.max(q) }
+                            Interval {
+                                lo: p.min(q),
+                                hi: p.max(q),
+                            }
                         }
                         _ => Interval::FULL,
                     },
@@ -332,22 +381,36 @@ impl<'k> Verifier<'k> {
             match stmt {
                 Stmt::Loop(l) => {
                     if l.kind == LoopKind::Parallel && !(top_level && i == 0) {
-                        self.error(format!("loop v{}: only the first top-level loop may be parallel", l.var.0));
+                        self.error(format!(
+                            "loop v{}: only the first top-level loop may be parallel",
+                            l.var.0
+                        ));
                     }
                     if l.step <= 0 {
-                        self.error(format!("loop v{}: step {} is not positive", l.var.0, l.step));
+                        self.error(format!(
+                            "loop v{}: step {} is not positive",
+                            l.var.0, l.step
+                        ));
                         continue;
                     }
                     let index = l.var.0 as usize;
                     if index >= self.seen_vars.len() {
-                        self.error(format!("loop v{}: variable beyond the kernel's {} variables", l.var.0, self.seen_vars.len()));
+                        self.error(format!(
+                            "loop v{}: variable beyond the kernel's {} variables",
+                            l.var.0,
+                            self.seen_vars.len()
+                        ));
                         continue;
                     }
                     if std::mem::replace(&mut self.seen_vars[index], true) {
                         self.error(format!("loop v{}: variable bound twice", l.var.0));
                     }
                     let trips = l.trip_count();
-                    let last = if trips > 0 { l.start + (trips - 1) * l.step } else { l.start };
+                    let last = if trips > 0 {
+                        l.start + (trips - 1) * l.step
+                    } else {
+                        l.start
+                    };
                     self.vars.insert(
                         l.var,
                         Interval {
@@ -367,9 +430,14 @@ impl<'k> Verifier<'k> {
                         _ => 1,
                     };
                     self.check_access(*buf, index, lanes, "store");
-                    let Some(b) = self.kernel.buffers.get(buf.0 as usize) else { continue };
+                    let Some(b) = self.kernel.buffers.get(buf.0 as usize) else {
+                        continue;
+                    };
                     if b.kind != BufferKind::Output {
-                        self.error(format!("store to {}, which is not an output", self.buffer_name(*buf)));
+                        self.error(format!(
+                            "store to {}, which is not an output",
+                            self.buffer_name(*buf)
+                        ));
                     }
                     let vt = self.expr_ty(value);
                     let ok = matches!(
@@ -377,17 +445,30 @@ impl<'k> Verifier<'k> {
                         (DType::F32, Some(Ty::F32 | Ty::F32x4)) | (DType::I64, Some(Ty::I64))
                     );
                     if !ok && vt.is_some() {
-                        self.error(format!("store of {} to {} buffer {}", describe(value), b.dtype, self.buffer_name(*buf)));
+                        self.error(format!(
+                            "store of {} to {} buffer {}",
+                            describe(value),
+                            b.dtype,
+                            self.buffer_name(*buf)
+                        ));
                     }
                 }
                 Stmt::Declare { local, ty, init } => {
                     if self.locals.contains_key(local) || local.0 >= self.kernel.locals {
-                        self.error(format!("local l{} declared twice or beyond the kernel's locals", local.0));
+                        self.error(format!(
+                            "local l{} declared twice or beyond the kernel's locals",
+                            local.0
+                        ));
                     }
                     if let Some(t) = self.expr_ty(init)
                         && t != *ty
                     {
-                        self.error(format!("local l{}: {} declared with a {} value", local.0, ty.name(), t.name()));
+                        self.error(format!(
+                            "local l{}: {} declared with a {} value",
+                            local.0,
+                            ty.name(),
+                            t.name()
+                        ));
                     }
                     self.locals.insert(*local, *ty);
                 }
@@ -395,10 +476,15 @@ impl<'k> Verifier<'k> {
                     let declared = self.locals.get(local).copied();
                     let t = self.expr_ty(value);
                     match (declared, t) {
-                        (None, _) => self.error(format!("local l{} assigned before it is declared", local.0)),
-                        (Some(d), Some(t)) if d != t => {
-                            self.error(format!("local l{}: {} assigned a {} value", local.0, d.name(), t.name()))
+                        (None, _) => {
+                            self.error(format!("local l{} assigned before it is declared", local.0))
                         }
+                        (Some(d), Some(t)) if d != t => self.error(format!(
+                            "local l{}: {} assigned a {} value",
+                            local.0,
+                            d.name(),
+                            t.name()
+                        )),
                         _ => {}
                     }
                 }
@@ -424,7 +510,10 @@ pub fn verify(kernel: &Kernel) -> Result<(), Vec<String>> {
                 );
             }
             if t.len() != b.len || t.dtype() != b.dtype {
-                return Err(vec![format!("constant buffer b{i} ({}) does not match its data", b.name)]);
+                return Err(vec![format!(
+                    "constant buffer b{i} ({}) does not match its data",
+                    b.name
+                )]);
             }
         }
     }
@@ -438,7 +527,11 @@ pub fn verify(kernel: &Kernel) -> Result<(), Vec<String>> {
         live: true,
     };
     v.stmts(&kernel.body, true);
-    if v.errors.is_empty() { Ok(()) } else { Err(v.errors) }
+    if v.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(v.errors)
+    }
 }
 
 #[cfg(test)]
@@ -500,8 +593,17 @@ mod tests {
             k.assign(l, Expr::Float(1.0));
         });
         let errors = verify(&k.finish()).unwrap_err();
-        assert!(errors.iter().any(|e| e.contains("not an output")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.contains("f32 buffer")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.contains("declared with a i64")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("not an output")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("f32 buffer")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("declared with a i64")),
+            "{errors:?}"
+        );
     }
 }
