@@ -31,8 +31,10 @@ pub mod tensor_gen;
 pub mod bench;
 pub mod codegen;
 mod model;
+pub mod runtime;
 
 pub use error::{Error, ErrorKind, Result};
 pub use graph::Graph;
 pub use model::Model;
+pub use runtime::{CompiledModel, Compiler};
 pub use tensor::{DType, Tensor};

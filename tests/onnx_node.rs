@@ -116,8 +116,41 @@ fn compare(name: &str, actual: &Tensor, expected: &Tensor, rtol: f64) -> Result<
     }
 }
 
+/// Which engine runs the node tests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// The reference interpreter.
+    Interpret,
+    /// The JIT with 1 and 2 worker threads (which must agree bit for bit).
+    Jit,
+}
+
+fn bits(outputs: &[(String, Tensor)]) -> Vec<Vec<u64>> {
+    outputs
+        .iter()
+        .map(|(_, t)| t.to_f64_vec().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+/// Runs the model on `inputs` with the JIT at 1 and 2 threads, checking that both agree
+/// exactly.
+fn run_jit(model: &Model, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, String> {
+    let mut results = Vec::new();
+    for threads in [1, 2] {
+        let compiled = fovea::Compiler::new()
+            .threads(threads)
+            .compile(model)
+            .map_err(|e| format!("compile: {e}"))?;
+        results.push(compiled.run(inputs).map_err(|e| format!("jit run: {e}"))?);
+    }
+    if bits(&results[0]) != bits(&results[1]) {
+        return Err("1 and 2 threads give different results".to_string());
+    }
+    Ok(results.swap_remove(0))
+}
+
 /// Runs one test folder; `Err` says why it failed.
-fn run_test(dir: &Path, rtol: f64) -> Result<(), String> {
+fn run_test(dir: &Path, rtol: f64, engine: Engine) -> Result<(), String> {
     let model = Model::load(dir.join("model.onnx")).map_err(|e| format!("load: {e}"))?;
     let data = dir.join("test_data_set_0");
     let input_names: Vec<String> = model.inputs().iter().map(|(n, _)| n.to_string()).collect();
@@ -134,9 +167,23 @@ fn run_test(dir: &Path, rtol: f64) -> Result<(), String> {
             input_names.len()
         ));
     }
-    let outputs = model
-        .interpret(&inputs)
-        .map_err(|e| format!("interpret: {e}"))?;
+    let outputs = match engine {
+        Engine::Interpret => model
+            .interpret(&inputs)
+            .map_err(|e| format!("interpret: {e}"))?,
+        Engine::Jit => {
+            let outputs = run_jit(&model, &inputs)?;
+            // The JIT must agree with the interpreter as well as with ONNX's data.
+            let reference = model
+                .interpret(&inputs)
+                .map_err(|e| format!("interpret: {e}"))?;
+            for ((name, actual), (_, expected)) in outputs.iter().zip(&reference) {
+                compare(name, actual, expected, RTOL.max(rtol))
+                    .map_err(|e| format!("vs interpreter: {e}"))?;
+            }
+            outputs
+        }
+    };
     let mut expected = Vec::new();
     while let Ok(t) = read_pb(&data.join(format!("output_{}.pb", expected.len()))) {
         expected.push(t);
@@ -156,6 +203,15 @@ fn run_test(dir: &Path, rtol: f64) -> Result<(), String> {
 
 #[test]
 fn onnx_node_tests() {
+    run_suite(Engine::Interpret);
+}
+
+#[test]
+fn onnx_node_tests_jit() {
+    run_suite(Engine::Jit);
+}
+
+fn run_suite(engine: Engine) {
     let dir = data_dir();
     let families = families(&dir);
     let list = fs::read_to_string(dir.join("in-scope.txt")).expect("read in-scope.txt");
@@ -188,7 +244,7 @@ fn onnx_node_tests() {
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(RTOL, |&(_, rtol)| rtol);
-        let result = catch_unwind(AssertUnwindSafe(|| run_test(&dir.join(name), rtol)))
+        let result = catch_unwind(AssertUnwindSafe(|| run_test(&dir.join(name), rtol, engine)))
             .unwrap_or_else(|panic| {
                 let message = panic
                     .downcast_ref::<String>()
@@ -206,7 +262,11 @@ fn onnx_node_tests() {
         }
     }
 
-    println!("\n{:<24} passed/total", "family");
+    let label = match engine {
+        Engine::Interpret => "interpreter",
+        Engine::Jit => "jit",
+    };
+    println!("\n{label}: {:<24} passed/total", "family");
     for (family, (passed, total)) in &table {
         let mark = if passed == total { "" } else { "  <-" };
         println!("{family:<24} {passed:>3}/{total}{mark}");

@@ -12,7 +12,7 @@ mod elementwise;
 mod layout;
 mod linalg;
 mod pool;
-mod resize;
+pub(crate) mod resize;
 mod shape_ops;
 
 use std::collections::HashMap;

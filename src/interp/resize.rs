@@ -60,6 +60,45 @@ pub(super) fn resize(
     Tensor::from_f32(out_shape, result).map_err(|e| e.to_string())
 }
 
+/// The resampling of one axis, as the compiler reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct AxisPlan {
+    /// Input length.
+    pub(crate) in_len: usize,
+    /// Output length.
+    pub(crate) out_len: usize,
+    /// The sample of every output index, or `None` when the axis is copied unchanged
+    /// (the interpreter skips it).
+    pub(crate) samples: Option<Vec<Sample>>,
+}
+
+/// The per-axis samples [`resize`] applies to an input of shape `in_shape` (same operands
+/// and errors), for the compiler to turn into tables. The interpreter resamples the axes
+/// innermost first.
+pub(crate) fn plan(
+    attrs: &Resize,
+    in_shape: &[usize],
+    roi: Option<&Tensor>,
+    scales: Option<&Tensor>,
+    sizes: Option<&Tensor>,
+) -> OpResult<Vec<AxisPlan>> {
+    let geometry = plan_axes(attrs, in_shape, roi, scales, sizes)?;
+    let out_shape: Vec<usize> = geometry.iter().map(|a| a.out_len).collect();
+    element_count(&out_shape).map_err(|e| e.to_string())?;
+    Ok(geometry
+        .iter()
+        .map(|g| {
+            let samples = axis_samples(attrs, g);
+            let unchanged = g.out_len == g.in_len && is_identity(&samples);
+            AxisPlan {
+                in_len: g.in_len,
+                out_len: g.out_len,
+                samples: (!unchanged).then_some(samples),
+            }
+        })
+        .collect())
+}
+
 /// How one axis is resized.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct AxisGeometry {
@@ -253,7 +292,7 @@ fn apply_sizes(
 
 /// One output position along an axis.
 #[derive(Clone, Debug, PartialEq)]
-enum Sample {
+pub(crate) enum Sample {
     /// A constant (tf_crop_and_resize's extrapolation value).
     Fill(f64),
     /// A weighted sum of input positions (already clamped into the input).

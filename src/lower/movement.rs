@@ -1,9 +1,997 @@
-//! Lowering of the movement ops (see [`super`] for the conventions).
+//! Lowering of the data-movement ops: flatten, reshape, squeeze, unsqueeze, identity,
+//! dropout, transpose, concat, split, slice, pad, shape and gather (see [`super`] for the
+//! conventions).
+//!
+//! Every one of them is a *view copy*: each output element is one input element (or a fill
+//! value), and the input position is a sum of one term per output axis. A term is affine
+//! (`index * stride`, negative strides included), a constant table of offsets (pad's
+//! reflected indices, gather's constant indices, resize's nearest taps), or an index read
+//! at run time (gather's indices input, clamped into the axis). [`View`] describes such a
+//! copy and [`KernelParts::copy`] emits its loop nest:
+//! - axes of length 1 are dropped and neighbours that are contiguous on both sides merged,
+//!   so reshape-like ops become one flat loop and a transpose keeps only the axes it moves;
+//! - the leading axes are fused into one parallel loop of a few dozen iterations or more
+//!   (their offsets come from a constant table when they are not affine), and a long flat
+//!   copy is cut into blocks so that it can be split across threads;
+//! - the innermost axis is copied four lanes at a time, with a scalar tail, when it is
+//!   contiguous in both buffers and the elements are `f32` (`i64` loads are scalar).
+//!
+//! Kernels read and write dense row-major buffers, as the interpreter does. Results are
+//! exact copies, so they match the interpreter bit for bit.
 
-use super::{Lowered, NodeInfo};
-use crate::error::Result;
+use std::sync::Arc;
+
+use super::ir::{BufId, BufferKind, CmpOp, Expr, KernelBuilder, LoopKind, Ty};
+use super::{Arg, Lowered, LoweredKernel, NodeInfo, Operand};
+use crate::error::{Error, Result};
+use crate::graph::op::{Op, PadMode};
+use crate::tensor::{DType, Tensor};
+
+/// Leading axes are fused into the parallel loop until it has at least this many
+/// iterations.
+const PARALLEL_TARGET: usize = 64;
+
+/// The largest offset table built to fuse leading axes into the parallel loop.
+const MAX_FUSED_TABLE: usize = 1 << 16;
+
+/// A flat copy at least this long is cut into blocks so that threads can share it.
+const SPLIT_MIN_LEN: usize = 8192;
+
+/// Where the source position of one output axis comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum AxisSrc {
+    /// `index * stride` elements (the stride may be negative).
+    Affine(i64),
+    /// `table[index]` elements: a constant offset per index.
+    Table(Vec<i64>),
+    /// Read at run time: `clamp(i < 0 ? i + dim : i, 0, dim - 1) * stride` with
+    /// `i = buf[index]`, an `i64` index buffer (gather's indices).
+    Runtime {
+        /// The index buffer.
+        buf: BufId,
+        /// The length of the indexed axis (at least 1).
+        dim: i64,
+        /// Elements per step along the indexed axis.
+        stride: i64,
+    },
+}
+
+impl AxisSrc {
+    /// The offset of `index`, for terms known at compile time.
+    fn offset(&self, index: usize) -> Option<i64> {
+        match self {
+            AxisSrc::Affine(s) => Some(index as i64 * s),
+            AxisSrc::Table(t) => t.get(index).copied(),
+            AxisSrc::Runtime { .. } => None,
+        }
+    }
+}
+
+/// One axis of a [`View`].
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct ViewAxis {
+    /// Number of indices.
+    pub len: usize,
+    /// The source term.
+    pub src: AxisSrc,
+    /// The destination stride in elements.
+    pub dst: i64,
+}
+
+impl ViewAxis {
+    /// An axis with an affine source.
+    pub fn affine(len: usize, src: i64, dst: i64) -> ViewAxis {
+        ViewAxis {
+            len,
+            src: AxisSrc::Affine(src),
+            dst,
+        }
+    }
+}
+
+/// A copy `dst[dst_base + Σ i_k * dst_k] = src[src_base + Σ term_k(i_k)]` over every index
+/// `(i_0, …)` of the axes, in row-major order.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct View {
+    /// Source offset of index zero.
+    pub src_base: i64,
+    /// Destination offset of index zero.
+    pub dst_base: i64,
+    /// The axes, outermost first.
+    pub axes: Vec<ViewAxis>,
+}
+
+impl View {
+    /// A contiguous copy of `len` elements.
+    pub fn flat(len: usize) -> View {
+        View {
+            src_base: 0,
+            dst_base: 0,
+            axes: vec![ViewAxis::affine(len, 1, 1)],
+        }
+    }
+
+    /// A row-major walk over `shape` with the given source strides, writing a dense
+    /// row-major destination.
+    pub fn dense(shape: &[usize], src_strides: &[i64]) -> View {
+        let dst = row_major_strides(shape);
+        View {
+            src_base: 0,
+            dst_base: 0,
+            axes: shape
+                .iter()
+                .zip(src_strides)
+                .zip(dst)
+                .map(|((&len, &src), dst)| ViewAxis::affine(len, src, dst))
+                .collect(),
+        }
+    }
+
+    /// Drops axes of length 1 (folding their offsets into the bases) and merges
+    /// neighbouring affine axes that are contiguous on both sides. Returns `None` when the
+    /// view has no elements.
+    fn simplify(mut self) -> Option<View> {
+        if self.axes.iter().any(|a| a.len == 0) {
+            return None;
+        }
+        let mut axes: Vec<ViewAxis> = Vec::with_capacity(self.axes.len());
+        for axis in std::mem::take(&mut self.axes) {
+            if axis.len == 1 {
+                match &axis.src {
+                    AxisSrc::Affine(_) => continue,
+                    AxisSrc::Table(t) => {
+                        self.src_base += t.first().copied().unwrap_or(0);
+                        continue;
+                    }
+                    AxisSrc::Runtime { .. } => {}
+                }
+            }
+            if let Some(prev) = axes.last_mut()
+                && let (AxisSrc::Affine(ps), AxisSrc::Affine(s)) = (&prev.src, &axis.src)
+                && *ps == s * axis.len as i64
+                && prev.dst == axis.dst * axis.len as i64
+            {
+                prev.len *= axis.len;
+                prev.src = AxisSrc::Affine(*s);
+                prev.dst = axis.dst;
+                continue;
+            }
+            axes.push(axis);
+        }
+        self.axes = axes;
+        Some(self)
+    }
+}
+
+/// Row-major strides of `shape`, in elements.
+pub(super) fn row_major_strides(shape: &[usize]) -> Vec<i64> {
+    let mut out = vec![1i64; shape.len()];
+    for axis in (0..shape.len().saturating_sub(1)).rev() {
+        out[axis] = out[axis + 1] * shape[axis + 1] as i64;
+    }
+    out
+}
+
+/// What a copy reads.
+#[derive(Clone, Debug)]
+pub(super) enum Source {
+    /// Elements of a buffer, at the view's source positions.
+    Buf(BufId),
+    /// One scalar value for every element (a fill); `f32` or `i64` like the destination.
+    Value(Expr),
+}
+
+impl Source {
+    fn scalar(&self, index: Expr) -> Expr {
+        match self {
+            Source::Buf(b) => Expr::load(*b, index),
+            Source::Value(v) => v.clone(),
+        }
+    }
+
+    fn vector(&self, index: Expr) -> Expr {
+        match self {
+            Source::Buf(b) => Expr::load4(*b, index),
+            Source::Value(v) => v.clone().splat(),
+        }
+    }
+}
+
+/// `a + b`, skipping zeros and folding constants (keeps printed kernels short).
+pub(super) fn add(a: Expr, b: Expr) -> Expr {
+    match (a, b) {
+        (Expr::Int(0), e) | (e, Expr::Int(0)) => e,
+        (Expr::Int(x), Expr::Int(y)) => Expr::Int(x + y),
+        (a, b) => a.add(b),
+    }
+}
+
+/// `v * k`, skipping ones and zeros.
+pub(super) fn times(v: Expr, k: i64) -> Expr {
+    match k {
+        0 => Expr::Int(0),
+        _ => v.scale(k),
+    }
+}
+
+/// A source term after its tables are declared: what the loop nest emits.
+#[derive(Clone, Debug)]
+enum Term {
+    Affine(i64),
+    Table(BufId),
+    Runtime { buf: BufId, dim: i64, stride: i64 },
+}
+
+/// An axis of the loop nest: length, source term and destination stride.
+#[derive(Clone, Debug)]
+struct NestAxis {
+    len: usize,
+    src: Term,
+    dst: i64,
+}
+
+/// A kernel under construction together with the binding of each buffer.
+pub(super) struct KernelParts {
+    /// The kernel.
+    pub k: KernelBuilder,
+    /// One binding per buffer declared so far.
+    pub args: Vec<Arg>,
+}
+
+impl KernelParts {
+    /// A kernel named `name` with no buffers yet.
+    pub fn new(name: impl Into<String>) -> KernelParts {
+        KernelParts {
+            k: KernelBuilder::new(name),
+            args: Vec::new(),
+        }
+    }
+
+    /// Declares a buffer bound to `arg`.
+    pub fn buffer(&mut self, name: impl Into<String>, dtype: DType, len: usize, kind: BufferKind, arg: Arg) -> BufId {
+        self.args.push(arg);
+        self.k.buffer(name, dtype, len, kind)
+    }
+
+    /// Declares node input `i` (an operand of `dtype` with `len` elements).
+    pub fn input(&mut self, node: &NodeInfo<'_>, i: usize) -> Result<BufId> {
+        let op = node.input(i)?;
+        Ok(self.buffer(format!("in{i}"), op.dtype, op.len(), BufferKind::Input, Arg::Input(i)))
+    }
+
+    /// Declares node output `i`.
+    pub fn output(&mut self, node: &NodeInfo<'_>, i: usize) -> Result<BufId> {
+        let op = output(node, i)?;
+        Ok(self.buffer(format!("out{i}"), op.dtype, op.len(), BufferKind::Output, Arg::Output(i)))
+    }
+
+    /// Declares a constant buffer holding `tensor`.
+    pub fn constant(&mut self, name: impl Into<String>, tensor: Tensor) -> BufId {
+        let (dtype, len) = (tensor.dtype(), tensor.len());
+        self.buffer(name, dtype, len, BufferKind::Const(Arc::new(tensor)), Arg::Const)
+    }
+
+    /// Declares a constant `i64` table.
+    pub fn table(&mut self, name: impl Into<String>, values: Vec<i64>) -> BufId {
+        self.constant(name, Tensor::vector_i64(values))
+    }
+
+    /// The finished kernel and its bindings.
+    pub fn finish(self) -> LoweredKernel {
+        LoweredKernel {
+            kernel: self.k.finish(),
+            args: self.args,
+        }
+    }
+
+    /// Emits the copy `view` from `source` into `dst` (elements of `dtype`). With
+    /// `parallel`, the outermost loop is parallel: only the first statement of a kernel may
+    /// ask for it.
+    pub fn copy(&mut self, source: &Source, dst: BufId, dtype: DType, view: View, parallel: bool) {
+        let Some(view) = view.simplify() else { return };
+        if !parallel {
+            self.emit(source, dst, dtype, view, false);
+            return;
+        }
+        // A long contiguous run with little else to share among threads: cut it into
+        // blocks, the remainder copied afterwards by a serial nest.
+        let outer: usize = view.axes.iter().rev().skip(1).map(|a| a.len).product();
+        let Some(last) = view.axes.last() else {
+            self.emit(source, dst, dtype, view, false);
+            return;
+        };
+        let contiguous = last.src == AxisSrc::Affine(1) && last.dst == 1;
+        if !(contiguous && outer < PARALLEL_TARGET && last.len >= SPLIT_MIN_LEN) {
+            self.emit(source, dst, dtype, view, true);
+            return;
+        }
+        let len = last.len;
+        let block = block_size(len);
+        let blocks = len / block;
+        let mut main = view.clone();
+        main.axes.pop();
+        main.axes.push(ViewAxis::affine(blocks, block as i64, block as i64));
+        main.axes.push(ViewAxis::affine(block, 1, 1));
+        let done = (blocks * block) as i64;
+        let mut rest = view;
+        rest.src_base += done;
+        rest.dst_base += done;
+        if let Some(last) = rest.axes.last_mut() {
+            last.len = len - blocks * block;
+        }
+        self.emit(source, dst, dtype, main, true);
+        if let Some(rest) = rest.simplify() {
+            self.emit(source, dst, dtype, rest, false);
+        }
+    }
+
+    /// Emits a simplified, non-empty view.
+    fn emit(&mut self, source: &Source, dst: BufId, dtype: DType, view: View, parallel: bool) {
+        let name = |what: &str, i: usize| format!("{what}{i}");
+        let mut axes = Vec::with_capacity(view.axes.len());
+        for (i, axis) in view.axes.iter().enumerate() {
+            let src = match &axis.src {
+                AxisSrc::Affine(s) => Term::Affine(*s),
+                AxisSrc::Table(t) => Term::Table(self.table(name("offsets", i), t.clone())),
+                AxisSrc::Runtime { buf, dim, stride } => Term::Runtime {
+                    buf: *buf,
+                    dim: *dim,
+                    stride: *stride,
+                },
+            };
+            axes.push(NestAxis {
+                len: axis.len,
+                src,
+                dst: axis.dst,
+            });
+        }
+        let src_base = Expr::Int(view.src_base);
+        let dst_base = Expr::Int(view.dst_base);
+        if !parallel || axes.len() < 2 {
+            nest(&mut self.k, source, dst, dtype, &axes, src_base, dst_base);
+            return;
+        }
+
+        // Fuse leading axes whose offsets are known at compile time until the parallel
+        // loop is long enough; always leave the innermost axis to the nest.
+        let mut fused = 1;
+        let mut extent = view.axes[0].len;
+        let is_static = |a: &ViewAxis| !matches!(a.src, AxisSrc::Runtime { .. });
+        while fused + 1 < view.axes.len()
+            && extent < PARALLEL_TARGET
+            && is_static(&view.axes[0])
+            && is_static(&view.axes[fused])
+            && extent * view.axes[fused].len <= MAX_FUSED_TABLE
+        {
+            extent *= view.axes[fused].len;
+            fused += 1;
+        }
+        if fused == 1 {
+            let first = axes.remove(0);
+            let rest = axes;
+            self.k.for_loop(0, first.len as i64, 1, LoopKind::Parallel, |k, v| {
+                let s = term(k, &first.src, v.clone());
+                let d = times(v, first.dst);
+                nest(k, source, dst, dtype, &rest, add(src_base, s), add(dst_base, d));
+            });
+            return;
+        }
+        let fused_axes = &view.axes[..fused];
+        let src_offsets = fused_offsets(fused_axes, |a, i| a.src.offset(i).unwrap_or(0));
+        let dst_offsets = fused_offsets(fused_axes, |a, i| i as i64 * a.dst);
+        let src_fused = self.fused_term("fused_src", src_offsets);
+        let dst_fused = self.fused_term("fused_dst", dst_offsets);
+        let rest: Vec<NestAxis> = axes.split_off(fused);
+        self.k.for_loop(0, extent as i64, 1, LoopKind::Parallel, |k, p| {
+            let s = src_fused(p.clone());
+            let d = dst_fused(p);
+            nest(k, source, dst, dtype, &rest, add(src_base, s), add(dst_base, d));
+        });
+    }
+
+    /// The offset of fused index `p`: affine when the offsets are, else a table lookup.
+    fn fused_term(&mut self, name: &str, offsets: Vec<i64>) -> impl Fn(Expr) -> Expr + use<> {
+        let first = offsets.first().copied().unwrap_or(0);
+        let step = offsets.get(1).map_or(0, |o| o - first);
+        let affine = offsets.iter().enumerate().all(|(i, &o)| o == first + i as i64 * step);
+        let table = if affine { None } else { Some(self.table(name, offsets)) };
+        move |p: Expr| match table {
+            Some(t) => Expr::load(t, p),
+            None => add(Expr::Int(first), times(p, step)),
+        }
+    }
+}
+
+/// The summed offsets of every index of `axes` in row-major order.
+fn fused_offsets(axes: &[ViewAxis], offset: impl Fn(&ViewAxis, usize) -> i64) -> Vec<i64> {
+    let mut out = vec![0i64];
+    for axis in axes {
+        let mut next = Vec::with_capacity(out.len() * axis.len);
+        for &base in &out {
+            for i in 0..axis.len {
+                next.push(base + offset(axis, i));
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+/// The block length a long flat copy of `len` elements is cut into: a multiple of 4 that
+/// divides `len` when one between 256 and 4096 does, else 1024 (with a remainder).
+fn block_size(len: usize) -> usize {
+    (64..=1024)
+        .rev()
+        .map(|q| q * 4)
+        .find(|b| len.is_multiple_of(*b))
+        .unwrap_or(1024)
+}
+
+/// The source offset of index `v` along an axis.
+fn term(k: &mut KernelBuilder, src: &Term, v: Expr) -> Expr {
+    match src {
+        Term::Affine(s) => times(v, *s),
+        Term::Table(t) => Expr::load(*t, v),
+        Term::Runtime { buf, dim, stride } => {
+            let raw = k.declare(Ty::I64, Expr::load(*buf, v));
+            let negative = Expr::Local(raw).cmp(CmpOp::Lt, Expr::Int(0));
+            let resolved = negative.select(Expr::Local(raw).add(Expr::Int(*dim)), Expr::Local(raw));
+            times(resolved.clamp(0, dim - 1), *stride)
+        }
+    }
+}
+
+/// Emits the loops over `axes` around the element copy.
+fn nest(k: &mut KernelBuilder, source: &Source, dst: BufId, dtype: DType, axes: &[NestAxis], src: Expr, dst_at: Expr) {
+    match axes {
+        [] => k.store(dst, dst_at, source.scalar(src)),
+        [last] if dtype == DType::F32 && matches!(last.src, Term::Affine(1)) && last.dst == 1 && last.len >= 4 => {
+            let main = (last.len - last.len % 4) as i64;
+            k.for_loop(0, main, 4, LoopKind::Serial, |k, v| {
+                k.store(dst, add(dst_at.clone(), v.clone()), source.vector(add(src.clone(), v)));
+            });
+            if main < last.len as i64 {
+                k.for_loop(main, last.len as i64, 1, LoopKind::Serial, |k, v| {
+                    k.store(dst, add(dst_at, v.clone()), source.scalar(add(src, v)));
+                });
+            }
+        }
+        [first, rest @ ..] => {
+            k.range(first.len, |k, v| {
+                let s = term(k, &first.src, v.clone());
+                let d = times(v, first.dst);
+                nest(k, source, dst, dtype, rest, add(src, s), add(dst_at, d));
+            });
+        }
+    }
+}
+
+/// Output `i` of a node.
+fn output<'a>(node: &'a NodeInfo<'_>, i: usize) -> Result<&'a Operand> {
+    node.outputs
+        .get(i)
+        .ok_or_else(|| Error::internal(format!("node {} ({}): output {i} missing at lowering", node.name, node.op.name())))
+}
+
+/// An internal error about `node`.
+fn internal(node: &NodeInfo<'_>, message: String) -> Error {
+    Error::internal(format!("node {} ({}): {message}", node.name, node.op.name()))
+}
+
+/// A user error about `node` (operands the interpreter rejects too).
+fn user(node: &NodeInfo<'_>, message: String) -> Error {
+    Error::node(node.name, node.op.name(), message)
+}
+
+/// Resolves a possibly negative axis against `rank`.
+fn normalize_axis(node: &NodeInfo<'_>, axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    if (-r..r).contains(&axis) {
+        Ok(if axis < 0 { axis + r } else { axis } as usize)
+    } else {
+        Err(user(node, format!("axis {axis} is out of range for rank {rank}")))
+    }
+}
 
 /// Lowers a node of this family.
 pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
-    Err(node.unsupported("this op has no compiled lowering yet"))
+    match node.op {
+        Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity | Op::Dropout => {
+            reshape_like(node)
+        }
+        Op::Transpose { perm } => transpose(node, perm.as_deref()),
+        Op::Concat { axis } => concat(node, *axis),
+        Op::Split { axis, .. } => split(node, *axis),
+        Op::Slice => slice(node),
+        Op::Pad { mode } => pad(node, *mode),
+        Op::Shape { start, end } => shape(node, *start, *end),
+        Op::Gather { axis } => gather(node, *axis),
+        _ => Err(internal(node, "not a data-movement op".to_string())),
+    }
+}
+
+/// One kernel copying `view` of input `input` to output 0, named after the node.
+fn single_copy(node: &NodeInfo<'_>, input: usize, view: View) -> Result<Lowered> {
+    let dtype = node.input(input)?.dtype;
+    let mut kp = KernelParts::new(node.name);
+    let x = kp.input(node, input)?;
+    let y = kp.output(node, 0)?;
+    kp.copy(&Source::Buf(x), y, dtype, view, true);
+    Ok(Lowered {
+        kernels: vec![kp.finish()],
+        scratch: Vec::new(),
+    })
+}
+
+/// Checks that output 0 has the expected shape.
+fn check_output_shape(node: &NodeInfo<'_>, i: usize, shape: &[usize]) -> Result<()> {
+    let out = output(node, i)?;
+    if out.shape != shape {
+        return Err(internal(
+            node,
+            format!("output {i} has shape {:?}, lowering expects {shape:?}", out.shape),
+        ));
+    }
+    Ok(())
+}
+
+/// Flatten, reshape, squeeze, unsqueeze, identity and dropout: the same elements in the
+/// same order, a flat copy.
+fn reshape_like(node: &NodeInfo<'_>) -> Result<Lowered> {
+    let x = node.input(0)?;
+    let y = output(node, 0)?;
+    if x.len() != y.len() || x.dtype != y.dtype {
+        return Err(internal(
+            node,
+            format!("{} {:?} cannot be copied to {} {:?}", x.dtype, x.shape, y.dtype, y.shape),
+        ));
+    }
+    single_copy(node, 0, View::flat(x.len()))
+}
+
+/// Transpose: a walk over the output reading the input with permuted strides.
+fn transpose(node: &NodeInfo<'_>, perm: Option<&[usize]>) -> Result<Lowered> {
+    let x = node.input(0)?;
+    let rank = x.shape.len();
+    let perm: Vec<usize> = match perm {
+        Some(p) => p.to_vec(),
+        None => (0..rank).rev().collect(),
+    };
+    let mut sorted = perm.clone();
+    sorted.sort_unstable();
+    if !sorted.iter().copied().eq(0..rank) {
+        return Err(user(node, format!("perm {perm:?} is not a permutation of the axes of shape {:?}", x.shape)));
+    }
+    let in_strides = row_major_strides(&x.shape);
+    let out_shape: Vec<usize> = perm.iter().map(|&a| x.shape[a]).collect();
+    check_output_shape(node, 0, &out_shape)?;
+    let src: Vec<i64> = perm.iter().map(|&a| in_strides[a]).collect();
+    single_copy(node, 0, View::dense(&out_shape, &src))
+}
+
+/// The product of `dims`.
+fn product(dims: &[usize]) -> usize {
+    dims.iter().product()
+}
+
+/// A kernel that only declares the node's buffers: the output has no elements.
+fn empty(node: &NodeInfo<'_>) -> Result<Lowered> {
+    let mut kp = KernelParts::new(node.name);
+    for i in 0..node.outputs.len() {
+        kp.output(node, i)?;
+    }
+    Ok(Lowered {
+        kernels: vec![kp.finish()],
+        scratch: Vec::new(),
+    })
+}
+
+/// Concat: one kernel per non-empty part, copying its slab of every outer index into
+/// place.
+fn concat(node: &NodeInfo<'_>, axis: i64) -> Result<Lowered> {
+    let out = output(node, 0)?;
+    let axis = normalize_axis(node, axis, out.shape.len())?;
+    let outer = product(&out.shape[..axis]);
+    let inner = product(&out.shape[axis + 1..]);
+    let total = out.shape[axis];
+    let mut kernels = Vec::new();
+    let mut offset = 0usize;
+    for i in 0..node.inputs.len() {
+        let part = node.input(i)?;
+        let fits = part.shape.len() == out.shape.len()
+            && (0..part.shape.len()).all(|a| a == axis || part.shape[a] == out.shape[a])
+            && part.dtype == out.dtype;
+        if !fits {
+            return Err(internal(node, format!("part {i} {:?} does not fit output {:?}", part.shape, out.shape)));
+        }
+        let len = part.shape[axis];
+        let view = View {
+            src_base: 0,
+            dst_base: (offset * inner) as i64,
+            axes: vec![
+                ViewAxis::affine(outer, (len * inner) as i64, (total * inner) as i64),
+                ViewAxis::affine(len * inner, 1, 1),
+            ],
+        };
+        offset += len;
+        if part.is_empty() || out.is_empty() {
+            continue;
+        }
+        let mut kp = KernelParts::new(format!("{}_part{i}", node.name));
+        let x = kp.input(node, i)?;
+        let y = kp.output(node, 0)?;
+        kp.copy(&Source::Buf(x), y, out.dtype, view, true);
+        kernels.push(kp.finish());
+    }
+    if offset != total {
+        return Err(internal(node, format!("parts sum to {offset} along axis {axis}, the output has {total}")));
+    }
+    if kernels.is_empty() {
+        return empty(node);
+    }
+    Ok(Lowered {
+        kernels,
+        scratch: Vec::new(),
+    })
+}
+
+/// Split: one kernel per output, copying its slab of every outer index. The part sizes
+/// are the outputs' lengths along the axis.
+fn split(node: &NodeInfo<'_>, axis: i64) -> Result<Lowered> {
+    let x = node.input(0)?;
+    let axis = normalize_axis(node, axis, x.shape.len())?;
+    let outer = product(&x.shape[..axis]);
+    let inner = product(&x.shape[axis + 1..]);
+    let len = x.shape[axis];
+    let mut kernels = Vec::new();
+    let mut start = 0usize;
+    for (j, out) in node.outputs.iter().enumerate() {
+        let size = out.shape.get(axis).copied().unwrap_or(0);
+        let mut expected = x.shape.clone();
+        expected[axis] = size;
+        check_output_shape(node, j, &expected)?;
+        let view = View {
+            src_base: (start * inner) as i64,
+            dst_base: 0,
+            axes: vec![
+                ViewAxis::affine(outer, (len * inner) as i64, (size * inner) as i64),
+                ViewAxis::affine(size * inner, 1, 1),
+            ],
+        };
+        start += size;
+        let mut kp = KernelParts::new(format!("{}_out{j}", node.name));
+        let src = kp.input(node, 0)?;
+        let y = kp.output(node, j)?;
+        kp.copy(&Source::Buf(src), y, x.dtype, view, true);
+        kernels.push(kp.finish());
+    }
+    if start != len {
+        return Err(internal(node, format!("outputs sum to {start} along axis {axis}, the input has {len}")));
+    }
+    Ok(Lowered {
+        kernels,
+        scratch: Vec::new(),
+    })
+}
+
+/// The first index and the length of `start..end` by `step` on an axis of length `dim`,
+/// with negative indices counted from the end and out-of-range ones clamped (ONNX Slice,
+/// as the interpreter resolves it).
+fn slice_range(start: i64, end: i64, step: i64, dim: usize) -> (usize, usize) {
+    let dim = dim as i128;
+    let resolve = |v: i64| {
+        let v = i128::from(v);
+        if v < 0 { v + dim } else { v }
+    };
+    let (start, end, step) = (resolve(start), resolve(end), i128::from(step));
+    let (start, end) = if step > 0 {
+        (start.max(0).min(dim), end.max(0).min(dim))
+    } else {
+        (start.max(0).min(dim - 1), end.max(-1).min(dim - 1))
+    };
+    let span = if step > 0 { end - start } else { start - end };
+    let len = if span > 0 { (span + step.abs() - 1) / step.abs() } else { 0 };
+    (start.max(0) as usize, len as usize)
+}
+
+/// Slice: a strided view of the input (negative steps walk backwards).
+fn slice(node: &NodeInfo<'_>) -> Result<Lowered> {
+    let x = node.input(0)?;
+    let rank = x.shape.len();
+    let constant = |i: usize, what: &str| -> Result<Option<Vec<i64>>> {
+        node.const_ints(i)
+            .map_err(|_| node.unsupported(&format!("{what} must be a compile-time i64 constant")))
+    };
+    let starts = constant(1, "starts")?.unwrap_or_default();
+    let ends = constant(2, "ends")?.unwrap_or_default();
+    let n = starts.len();
+    let axes = constant(3, "axes")?.unwrap_or_else(|| (0..n as i64).collect());
+    let steps = constant(4, "steps")?.unwrap_or_else(|| vec![1; n]);
+    if ends.len() != n || axes.len() != n || steps.len() != n {
+        return Err(user(
+            node,
+            format!("starts, ends, axes and steps differ in length: {starts:?}, {ends:?}, {axes:?}, {steps:?}"),
+        ));
+    }
+    let in_strides = row_major_strides(&x.shape);
+    let mut out_shape = x.shape.clone();
+    let mut src = in_strides.clone();
+    let mut base = 0i64;
+    let mut seen = vec![false; rank];
+    for k in 0..n {
+        let axis = normalize_axis(node, axes[k], rank)?;
+        if std::mem::replace(&mut seen[axis], true) {
+            return Err(user(node, format!("axes {axes:?} name axis {axis} twice")));
+        }
+        if steps[k] == 0 {
+            return Err(user(node, format!("steps {steps:?} has a zero step")));
+        }
+        let (start, len) = slice_range(starts[k], ends[k], steps[k], x.shape[axis]);
+        out_shape[axis] = len;
+        if len > 0 {
+            base += start as i64 * in_strides[axis];
+        }
+        // With two or more elements kept, |step| is below the axis length, so the product
+        // stays within the input's extent.
+        src[axis] = if len > 1 { steps[k] * in_strides[axis] } else { 0 };
+    }
+    check_output_shape(node, 0, &out_shape)?;
+    let mut view = View::dense(&out_shape, &src);
+    view.src_base = base;
+    single_copy(node, 0, view)
+}
+
+/// The input index that index `i` (possibly outside `0..dim`) of a padded axis reads, or
+/// `None` for the fill value (as the interpreter resolves it). `dim` is not 0 unless the
+/// mode is constant.
+fn pad_source(mode: PadMode, i: i64, dim: i64) -> Option<i64> {
+    if (0..dim).contains(&i) {
+        return Some(i);
+    }
+    match mode {
+        PadMode::Constant => None,
+        PadMode::Edge => Some(i.clamp(0, dim - 1)),
+        PadMode::Wrap => Some(i.rem_euclid(dim)),
+        PadMode::Reflect if dim == 1 => Some(0),
+        PadMode::Reflect => {
+            let period = 2 * (dim - 1);
+            let m = i.rem_euclid(period);
+            Some(if m < dim { m } else { period - m })
+        }
+    }
+}
+
+/// Pad. Constant mode fills the output and then copies the input's overlap into place (two
+/// kernels, or only the copy when nothing is padded); the other modes read each padded
+/// axis through a constant table of source indices.
+fn pad(node: &NodeInfo<'_>, mode: PadMode) -> Result<Lowered> {
+    let x = node.input(0)?;
+    let rank = x.shape.len();
+    let pads = node
+        .const_ints(1)
+        .map_err(|_| node.unsupported("pads must be a compile-time i64 constant"))?
+        .unwrap_or_default();
+    let axes = match node
+        .const_ints(3)
+        .map_err(|_| node.unsupported("axes must be a compile-time i64 constant"))?
+    {
+        Some(axes) => {
+            let mut resolved = Vec::with_capacity(axes.len());
+            for &a in &axes {
+                let axis = normalize_axis(node, a, rank)?;
+                if resolved.contains(&axis) {
+                    return Err(user(node, format!("axes {axes:?} name axis {axis} twice")));
+                }
+                resolved.push(axis);
+            }
+            resolved
+        }
+        None => (0..rank).collect(),
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(user(node, format!("pads {pads:?} must have 2 values per padded axis")));
+    }
+    let mut before = vec![0i64; rank];
+    let mut after = vec![0i64; rank];
+    for (k, &axis) in axes.iter().enumerate() {
+        before[axis] = pads[k];
+        after[axis] = pads[k + axes.len()];
+    }
+    let mut out_shape = Vec::with_capacity(rank);
+    for axis in 0..rank {
+        let dim = i128::from(before[axis]) + i128::from(after[axis]) + x.shape[axis] as i128;
+        let dim = usize::try_from(dim).map_err(|_| user(node, format!("pads {pads:?} do not fit axis {axis} of shape {:?}", x.shape)))?;
+        if x.shape[axis] == 0 && dim > 0 && mode != PadMode::Constant {
+            return Err(user(node, format!("cannot pad empty axis {axis} of shape {:?} in mode {mode:?}", x.shape)));
+        }
+        out_shape.push(dim);
+    }
+    check_output_shape(node, 0, &out_shape)?;
+    let out_len = product(&out_shape);
+    if out_len == 0 {
+        return empty(node);
+    }
+    let in_strides = row_major_strides(&x.shape);
+    let out_strides = row_major_strides(&out_shape);
+
+    if mode != PadMode::Constant {
+        let mut view = View::dense(&out_shape, &in_strides);
+        for axis in 0..rank {
+            if before[axis] == 0 && after[axis] == 0 {
+                continue;
+            }
+            let dim = x.shape[axis] as i64;
+            let offsets = (0..out_shape[axis] as i64)
+                .map(|o| pad_source(mode, o - before[axis], dim).unwrap_or(0) * in_strides[axis])
+                .collect();
+            view.axes[axis].src = AxisSrc::Table(offsets);
+        }
+        return single_copy(node, 0, view);
+    }
+
+    // The overlap of the shifted input with the output, per axis.
+    let mut copy = View {
+        src_base: 0,
+        dst_base: 0,
+        axes: Vec::with_capacity(rank),
+    };
+    for axis in 0..rank {
+        let lo = before[axis].max(0);
+        let hi = (before[axis] + x.shape[axis] as i64).min(out_shape[axis] as i64);
+        let len = (hi - lo).max(0) as usize;
+        if len > 0 {
+            copy.dst_base += lo * out_strides[axis];
+            copy.src_base += (lo - before[axis]) * in_strides[axis];
+        }
+        copy.axes.push(ViewAxis::affine(len, in_strides[axis], out_strides[axis]));
+    }
+    let covers_output = (0..rank).all(|a| before[a] <= 0 && after[a] <= 0);
+
+    let mut kernels = Vec::new();
+    if !covers_output {
+        let mut kp = KernelParts::new(format!("{}_fill", node.name));
+        let value = fill_value(node, &mut kp, x.dtype)?;
+        let y = kp.output(node, 0)?;
+        kp.copy(&Source::Value(value), y, x.dtype, View::flat(out_len), true);
+        kernels.push(kp.finish());
+    }
+    if copy.axes.iter().all(|a| a.len > 0) {
+        let mut kp = KernelParts::new(format!("{}_copy", node.name));
+        let src = kp.input(node, 0)?;
+        let y = kp.output(node, 0)?;
+        kp.copy(&Source::Buf(src), y, x.dtype, copy, true);
+        kernels.push(kp.finish());
+    }
+    Ok(Lowered {
+        kernels,
+        scratch: Vec::new(),
+    })
+}
+
+/// Pad's fill value: the constant_value operand (a constant, or an input read at run
+/// time), or zero when it is absent or empty.
+fn fill_value(node: &NodeInfo<'_>, kp: &mut KernelParts, dtype: DType) -> Result<Expr> {
+    let zero = match dtype {
+        DType::F32 => Expr::Float(0.0),
+        DType::I64 => Expr::Int(0),
+    };
+    let Some(v) = node.optional(2) else { return Ok(zero) };
+    if v.dtype != dtype || v.len() > 1 {
+        return Err(user(
+            node,
+            format!("constant_value must be a single {dtype} value, got {} of shape {:?}", v.dtype, v.shape),
+        ));
+    }
+    if v.is_empty() {
+        return Ok(zero);
+    }
+    Ok(match &v.value {
+        Some(t) => match (t.as_f32(), t.as_i64()) {
+            (Some(f), _) => f.first().map_or(zero, |&f| Expr::Float(f)),
+            (_, Some(i)) => i.first().map_or(zero, |&i| Expr::Int(i)),
+            _ => zero,
+        },
+        None => {
+            let buf = kp.input(node, 2)?;
+            Expr::load(buf, Expr::Int(0))
+        }
+    })
+}
+
+/// Shape: the dims are known at compile time; the kernel copies them from a constant.
+fn shape(node: &NodeInfo<'_>, start: i64, end: Option<i64>) -> Result<Lowered> {
+    let x = node.input(0)?;
+    let rank = x.shape.len() as i64;
+    let resolve = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+    let start = resolve(start);
+    let end = resolve(end.unwrap_or(rank)).max(start);
+    let dims: Vec<i64> = x.shape[start..end].iter().map(|&d| d as i64).collect();
+    check_output_shape(node, 0, &[dims.len()])?;
+    if dims.is_empty() {
+        return empty(node);
+    }
+    let mut kp = KernelParts::new(node.name);
+    let n = dims.len();
+    let table = kp.table("dims", dims);
+    let y = kp.output(node, 0)?;
+    kp.copy(&Source::Buf(table), y, DType::I64, View::flat(n), true);
+    Ok(Lowered {
+        kernels: vec![kp.finish()],
+        scratch: Vec::new(),
+    })
+}
+
+/// Gather: the indices become one axis of the view, read from a constant table of
+/// offsets when they are constant, else at run time (negative indices counted from the
+/// end, and clamped into the axis so that no index can read outside the input).
+fn gather(node: &NodeInfo<'_>, axis: i64) -> Result<Lowered> {
+    let x = node.input(0)?;
+    let indices = node.input(1)?;
+    if x.shape.is_empty() {
+        return Err(user(node, "cannot gather from a scalar".to_string()));
+    }
+    if indices.dtype != DType::I64 {
+        return Err(user(node, format!("indices must be i64, got {}", indices.dtype)));
+    }
+    let axis = normalize_axis(node, axis, x.shape.len())?;
+    let dim = x.shape[axis];
+    let outer = product(&x.shape[..axis]);
+    let inner = product(&x.shape[axis + 1..]);
+    let n = indices.len();
+    let out_shape: Vec<usize> = x.shape[..axis]
+        .iter()
+        .chain(&indices.shape)
+        .chain(&x.shape[axis + 1..])
+        .copied()
+        .collect();
+    check_output_shape(node, 0, &out_shape)?;
+    if product(&out_shape) == 0 {
+        return empty(node);
+    }
+    let mut kp = KernelParts::new(node.name);
+    let src = kp.input(node, 0)?;
+    let index_axis = match &indices.value {
+        Some(t) => {
+            let raw = t.as_i64().unwrap_or_default();
+            let mut offsets = Vec::with_capacity(raw.len());
+            for &i in raw {
+                let j = if i < 0 { i + dim as i64 } else { i };
+                if !(0..dim as i64).contains(&j) {
+                    return Err(user(node, format!("index {i} is out of range for axis {axis} of shape {:?}", x.shape)));
+                }
+                offsets.push(j * inner as i64);
+            }
+            AxisSrc::Table(offsets)
+        }
+        None => {
+            if dim == 0 {
+                return Err(user(node, format!("cannot gather from empty axis {axis} of shape {:?}", x.shape)));
+            }
+            let buf = kp.input(node, 1)?;
+            AxisSrc::Runtime {
+                buf,
+                dim: dim as i64,
+                stride: inner as i64,
+            }
+        }
+    };
+    let y = kp.output(node, 0)?;
+    let view = View {
+        src_base: 0,
+        dst_base: 0,
+        axes: vec![
+            ViewAxis::affine(outer, (dim * inner) as i64, (n * inner) as i64),
+            ViewAxis {
+                len: n,
+                src: index_axis,
+                dst: inner as i64,
+            },
+            ViewAxis::affine(inner, 1, 1),
+        ],
+    };
+    kp.copy(&Source::Buf(src), y, x.dtype, view, true);
+    Ok(Lowered {
+        kernels: vec![kp.finish()],
+        scratch: Vec::new(),
+    })
 }
