@@ -11,7 +11,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use fovea::bench::{self, Latency, ShapeOverrides};
-use fovea::{Error, ErrorKind, Model, Result, Tensor};
+use fovea::runtime::CompileStats;
+use fovea::{Compiler, Error, ErrorKind, Model, Result, Tensor};
 
 /// The model `run` and `bench` use when none is given: ResNet-18 from `ir/`, built in.
 const DEFAULT_MODEL_NAME: &str = "ir/resnet18.fovea (built in)";
@@ -43,10 +44,10 @@ enum Command {
         /// Write DIR/<output name>.npy for every output instead of printing a summary.
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
-        /// Worker threads (the interpreter runs on one).
+        /// Worker threads for the JIT (the interpreter runs on one).
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Use the reference interpreter (the only engine until the JIT lands).
+        /// Use the reference interpreter instead of the JIT.
         #[arg(long)]
         interpret: bool,
     },
@@ -54,7 +55,7 @@ enum Command {
     Bench {
         /// An .onnx file or a text-IR file (default: the built-in ir/resnet18.fovea).
         model: Option<PathBuf>,
-        /// Worker threads (the interpreter runs on one).
+        /// Worker threads for the JIT (the interpreter runs on one).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Timed runs.
@@ -63,7 +64,7 @@ enum Command {
         /// Untimed runs before timing.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
-        /// Use the reference interpreter (the only engine until the JIT lands).
+        /// Use the reference interpreter instead of the JIT.
         #[arg(long)]
         interpret: bool,
         /// An input as NAME=FILE.npy (repeatable); others get seeded random data.
@@ -86,6 +87,9 @@ enum Command {
         /// Text IR or a Graphviz DOT graph.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Concrete shape for an input with symbolic dims (stages loops and clif).
+        #[arg(long = "shape", value_name = "NAME=SHAPE")]
+        shapes: Vec<String>,
     },
 }
 
@@ -171,7 +175,8 @@ fn execute(command: Command) -> Result<()> {
             model,
             stage,
             format,
-        } => dump_ir(&model, stage, format),
+            shapes,
+        } => dump_ir(&model, stage, format, &shapes),
     }
 }
 
@@ -211,19 +216,6 @@ fn read_shapes(specs: &[String]) -> Result<ShapeOverrides> {
     Ok(shapes)
 }
 
-/// Says on stderr that the JIT is not there yet, so a run without `--interpret` is not
-/// mistaken for a compiled one.
-fn note_engine(interpret: bool, threads: usize) {
-    if !interpret {
-        eprintln!("note: the JIT is not built yet; running the reference interpreter");
-    }
-    if threads != 1 {
-        eprintln!(
-            "note: the reference interpreter runs on one thread; --threads {threads} has no effect"
-        );
-    }
-}
-
 fn run(
     path: Option<&Path>,
     input_specs: &[String],
@@ -233,7 +225,6 @@ fn run(
     interpret: bool,
 ) -> Result<()> {
     let (model, name) = load(path)?;
-    note_engine(interpret, threads);
     let given = read_inputs(input_specs)?;
     let inputs = bench::seeded_inputs(&model, &read_shapes(shape_specs)?, given, 0)?;
     let refs: Vec<(&str, Tensor)> = inputs
@@ -241,7 +232,18 @@ fn run(
         .map(|(n, t)| (n.as_str(), t.clone()))
         .collect();
     let start = Instant::now();
-    let outputs = model.interpret(&refs)?;
+    let (outputs, engine) = if interpret {
+        (model.interpret(&refs)?, "reference interpreter".to_string())
+    } else {
+        let compiled = Compiler::new().threads(threads).compile(&model)?;
+        let outputs = compiled.run(&refs)?;
+        let stats = compiled.stats();
+        let engine = format!(
+            "jit, {threads} thread(s), {} kernels, compile {:.1} ms",
+            stats.kernels, stats.compile_ms
+        );
+        (outputs, engine)
+    };
     let elapsed = start.elapsed();
     match output_dir {
         Some(dir) => {
@@ -257,7 +259,7 @@ fn run(
         }
         None => {
             println!(
-                "{name}: ran in {:.1} ms (reference interpreter)",
+                "{name}: ran in {:.1} ms ({engine})",
                 elapsed.as_secs_f64() * 1e3
             );
             for (out_name, tensor) in &outputs {
@@ -327,74 +329,142 @@ fn bench(
     let load_start = Instant::now();
     let (model, name) = load(path)?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    note_engine(interpret, threads);
     let given = read_inputs(input_specs)?;
     let inputs = bench::seeded_inputs(&model, &read_shapes(shape_specs)?, given, 0)?;
     let refs: Vec<(&str, Tensor)> = inputs
         .iter()
         .map(|(n, t)| (n.as_str(), t.clone()))
         .collect();
-    let latency = bench::measure(warmup, iters, || model.interpret(&refs))?;
-    if json {
-        println!("{}", bench_json(&name, &model, load_ms, warmup, &latency));
+    let report = if interpret {
+        let latency = bench::measure(warmup, iters, || model.interpret(&refs))?;
+        BenchReport {
+            name,
+            mode: "interpret",
+            threads: 1,
+            load_ms,
+            warmup,
+            latency,
+            nodes: model.graph().node_count(),
+            stats: None,
+        }
     } else {
-        print_bench_table(&name, &model, load_ms, &latency);
+        let compiled = Compiler::new().threads(threads).compile(&model)?;
+        // The first run compiles models with symbolic shapes; it belongs to compile time.
+        compiled.run(&refs)?;
+        let latency = bench::measure(warmup, iters, || compiled.run(&refs))?;
+        BenchReport {
+            name,
+            mode: "jit",
+            threads,
+            load_ms,
+            warmup,
+            latency,
+            nodes: model.graph().node_count(),
+            stats: Some(compiled.stats()),
+        }
+    };
+    if json {
+        println!("{}", report.json());
+    } else {
+        report.print_table();
     }
     Ok(())
 }
 
-fn bench_json(
-    name: &str,
-    model: &Model,
+/// What `fovea bench` measured.
+struct BenchReport {
+    name: String,
+    mode: &'static str,
+    threads: usize,
     load_ms: f64,
     warmup: usize,
-    latency: &Latency,
-) -> serde_json::Value {
-    serde_json::json!({
-        "model": name,
-        "mode": "interpret",
-        "threads": 1,
-        "iters": latency.iters,
-        "warmup": warmup,
-        "load_ms": load_ms,
-        "compile_ms": 0.0,
-        "median_ms": latency.median_ms,
-        "min_ms": latency.min_ms,
-        "mean_ms": latency.mean_ms,
-        "max_ms": latency.max_ms,
-        "nodes": model.graph().node_count(),
-    })
+    latency: Latency,
+    nodes: usize,
+    stats: Option<CompileStats>,
 }
 
-fn print_bench_table(name: &str, model: &Model, load_ms: f64, latency: &Latency) {
-    println!("model     {name}");
-    println!("mode      interpret (1 thread)");
-    println!("nodes     {}", model.graph().node_count());
-    println!("load      {load_ms:.1} ms");
-    println!(
-        "latency   median {:.2} ms   min {:.2} ms   mean {:.2} ms   max {:.2} ms   ({} runs)",
-        latency.median_ms, latency.min_ms, latency.mean_ms, latency.max_ms, latency.iters
-    );
+impl BenchReport {
+    fn json(&self) -> serde_json::Value {
+        let stats = self.stats.clone().unwrap_or_default();
+        serde_json::json!({
+            "model": self.name,
+            "mode": self.mode,
+            "threads": self.threads,
+            "iters": self.latency.iters,
+            "warmup": self.warmup,
+            "load_ms": self.load_ms,
+            "compile_ms": stats.compile_ms,
+            "median_ms": self.latency.median_ms,
+            "min_ms": self.latency.min_ms,
+            "mean_ms": self.latency.mean_ms,
+            "max_ms": self.latency.max_ms,
+            "nodes": self.nodes,
+            "kernels": stats.kernels,
+            "kernels_compiled": stats.kernels_compiled,
+            "cache_hits": stats.cache_hits,
+            "cache_misses": stats.cache_misses,
+        })
+    }
+
+    fn print_table(&self) {
+        println!("model     {}", self.name);
+        println!("mode      {} ({} thread(s))", self.mode, self.threads);
+        println!("nodes     {}", self.nodes);
+        println!("load      {:.1} ms", self.load_ms);
+        if let Some(stats) = &self.stats {
+            println!(
+                "compile   {:.1} ms   {} kernels, {} compiled, {} cache hits",
+                stats.compile_ms, stats.kernels, stats.kernels_compiled, stats.cache_hits
+            );
+        }
+        let l = &self.latency;
+        println!(
+            "latency   median {:.2} ms   min {:.2} ms   mean {:.2} ms   max {:.2} ms   ({} runs)",
+            l.median_ms, l.min_ms, l.mean_ms, l.max_ms, l.iters
+        );
+    }
 }
 
-fn dump_ir(path: &Path, stage: Stage, format: Format) -> Result<()> {
+fn dump_ir(path: &Path, stage: Stage, format: Format, shape_specs: &[String]) -> Result<()> {
     let model = Model::load(path)?;
     let missing = match stage {
-        Stage::Parsed => None,
         Stage::Optimized => Some("optimized"),
         Stage::Fused => Some("fused"),
         Stage::Planned => Some("planned"),
-        Stage::Loops => Some("loops"),
-        Stage::Clif => Some("clif"),
+        Stage::Parsed | Stage::Loops | Stage::Clif => None,
     };
     if let Some(name) = missing {
         return Err(Error::Usage(format!(
-            "stage {name} does not exist yet: the optimisation passes and the JIT are not built; only --stage parsed is available"
+            "stage {name} does not exist yet: the optimisation passes are not built; stages parsed, loops and clif are available"
         )));
     }
-    match format {
-        Format::Text => print!("{}", fovea::graph::text::print(model.graph())),
-        Format::Dot => print!("{}", fovea::graph::dot::to_dot(model.graph())),
+    if stage == Stage::Parsed {
+        match format {
+            Format::Text => print!("{}", fovea::graph::text::print(model.graph())),
+            Format::Dot => print!("{}", fovea::graph::dot::to_dot(model.graph())),
+        }
+        return Ok(());
+    }
+    if format == Format::Dot {
+        return Err(Error::Usage("--format dot draws graphs: use it with --stage parsed".to_string()));
+    }
+    let compiled = Compiler::new().threads(1).compile(&model)?;
+    let inputs = bench::seeded_inputs(&model, &read_shapes(shape_specs)?, Vec::new(), 0)?;
+    let tensors: Vec<&Tensor> = model
+        .inputs()
+        .iter()
+        .filter_map(|(n, _)| inputs.iter().find(|(m, _)| m == n).map(|(_, t)| t))
+        .collect();
+    let plan = compiled.plan_for(&tensors)?;
+    for kernel in plan.kernels() {
+        match stage {
+            Stage::Clif => {
+                println!("; kernel {}", kernel.name);
+                print!("{}", fovea::codegen::clif_text(kernel)?);
+            }
+            _ => print!("{kernel}"),
+        }
+        println!();
     }
     Ok(())
 }

@@ -184,12 +184,12 @@ fn dump_ir_dot_draws_every_node() {
 }
 
 #[test]
-fn dump_ir_later_stages_say_they_do_not_exist_yet() {
+fn dump_ir_pass_stages_say_they_do_not_exist_yet() {
     let model = manifest_dir().join("ir/tiny_cnn.fovea");
-    let (code, _, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "loops"]);
+    let (code, _, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "fused"]);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("stage loops does not exist yet"),
+        stderr.contains("stage fused does not exist yet"),
         "{stderr}"
     );
 }

@@ -845,3 +845,14 @@ mod tests {
         check(&op, &[Some((x, false)), Some((w, true)), None], 1);
     }
 }
+#[cfg(test)]
+mod tmp_print {
+    #[test]
+    fn print_it() {
+        use super::testing::{check, random};
+        use crate::graph::op::{Conv, Op, Window};
+        let op = Op::Conv(Conv { window: Window { pads: vec![1, 1, 1, 1], ..Window::default() }, group: 1 });
+        let l = check(&op, &[Some((random(&[1, 2, 6, 23], 1), false)), Some((random(&[2, 2, 3, 3], 2), true)), Some((random(&[2], 3), true))], 1);
+        eprintln!("{}", l.kernels[0].kernel);
+    }
+}

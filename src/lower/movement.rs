@@ -466,6 +466,14 @@ fn nest(k: &mut KernelBuilder, source: &Source, dst: BufId, dtype: DType, axes: 
     }
 }
 
+/// A node computed by one kernel.
+pub(super) fn one(kernel: LoweredKernel) -> Lowered {
+    Lowered {
+        kernels: vec![kernel],
+        scratch: Vec::new(),
+    }
+}
+
 /// Output `i` of a node.
 fn output<'a>(node: &'a NodeInfo<'_>, i: usize) -> Result<&'a Operand> {
     node.outputs
@@ -517,10 +525,7 @@ fn single_copy(node: &NodeInfo<'_>, input: usize, view: View) -> Result<Lowered>
     let x = kp.input(node, input)?;
     let y = kp.output(node, 0)?;
     kp.copy(&Source::Buf(x), y, dtype, view, true);
-    Ok(Lowered {
-        kernels: vec![kp.finish()],
-        scratch: Vec::new(),
-    })
+    Ok(one(kp.finish()))
 }
 
 /// Checks that output 0 has the expected shape.
@@ -580,10 +585,7 @@ fn empty(node: &NodeInfo<'_>) -> Result<Lowered> {
     for i in 0..node.outputs.len() {
         kp.output(node, i)?;
     }
-    Ok(Lowered {
-        kernels: vec![kp.finish()],
-        scratch: Vec::new(),
-    })
+    Ok(one(kp.finish()))
 }
 
 /// Concat: one kernel per non-empty part, copying its slab of every outer index into
@@ -915,10 +917,7 @@ fn shape(node: &NodeInfo<'_>, start: i64, end: Option<i64>) -> Result<Lowered> {
     let table = kp.table("dims", dims);
     let y = kp.output(node, 0)?;
     kp.copy(&Source::Buf(table), y, DType::I64, View::flat(n), true);
-    Ok(Lowered {
-        kernels: vec![kp.finish()],
-        scratch: Vec::new(),
-    })
+    Ok(one(kp.finish()))
 }
 
 /// Gather: the indices become one axis of the view, read from a constant table of
@@ -990,8 +989,321 @@ fn gather(node: &NodeInfo<'_>, axis: i64) -> Result<Lowered> {
         ],
     };
     kp.copy(&Source::Buf(src), y, x.dtype, view, true);
-    Ok(Lowered {
-        kernels: vec![kp.finish()],
-        scratch: Vec::new(),
-    })
+    Ok(one(kp.finish()))
+}
+
+/// A test harness: lowers one node, compiles its kernels, runs them (each parallel loop
+/// split into uneven chunks, as the runtime may split it) and compares with the
+/// interpreter.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::sync::Arc;
+
+    use crate::codegen::{self, OptLevel};
+    use crate::graph::op::Op;
+    use crate::lower::ir::BufferKind;
+    use crate::lower::{Arg, Lowered, NodeInfo, Operand, lower_node};
+    use crate::tensor::{DType, Tensor, TensorData};
+
+    /// An input of the node under test: its data, and whether lowering may read it as a
+    /// compile-time constant.
+    pub struct In {
+        /// The data.
+        pub tensor: Tensor,
+        /// Visible to lowering as a constant.
+        pub constant: bool,
+    }
+
+    /// A run-time input.
+    pub fn runtime(tensor: Tensor) -> Option<In> {
+        Some(In { tensor, constant: false })
+    }
+
+    /// A compile-time constant input.
+    pub fn constant(tensor: Tensor) -> Option<In> {
+        Some(In { tensor, constant: true })
+    }
+
+    /// `[0, 1, 2, …]` of `shape`, minus a third so that signs vary.
+    pub fn iota(shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor::from_f32(shape.to_vec(), (0..n).map(|i| i as f32 - n as f32 / 3.0).collect()).unwrap()
+    }
+
+    /// Lowers `op` on `inputs`, returning the kernels and the interpreter's outputs.
+    pub fn lower(op: &Op, inputs: &[Option<In>], n_outputs: usize) -> (Lowered, Vec<Tensor>) {
+        let refs: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.as_ref().map(|i| &i.tensor)).collect();
+        let expected = crate::interp::eval(op, "n", &refs, n_outputs).expect("the interpreter runs the node");
+        let node = NodeInfo {
+            name: "n",
+            op,
+            inputs: inputs
+                .iter()
+                .map(|i| {
+                    i.as_ref().map(|i| Operand {
+                        dtype: i.tensor.dtype(),
+                        shape: i.tensor.shape().to_vec(),
+                        value: i.constant.then(|| Arc::new(i.tensor.clone())),
+                    })
+                })
+                .collect(),
+            outputs: expected
+                .iter()
+                .map(|t| Operand {
+                    dtype: t.dtype(),
+                    shape: t.shape().to_vec(),
+                    value: None,
+                })
+                .collect(),
+        };
+        let lowered = lower_node(&node).unwrap_or_else(|e| panic!("{e}"));
+        (lowered, expected)
+    }
+
+    fn filled(dtype: DType, len: usize) -> TensorData {
+        // Unwritten elements show up as NaN or a sentinel.
+        match dtype {
+            DType::F32 => TensorData::F32(vec![f32::NAN; len]),
+            DType::I64 => TensorData::I64(vec![i64::MIN + 7; len]),
+        }
+    }
+
+    fn ptr(data: &mut TensorData) -> *mut u8 {
+        match data {
+            TensorData::F32(v) => v.as_mut_ptr().cast(),
+            TensorData::I64(v) => v.as_mut_ptr().cast(),
+        }
+    }
+
+    /// Runs lowered kernels on `inputs`; outputs have the shapes of `expected`.
+    pub fn run(lowered: &Lowered, inputs: &[Option<In>], expected: &[Tensor], chunks: i64) -> Vec<Tensor> {
+        let kernels: Vec<_> = lowered.kernels.iter().map(|k| (&k.kernel, OptLevel::None)).collect();
+        let compiled = codegen::compile(&kernels).unwrap_or_else(|e| panic!("{e}"));
+        let mut inputs_data: Vec<Option<TensorData>> =
+            inputs.iter().map(|i| i.as_ref().map(|i| i.tensor.data().clone())).collect();
+        let mut outputs: Vec<TensorData> = expected.iter().map(|t| filled(t.dtype(), t.len())).collect();
+        let mut scratch: Vec<TensorData> = lowered.scratch.iter().map(|&(d, n)| filled(d, n)).collect();
+        let mut consts: Vec<Vec<TensorData>> = lowered
+            .kernels
+            .iter()
+            .map(|k| {
+                k.kernel
+                    .buffers
+                    .iter()
+                    .filter_map(|b| match &b.kind {
+                        BufferKind::Const(t) => Some(t.data().clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        for (n, (lk, ck)) in lowered.kernels.iter().zip(&compiled).enumerate() {
+            let mut next_const = 0;
+            let mut table = Vec::new();
+            for (arg, buffer) in lk.args.iter().zip(&lk.kernel.buffers) {
+                let (data, len) = match *arg {
+                    Arg::Input(i) => {
+                        let d = inputs_data[i].as_mut().expect("bound input is present");
+                        let len = match d {
+                            TensorData::F32(v) => v.len(),
+                            TensorData::I64(v) => v.len(),
+                        };
+                        (ptr(d), len)
+                    }
+                    Arg::Output(i) => {
+                        let len = expected[i].len();
+                        (ptr(&mut outputs[i]), len)
+                    }
+                    Arg::Scratch(i) => (ptr(&mut scratch[i]), lowered.scratch[i].1),
+                    Arg::Const => {
+                        next_const += 1;
+                        (ptr(&mut consts[n][next_const - 1]), buffer.len)
+                    }
+                };
+                assert_eq!(len, buffer.len, "kernel {} buffer {} length", lk.kernel.name, buffer.name);
+                table.push(data);
+            }
+            let call = |lo: i64, hi: i64| unsafe { (ck.func)(table.as_ptr(), lo, hi) };
+            match lk.kernel.parallel_loop() {
+                Some(l) => {
+                    let trips = l.trip_count();
+                    let parts = chunks.min(trips).max(1);
+                    for c in 0..parts {
+                        let lo = l.start + trips * c / parts * l.step;
+                        let hi = (l.start + trips * (c + 1) / parts * l.step).min(l.end);
+                        call(lo, hi);
+                    }
+                }
+                None => call(0, 0),
+            }
+        }
+        outputs
+            .into_iter()
+            .zip(expected)
+            .map(|(d, e)| Tensor::new(e.shape().to_vec(), d).unwrap())
+            .collect()
+    }
+
+    /// Lowers, runs with 1 and 3 chunks, and checks the outputs against the interpreter
+    /// (exactly when `tolerance` is `None`).
+    pub fn check(op: &Op, inputs: &[Option<In>], n_outputs: usize, tolerance: Option<f32>) -> Lowered {
+        let (lowered, expected) = lower(op, inputs, n_outputs);
+        for chunks in [1, 3] {
+            let got = run(&lowered, inputs, &expected, chunks);
+            for (g, e) in got.iter().zip(&expected) {
+                match (g.data(), e.data(), tolerance) {
+                    (TensorData::F32(g), TensorData::F32(e), Some(tol)) => {
+                        for (i, (&a, &b)) in g.iter().zip(e).enumerate() {
+                            assert!(
+                                (a - b).abs() <= tol * (1.0 + b.abs()),
+                                "{op:?}: element {i}: got {a}, expected {b}\n{}",
+                                lowered.kernels.iter().map(|k| k.kernel.to_string()).collect::<String>()
+                            );
+                        }
+                    }
+                    _ => {
+                        // Compare bit patterns so NaN (an unwritten element) never passes.
+                        let bits = |t: &Tensor| match t.data() {
+                            TensorData::F32(v) => v.iter().map(|x| i64::from(x.to_bits())).collect::<Vec<_>>(),
+                            TensorData::I64(v) => v.clone(),
+                        };
+                        assert_eq!(
+                            bits(g),
+                            bits(e),
+                            "{op:?}\n{}",
+                            lowered.kernels.iter().map(|k| k.kernel.to_string()).collect::<String>()
+                        );
+                    }
+                }
+            }
+        }
+        lowered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{check, constant, iota, runtime};
+    use crate::graph::op::{Op, PadMode};
+    use crate::tensor::Tensor;
+
+    fn ints(v: &[i64]) -> Tensor {
+        Tensor::vector_i64(v.to_vec())
+    }
+
+    #[test]
+    fn reshape_like_ops_copy_flat() {
+        for shape in [vec![2, 3, 4], vec![1, 3, 70, 50], vec![5], vec![0, 3]] {
+            let x = iota(&shape);
+            let n = x.len() as i64;
+            check(&Op::Flatten { axis: 1 }, &[runtime(x.clone())], 1, None);
+            check(&Op::Reshape { allowzero: false }, &[runtime(x.clone()), constant(ints(&[-1]))], 1, None);
+            check(&Op::Identity, &[runtime(x.clone())], 1, None);
+            check(&Op::Dropout, &[runtime(x.clone())], 1, None);
+            check(&Op::Unsqueeze, &[runtime(x), constant(ints(&[0]))], 1, None);
+            let i = Tensor::from_i64(shape.clone(), (0..n).collect()).unwrap();
+            check(&Op::Identity, &[runtime(i)], 1, None);
+        }
+        let big = iota(&[1, 8, 1000]);
+        let lowered = check(&Op::Identity, &[runtime(big)], 1, None);
+        let text = lowered.kernels[0].kernel.to_string();
+        assert!(text.contains("parallel for v0 in 0..8"), "{text}");
+    }
+
+    #[test]
+    fn transpose_every_permutation() {
+        let perms: [&[usize]; 6] = [&[0, 1, 2], &[0, 2, 1], &[1, 0, 2], &[1, 2, 0], &[2, 0, 1], &[2, 1, 0]];
+        for perm in perms {
+            for shape in [[2, 3, 4], [1, 5, 9], [6, 1, 3]] {
+                let op = Op::Transpose { perm: Some(perm.to_vec()) };
+                check(&op, &[runtime(iota(&shape))], 1, None);
+            }
+        }
+        check(&Op::Transpose { perm: None }, &[runtime(iota(&[3, 5, 7, 2]))], 1, None);
+        check(&Op::Transpose { perm: Some(vec![0, 2, 3, 1]) }, &[runtime(iota(&[2, 16, 9, 9]))], 1, None);
+        let i = Tensor::from_i64(vec![3, 2], vec![1, 2, 3, 4, 5, 6]).unwrap();
+        check(&Op::Transpose { perm: None }, &[runtime(i)], 1, None);
+    }
+
+    #[test]
+    fn concat_and_split_any_axis() {
+        for axis in [0i64, 1, 2, -1] {
+            let a = iota(&[2, 3, 5]);
+            let mut other = vec![2, 3, 5];
+            let resolved = if axis < 0 { 2 } else { axis as usize };
+            other[resolved] = 4;
+            let b = iota(&other);
+            let mut empty = vec![2, 3, 5];
+            empty[resolved] = 0;
+            let e = iota(&empty);
+            let op = Op::Concat { axis };
+            check(&op, &[runtime(a.clone()), runtime(e), runtime(b)], 2 - 1, None);
+            let split = Op::Split { axis, num_outputs: None };
+            check(&split, &[runtime(a.clone()), constant(ints(&[2, 0, 3]).clone())].map(|x| x), 1, None)
+                .kernels
+                .len();
+            let _ = &split;
+        }
+        let x = iota(&[2, 6, 3]);
+        let op = Op::Split { axis: 1, num_outputs: None };
+        check(&op, &[runtime(x.clone()), constant(ints(&[1, 0, 5]))], 3, None);
+        check(&Op::Split { axis: -2, num_outputs: Some(4) }, &[runtime(x)], 4, None);
+    }
+
+    #[test]
+    fn slice_with_steps_and_clamping() {
+        let x = iota(&[4, 5, 6]);
+        let cases: [(&[i64], &[i64], &[i64], &[i64]); 6] = [
+            (&[1, 0], &[3, 5], &[0, 1], &[1, 2]),
+            (&[-1], &[i64::MIN], &[2], &[-1]),
+            (&[10], &[20], &[1], &[1]),
+            (&[0, 4, 5], &[i64::MAX, -100, 0], &[0, 1, 2], &[3, -2, -2]),
+            (&[1], &[1000], &[-1], &[1]),
+            (&[2], &[3], &[1], &[5]),
+        ];
+        for (starts, ends, axes, steps) in cases {
+            let inputs = [
+                runtime(x.clone()),
+                constant(ints(starts)),
+                constant(ints(ends)),
+                constant(ints(axes)),
+                constant(ints(steps)),
+            ];
+            check(&Op::Slice, &inputs, 1, None);
+        }
+    }
+
+    #[test]
+    fn pad_every_mode() {
+        let x = iota(&[2, 3, 5]);
+        for mode in [PadMode::Constant, PadMode::Reflect, PadMode::Edge, PadMode::Wrap] {
+            for pads in [[0i64, 1, 2, 0, 3, 1], [1, 0, -1, 1, 2, -2], [0, 0, 0, 0, 0, 0]] {
+                let op = Op::Pad { mode };
+                check(&op, &[runtime(x.clone()), constant(ints(&pads))], 1, None);
+            }
+        }
+        let op = Op::Pad { mode: PadMode::Constant };
+        let value = Tensor::scalar_f32(2.5);
+        check(&op, &[runtime(x.clone()), constant(ints(&[1, 2])), constant(value.clone()), constant(ints(&[-1]))], 1, None);
+        check(&op, &[runtime(x.clone()), constant(ints(&[1, 2])), runtime(value), constant(ints(&[1]))], 1, None);
+        let i = Tensor::from_i64(vec![2, 2], vec![1, 2, 3, 4]).unwrap();
+        check(&op, &[runtime(i.clone()), constant(ints(&[1, 0, 0, 2])), constant(Tensor::scalar_i64(-9))], 1, None);
+        check(&Op::Pad { mode: PadMode::Reflect }, &[runtime(i), constant(ints(&[1, 3, 1, 2]))], 1, None);
+    }
+
+    #[test]
+    fn shape_and_gather() {
+        let x = iota(&[2, 3, 4]);
+        check(&Op::Shape { start: 0, end: None }, &[runtime(x.clone())], 1, None);
+        check(&Op::Shape { start: -2, end: Some(-1) }, &[runtime(x.clone())], 1, None);
+        check(&Op::Shape { start: 2, end: Some(1) }, &[runtime(x.clone())], 1, None);
+        let indices = Tensor::from_i64(vec![2, 2], vec![0, -1, 2, 1]).unwrap();
+        for axis in [0i64, 1, 2, -1] {
+            let op = Op::Gather { axis };
+            let idx = if axis == 0 { Tensor::from_i64(vec![3], vec![1, -2, 0]).unwrap() } else { indices.clone() };
+            check(&op, &[runtime(x.clone()), runtime(idx.clone())], 1, None);
+            check(&op, &[runtime(x.clone()), constant(idx)], 1, None);
+        }
+        check(&Op::Gather { axis: 0 }, &[runtime(ints(&[7, 8, 9])), runtime(Tensor::scalar_i64(-1))], 1, None);
+    }
 }

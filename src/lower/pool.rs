@@ -1,9 +1,360 @@
-//! Lowering of the pool ops (see [`super`] for the conventions).
+//! Lowering of the pooling ops (see [`super`] for the conventions).
+//!
+//! One parallel iteration per (batch, channel) plane; output positions are walked with the
+//! window walkers of [`super::conv`] (interior regions need no checks; border taps are
+//! clamped and masked). In the interior of the last axis with stride 1, four output
+//! positions share an `f32x4`.
+//!
+//! - `max_pool` follows the interpreter exactly: the first tap inside the input is taken,
+//!   then a tap replaces the maximum only if it is greater (`v > best`, so NaN never
+//!   replaces and a leading NaN stays); a window without input taps gives `-inf` (index -1).
+//!   In the interior the first tap is always inside, so the maximum starts from it. Border
+//!   windows track whether a tap was found in an `i64` local. Indices are flat offsets into
+//!   the input, column-major within the plane for `storage_order` 1.
+//! - `average_pool` sums the input taps in window order from 0 and divides by the count the
+//!   interpreter uses; that count factors into a per-axis count (input taps, or all taps up
+//!   to the end of the end padding with `count_include_pad`), so the kernel multiplies
+//!   per-axis counts from a constant table.
 
-use super::{Lowered, NodeInfo};
-use crate::error::Result;
+use std::sync::Arc;
+
+use super::conv::{Axis, for_each_segment, for_each_tap, node_error, plus, strides, sum, times, walk_row};
+use super::ir::{CmpOp, LocalId};
+use super::{Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, NodeInfo, Ty};
+use crate::error::{Error, Result};
+use crate::graph::op::{Op, Pool};
+use crate::graph::window::{self, ResolvedWindow, Rounding};
+use crate::tensor::{DType, Tensor};
 
 /// Lowers a node of this family.
 pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
-    Err(node.unsupported("this op has no compiled lowering yet"))
+    match node.op {
+        Op::MaxPool(attrs) => max_pool(node, attrs),
+        Op::AveragePool(attrs) => average_pool(node, attrs),
+        other => Err(Error::internal(format!("pool lowering called for {}", other.name()))),
+    }
+}
+
+/// The checked input shape, the resolved window and its axes.
+struct Plan {
+    planes: usize,
+    plane: usize,
+    out_plane: usize,
+    x_len: usize,
+    geometry: ResolvedWindow,
+    axes: Vec<Axis>,
+}
+
+fn plan(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Plan> {
+    let x = super::conv::f32_input(node, 0, "input")?;
+    if x.shape.len() < 3 {
+        return Err(node_error(node, format!("input {:?} must be [N, C, spatial...]", x.shape)));
+    }
+    let spatial = &x.shape[2..];
+    let kernel = &attrs.window.kernel_shape;
+    if kernel.len() != spatial.len() || kernel.contains(&0) {
+        return Err(node_error(
+            node,
+            format!("kernel_shape {kernel:?} must give a positive size for each spatial axis of input {:?}", x.shape),
+        ));
+    }
+    if spatial.contains(&0) {
+        return Err(node.unsupported("an empty spatial axis"));
+    }
+    let rounding = if attrs.ceil_mode { Rounding::Ceil } else { Rounding::Floor };
+    let geometry = window::resolve(&attrs.window, spatial, kernel, rounding).map_err(|e| node_error(node, e))?;
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend_from_slice(&geometry.output);
+    for (i, y) in node.outputs.iter().enumerate() {
+        let dtype = if i == 0 { DType::F32 } else { DType::I64 };
+        if y.shape != shape || y.dtype != dtype {
+            return Err(Error::internal(format!(
+                "node {}: output {i} is {} {:?}, lowering computes {dtype} {shape:?}",
+                node.name, y.dtype, y.shape
+            )));
+        }
+    }
+    Ok(Plan {
+        planes: x.shape[0] * x.shape[1],
+        plane: spatial.iter().product(),
+        out_plane: geometry.output.iter().product(),
+        x_len: x.len(),
+        axes: Axis::from_window(&geometry, spatial),
+        geometry,
+    })
+}
+
+/// The offset in the output plane of the position `outs`.
+fn out_position(plan: &Plan, outs: &[(Expr, bool)]) -> Expr {
+    let out_strides = strides(&plan.geometry.output);
+    sum(outs.iter().zip(&out_strides).map(|((o, _), s)| times(o.clone(), *s)))
+}
+
+/// The input offset within the plane of the first tap of the (interior) position `outs`.
+fn first_tap(plan: &Plan, outs: &[(Expr, bool)]) -> (Expr, Vec<Expr>) {
+    let in_strides = strides(&plan.axes.iter().map(|a| a.input).collect::<Vec<_>>());
+    let coords: Vec<Expr> = plan.axes.iter().zip(outs).map(|(a, (o, _))| a.input_coord(o.clone(), Expr::Int(0))).collect();
+    let offset = sum(coords.iter().zip(&in_strides).map(|(c, s)| times(c.clone(), *s)));
+    (offset, coords)
+}
+
+fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
+    let plan = plan(node, attrs)?;
+    let with_indices = node.outputs.len() > 1;
+    if !matches!(attrs.storage_order, 0 | 1) {
+        return Err(node_error(node, format!("storage_order must be 0 or 1, got {}", attrs.storage_order)));
+    }
+    // Strides of the input coordinates in the stored index (within the plane).
+    let index_strides = if attrs.storage_order == 1 {
+        let mut s = vec![1usize; plan.axes.len()];
+        for a in 1..s.len() {
+            s[a] = s[a - 1] * plan.axes[a - 1].input;
+        }
+        s
+    } else {
+        strides(&plan.axes.iter().map(|a| a.input).collect::<Vec<_>>())
+    };
+
+    let mut k = KernelBuilder::new(node.name);
+    let xb = k.buffer("x", DType::F32, plan.x_len, BufferKind::Input);
+    let yb = k.buffer("y", DType::F32, plan.planes * plan.out_plane, BufferKind::Output);
+    let ib = with_indices.then(|| k.buffer("indices", DType::I64, plan.planes * plan.out_plane, BufferKind::Output));
+    let mut args = vec![Arg::Input(0), Arg::Output(0)];
+    if ib.is_some() {
+        args.push(Arg::Output(1));
+    }
+    let vector_rows = !with_indices && plan.axes.last().is_some_and(|a| a.stride == 1);
+
+    k.for_loop(0, plan.planes as i64, 1, LoopKind::Parallel, |k, p| {
+        let x_base = times(p.clone(), plan.plane);
+        let y_base = times(p.clone(), plan.out_plane);
+        let stored = |coords: &[Expr]| {
+            sum([times(p.clone(), plan.plane), sum(coords.iter().zip(&index_strides).map(|(c, s)| times(c.clone(), *s)))])
+        };
+        for_each_segment(k, &plan.axes, &mut |k, segment| {
+            let interior = !segment.checked && segment.outer.iter().all(|(_, checked)| !checked);
+            walk_row(k, segment, interior && vector_rows, &mut |k, o, vectors| {
+                let outs = segment.coords(o.clone());
+                let lanes = vectors.max(1);
+                let load = |offset: Expr, u: usize| {
+                    let index = plus(sum([x_base.clone(), offset]), 4 * u as i64);
+                    if vectors > 0 { Expr::load4(xb, index) } else { Expr::load(xb, index) }
+                };
+                let (best, index): (Vec<LocalId>, Option<LocalId>) = if interior {
+                    // The first tap is inside the input: start from it.
+                    let (offset, coords) = first_tap(&plan, &outs);
+                    let ty = if vectors > 0 { Ty::F32x4 } else { Ty::F32 };
+                    let best = (0..lanes).map(|u| k.declare(ty, load(offset.clone(), u))).collect();
+                    let index = ib.map(|_| k.declare(Ty::I64, stored(&coords)));
+                    (best, index)
+                } else {
+                    let best = vec![k.declare(Ty::F32, Expr::Float(f32::NEG_INFINITY))];
+                    (best, Some(k.declare(Ty::I64, Expr::Int(-1))))
+                };
+                for_each_tap(k, &plan.axes, &outs, &mut |k, tap| {
+                    let Some(found_at) = index.filter(|_| !interior) else {
+                        // Interior: `v > best` replaces.
+                        for (u, b) in best.iter().enumerate() {
+                            let v = load(tap.offset.clone(), u);
+                            if let Some(i) = index {
+                                let greater = v.clone().cmp(CmpOp::Gt, Expr::Local(*b));
+                                k.assign(i, greater.select(stored(&tap.coords), Expr::Local(i)));
+                            }
+                            k.assign(*b, v.min(Expr::Local(*b)));
+                        }
+                        return;
+                    };
+                    // Border: the first tap inside the input is taken, later ones if greater;
+                    // `found_at` is -1 until a tap is taken.
+                    let b = best[0];
+                    let v = load(tap.offset.clone(), 0);
+                    let first = Expr::Local(found_at).cmp(CmpOp::Eq, Expr::Int(-1));
+                    let greater = v.clone().cmp(CmpOp::Gt, Expr::Local(b));
+                    let taken = k.declare(Ty::F32, first.clone().select(v.clone(), v.max(Expr::Local(b))));
+                    let at = if ib.is_some() { stored(&tap.coords) } else { Expr::Int(0) };
+                    let new_at = first.select(at.clone(), greater.select(at, Expr::Local(found_at)));
+                    match &tap.valid {
+                        Some(valid) => {
+                            k.assign(found_at, valid.clone().select(new_at, Expr::Local(found_at)));
+                            k.assign(b, valid.clone().select(Expr::Local(taken), Expr::Local(b)));
+                        }
+                        None => {
+                            k.assign(found_at, new_at);
+                            k.assign(b, Expr::Local(taken));
+                        }
+                    }
+                });
+                let position = sum([y_base.clone(), out_position(&plan, &outs)]);
+                for (u, b) in best.iter().enumerate() {
+                    k.store(yb, plus(position.clone(), 4 * u as i64), Expr::Local(*b));
+                }
+                if let (Some(ib), Some(i)) = (ib, index) {
+                    k.store(ib, position, Expr::Local(i));
+                }
+            });
+        });
+    });
+    Ok(Lowered::single(k.finish(), args))
+}
+
+fn average_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
+    let plan = plan(node, attrs)?;
+    // Per-axis divisor factors, concatenated: the taps of each output position that count.
+    let mut table = Vec::new();
+    let mut table_at = Vec::new();
+    for (i, a) in plan.axes.iter().enumerate() {
+        table_at.push(table.len());
+        let end = a.pad + a.input + if attrs.count_include_pad { plan.geometry.pads_end()[i] } else { 0 };
+        let begin = if attrs.count_include_pad { 0 } else { a.pad };
+        for o in 0..a.output {
+            let count = (0..a.kernel)
+                .map(|j| o * a.stride + j * a.dilation)
+                .filter(|&pos| pos >= begin && pos < end)
+                .count();
+            table.push(count as f32);
+        }
+    }
+    let table = Tensor::from_f32(vec![table.len()], table)?;
+
+    let mut k = KernelBuilder::new(node.name);
+    let xb = k.buffer("x", DType::F32, plan.x_len, BufferKind::Input);
+    let db = k.buffer("divisors", DType::F32, table.len(), BufferKind::Const(Arc::new(table)));
+    let yb = k.buffer("y", DType::F32, plan.planes * plan.out_plane, BufferKind::Output);
+    let args = vec![Arg::Input(0), Arg::Const, Arg::Output(0)];
+    let vector_rows = plan.axes.last().is_some_and(|a| a.stride == 1);
+
+    k.for_loop(0, plan.planes as i64, 1, LoopKind::Parallel, |k, p| {
+        let x_base = times(p.clone(), plan.plane);
+        let y_base = times(p, plan.out_plane);
+        for_each_segment(k, &plan.axes, &mut |k, segment| {
+            walk_row(k, segment, !segment.checked && vector_rows, &mut |k, o, vectors| {
+                let outs = segment.coords(o.clone());
+                let lanes = vectors.max(1);
+                let (ty, zero) = if vectors > 0 {
+                    (Ty::F32x4, Expr::Float(0.0).splat())
+                } else {
+                    (Ty::F32, Expr::Float(0.0))
+                };
+                let sums: Vec<LocalId> = (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
+                for_each_tap(k, &plan.axes, &outs, &mut |k, tap| {
+                    for (u, s) in sums.iter().enumerate() {
+                        let index = plus(sum([x_base.clone(), tap.offset.clone()]), 4 * u as i64);
+                        let v = if vectors > 0 { Expr::load4(xb, index) } else { Expr::load(xb, index) };
+                        let v = match &tap.valid {
+                            Some(valid) => valid.clone().select(v, Expr::Float(0.0)),
+                            None => v,
+                        };
+                        k.assign(*s, Expr::Local(*s).add(v));
+                    }
+                });
+                let position = sum([y_base.clone(), out_position(&plan, &outs)]);
+                let rank = outs.len();
+                for (u, s) in sums.iter().enumerate() {
+                    // The product of the per-axis factors, the last axis a vector if need be.
+                    let mut divisor: Option<Expr> = None;
+                    for (axis, (o, _)) in outs.iter().enumerate() {
+                        let index = plus(o.clone(), table_at[axis] as i64);
+                        let factor = if axis + 1 == rank && vectors > 0 {
+                            Expr::load4(db, plus(index, 4 * u as i64))
+                        } else {
+                            Expr::load(db, index)
+                        };
+                        divisor = Some(match divisor {
+                            None => factor,
+                            Some(d) => d.mul(factor),
+                        });
+                    }
+                    let divisor = divisor.unwrap_or(Expr::Float(1.0));
+                    k.store(yb, plus(position.clone(), 4 * u as i64), Expr::Local(*s).div(divisor));
+                }
+            });
+        });
+    });
+    Ok(Lowered::single(k.finish(), args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::testing::{check, random};
+    use crate::graph::op::{AutoPad, Op, Pool, Window};
+    use crate::tensor::Tensor;
+
+    fn pool(kernel: &[usize], pads: &[usize], strides: &[usize], dilations: &[usize], ceil_mode: bool) -> Pool {
+        Pool {
+            window: Window {
+                kernel_shape: kernel.to_vec(),
+                pads: pads.to_vec(),
+                strides: strides.to_vec(),
+                dilations: dilations.to_vec(),
+                ..Window::default()
+            },
+            ceil_mode,
+            count_include_pad: false,
+            storage_order: 0,
+        }
+    }
+
+    fn all_pools(x: &Tensor, attrs: Pool) {
+        for storage_order in [0, 1] {
+            let attrs = Pool {
+                storage_order,
+                ..attrs.clone()
+            };
+            check(&Op::MaxPool(attrs), &[Some((x.clone(), false))], 2);
+        }
+        check(&Op::MaxPool(attrs.clone()), &[Some((x.clone(), false))], 1);
+        for count_include_pad in [false, true] {
+            let attrs = Pool {
+                count_include_pad,
+                ..attrs.clone()
+            };
+            check(&Op::AveragePool(attrs), &[Some((x.clone(), false))], 1);
+        }
+    }
+
+    #[test]
+    fn pools_2d() {
+        let x = random(&[2, 3, 9, 27], 1);
+        all_pools(&x, pool(&[3, 3], &[1, 1, 1, 1], &[], &[], false));
+        all_pools(&x, pool(&[2, 2], &[], &[2, 2], &[], false));
+        all_pools(&x, pool(&[3, 3], &[0, 1, 2, 1], &[2, 1], &[], true));
+        all_pools(&x, pool(&[2, 3], &[1, 2, 1, 2], &[1, 1], &[2, 2], false));
+        all_pools(&x, pool(&[3, 3], &[1, 1, 1, 1], &[3, 3], &[], true));
+        let same = Pool {
+            window: Window {
+                auto_pad: AutoPad::SameLower,
+                kernel_shape: vec![4, 3],
+                ..Window::default()
+            },
+            ..pool(&[], &[], &[], &[], false)
+        };
+        all_pools(&x, same);
+    }
+
+    #[test]
+    fn pools_1d_and_3d() {
+        all_pools(&random(&[1, 2, 50], 2), pool(&[3], &[1, 2], &[1], &[2], true));
+        all_pools(&random(&[1, 2, 4, 5, 11], 3), pool(&[2, 3, 3], &[1, 0, 1, 1, 1, 1], &[1, 2, 1], &[], true));
+        all_pools(&random(&[1, 1, 6, 6, 6], 4), pool(&[2, 2, 2], &[], &[1, 1, 1], &[2, 2, 2], false));
+    }
+
+    #[test]
+    fn max_pool_nan_and_infinity_follow_the_interpreter() {
+        let mut x = random(&[1, 1, 5, 13], 5);
+        if let Some(v) = x.as_f32_mut() {
+            v[0] = f32::NAN;
+            v[7] = f32::NAN;
+            v[20] = f32::NEG_INFINITY;
+            v[33] = f32::NAN;
+            v[64] = f32::INFINITY;
+        }
+        all_pools(&x, pool(&[2, 2], &[1, 1, 1, 1], &[], &[], false));
+        all_pools(&x, pool(&[3, 3], &[], &[], &[], false));
+        let mut x = Tensor::from_f32(vec![1, 1, 1, 6], vec![f32::NEG_INFINITY; 6]).unwrap();
+        all_pools(&x, pool(&[1, 2], &[0, 1, 0, 1], &[], &[], false));
+        if let Some(v) = x.as_f32_mut() {
+            v[2] = f32::NAN;
+        }
+        all_pools(&x, pool(&[1, 3], &[0, 2, 0, 2], &[], &[], false));
+    }
 }

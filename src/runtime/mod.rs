@@ -130,7 +130,7 @@ pub struct Plan {
     /// Slot and name of each graph output.
     outputs: Vec<(String, usize, Vec<usize>)>,
     /// The loop IR of every kernel launch, for dumps.
-    kernels_text: Vec<String>,
+    kernels: Vec<lower::Kernel>,
 }
 
 impl Plan {
@@ -140,8 +140,8 @@ impl Plan {
     }
 
     /// The loop IR of every kernel launch, in order.
-    pub fn kernels_text(&self) -> &[String] {
-        &self.kernels_text
+    pub fn kernels(&self) -> &[lower::Kernel] {
+        &self.kernels
     }
 
     /// Number of kernel launches.
@@ -460,7 +460,7 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor]) -> Result<(Plan, usize, usize)>
 
     let (compiled, hits, misses) = cache::get_or_compile(&pending.iter().map(|(k, _)| (k, OptLevel::Speed)).collect::<Vec<_>>())?;
     let mut steps = Vec::with_capacity(pending.len());
-    let mut kernels_text = Vec::with_capacity(pending.len());
+    let mut kernels = Vec::with_capacity(pending.len());
     for ((kernel, args), compiled) in pending.into_iter().zip(compiled) {
         let work = kernel
             .buffers
@@ -475,7 +475,7 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor]) -> Result<(Plan, usize, usize)>
             parallel: kernel.parallel_loop().map(|l| (l.start, l.end, l.step)),
             work,
         });
-        kernels_text.push(kernel.to_string());
+        kernels.push(kernel);
     }
     let outputs = concrete
         .outputs()
@@ -495,7 +495,7 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor]) -> Result<(Plan, usize, usize)>
             slots,
             steps,
             outputs,
-            kernels_text,
+            kernels,
         },
         hits,
         misses,

@@ -1,0 +1,189 @@
+//! The JIT against the interpreter on whole models: every model in `ir/`, the small ONNX
+//! models (and, ignored by default, the full networks in `../shared/models`), with 1 and 2
+//! threads giving bit-identical results; and the kernel cache on ResNet-18.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use fovea::bench::{ShapeOverrides, seeded_inputs};
+use fovea::lower::print::code_key;
+use fovea::{Compiler, Model, Tensor};
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// max |a - b| / max |b|.
+fn relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
+    assert_eq!(actual.shape(), expected.shape());
+    let (a, b) = (actual.to_f64_vec(), expected.to_f64_vec());
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    let max_ref = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
+    max_diff / max_ref.max(f64::MIN_POSITIVE)
+}
+
+fn bits(outputs: &[(String, Tensor)]) -> Vec<Vec<u64>> {
+    outputs
+        .iter()
+        .map(|(_, t)| t.to_f64_vec().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+/// Runs `model` in the interpreter and the JIT (1 and 2 threads) on seeded inputs (or the
+/// given ones) and checks they agree; returns the JIT/interpreter relative error.
+fn check_model(name: &str, model: &Model, given: Vec<(String, Tensor)>) -> f64 {
+    let mut shapes = ShapeOverrides::new();
+    for (input, ty) in model.inputs() {
+        if ty.known_shape().is_none() {
+            let shape = ty.shape.iter().map(|d| d.known().unwrap_or(2)).collect();
+            shapes.insert(input.to_string(), shape);
+        }
+    }
+    let inputs = seeded_inputs(model, &shapes, given, 7).unwrap();
+    let refs: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    let reference = model.interpret(&refs).unwrap();
+    let mut runs = Vec::new();
+    for threads in [1, 2] {
+        let compiled = Compiler::new()
+            .threads(threads)
+            .compile(model)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        runs.push(
+            compiled
+                .run(&refs)
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
+    }
+    assert_eq!(
+        bits(&runs[0]),
+        bits(&runs[1]),
+        "{name}: 1 and 2 threads differ"
+    );
+    let mut worst: f64 = 0.0;
+    for ((out, actual), (_, expected)) in runs[0].iter().zip(&reference) {
+        let error = relative_error(actual, expected);
+        assert!(
+            error <= 1e-4,
+            "{name} output {out}: JIT vs interpreter relative error {error:.3e}"
+        );
+        worst = worst.max(error);
+    }
+    println!("{name:<24} JIT vs interpreter max relative error {worst:.3e}");
+    worst
+}
+
+#[test]
+fn every_ir_model_matches_the_interpreter() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("ir"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "fovea"))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        check_model(&name, &Model::load(&file).unwrap(), Vec::new());
+    }
+}
+
+fn onnx_models(dir: &Path, names: &[&str]) {
+    for name in names {
+        let model = Model::load(dir.join(format!("{name}.onnx"))).unwrap();
+        let input = fovea::npy::read(dir.join(format!("{name}.input.npy"))).unwrap();
+        let input_name = model.inputs()[0].0.to_string();
+        check_model(name, &model, vec![(input_name.clone(), input.clone())]);
+        // And against ONNX Runtime's output.
+        let compiled = Compiler::new().threads(2).compile(&model).unwrap();
+        let out = compiled.run(&[(input_name.as_str(), input)]).unwrap();
+        let expected = fovea::npy::read(dir.join(format!("{name}.output.npy"))).unwrap();
+        let error = relative_error(&out[0].1, &expected);
+        println!("{name:<24} JIT vs ONNX Runtime max relative error {error:.3e}");
+        assert!(
+            error <= 1e-4,
+            "{name}: JIT vs ONNX Runtime relative error {error:.3e}"
+        );
+    }
+}
+
+#[test]
+fn small_onnx_models_match() {
+    onnx_models(
+        &manifest_dir().join("tests/data/models"),
+        &["conv_bn_relu", "resblock", "mbv2_block", "tiny_cnn"],
+    );
+}
+
+#[test]
+#[ignore = "needs the full networks in ../shared/models (not in the repo); .ci/run runs it"]
+fn full_networks_match() {
+    let dir = std::env::var_os("FOVEA_SHARED_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("../shared/models"));
+    onnx_models(&dir, &["squeezenet1_1", "mobilenet_v2"]);
+}
+
+#[test]
+fn resnet18_compiles_once_and_shares_repeated_kernels() {
+    let model = Model::load(manifest_dir().join("ir/resnet18.fovea")).unwrap();
+    let first = Compiler::new().threads(1).compile(&model).unwrap();
+    let plan = first.static_plan().unwrap();
+    let distinct: HashSet<String> = plan.kernels().iter().map(code_key).collect();
+    println!(
+        "resnet18: {} kernel launches, {} distinct kernels",
+        plan.kernel_count(),
+        distinct.len()
+    );
+    assert!(
+        distinct.len() < plan.kernel_count(),
+        "repeated blocks should share kernels"
+    );
+    let second = Compiler::new().threads(1).compile(&model).unwrap();
+    let stats = second.stats();
+    assert_eq!(stats.kernels_compiled, 0, "{stats:?}");
+    assert_eq!(stats.cache_hits, plan.kernel_count());
+}
+
+#[test]
+fn dynamic_batch_compiles_each_batch_size_once() {
+    let model = Model::load(manifest_dir().join("ir/dynamic_batch.fovea")).unwrap();
+    let compiled = Compiler::new().threads(2).compile(&model).unwrap();
+    assert_eq!(
+        compiled.stats().plans,
+        0,
+        "nothing to compile before the batch size is known"
+    );
+    let input_name = model.inputs()[0].0.to_string();
+    let mut plans = Vec::new();
+    for batch in [1, 3, 1, 2, 3] {
+        let mut shapes = ShapeOverrides::new();
+        let mut shape: Vec<usize> = model.inputs()[0]
+            .1
+            .shape
+            .iter()
+            .map(|d| d.known().unwrap_or(0))
+            .collect();
+        shape[0] = batch;
+        shapes.insert(input_name.clone(), shape);
+        let inputs = seeded_inputs(&model, &shapes, Vec::new(), batch as u64).unwrap();
+        let refs: Vec<(&str, Tensor)> = inputs
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.clone()))
+            .collect();
+        let jit = compiled.run(&refs).unwrap();
+        let reference = model.interpret(&refs).unwrap();
+        assert!(relative_error(&jit[0].1, &reference[0].1) <= 1e-4);
+        plans.push(compiled.stats().plans);
+    }
+    assert_eq!(
+        plans,
+        [1, 2, 2, 3, 3],
+        "a plan is built on the first sight of each batch size only"
+    );
+}
