@@ -81,13 +81,20 @@ pub(super) fn split(v: Expr, outer: usize, inner: usize) -> (Expr, Expr) {
         (v, Expr::Int(0))
     } else {
         let q = v.clone().div(Expr::Int(inner as i64));
-        let r = v.sub(q.clone().scale(inner as i64)).clamp(0, inner as i64 - 1);
+        let r = v
+            .sub(q.clone().scale(inner as i64))
+            .clamp(0, inner as i64 - 1);
         (q, r)
     }
 }
 
 /// `for v in 0..extent`, or the body once with `v = 0` when the extent is 1.
-pub(super) fn range_or_zero(k: &mut KernelBuilder, extent: usize, kind: LoopKind, body: impl FnOnce(&mut KernelBuilder, Expr)) {
+pub(super) fn range_or_zero(
+    k: &mut KernelBuilder,
+    extent: usize,
+    kind: LoopKind,
+    body: impl FnOnce(&mut KernelBuilder, Expr),
+) {
     if extent == 1 {
         body(k, Expr::Int(0));
     } else {
@@ -151,7 +158,10 @@ impl Axis {
 
     /// The input coordinate of output position `o`, tap `j` (may lie outside the input).
     pub fn input_coord(&self, o: Expr, j: Expr) -> Expr {
-        plus(sum([times(o, self.stride), times(j, self.dilation)]), -(self.pad as i64))
+        plus(
+            sum([times(o, self.stride), times(j, self.dilation)]),
+            -(self.pad as i64),
+        )
     }
 }
 
@@ -179,7 +189,11 @@ impl Segment {
 
 /// Emits loops over the output positions of every axis but the last (split into regions)
 /// and calls `f` for each segment of the last axis. `axes` must not be empty.
-pub(super) fn for_each_segment(k: &mut KernelBuilder, axes: &[Axis], f: &mut dyn FnMut(&mut KernelBuilder, &Segment)) {
+pub(super) fn for_each_segment(
+    k: &mut KernelBuilder,
+    axes: &[Axis],
+    f: &mut dyn FnMut(&mut KernelBuilder, &Segment),
+) {
     walk_segments(k, axes, &mut Vec::new(), f);
 }
 
@@ -228,7 +242,12 @@ pub(super) struct TapAt {
 
 /// Emits loops over the kernel taps of the output position `outs` (coordinate and checked
 /// flag per axis) and calls `f` for each tap.
-pub(super) fn for_each_tap(k: &mut KernelBuilder, axes: &[Axis], outs: &[(Expr, bool)], f: &mut dyn FnMut(&mut KernelBuilder, &TapAt)) {
+pub(super) fn for_each_tap(
+    k: &mut KernelBuilder,
+    axes: &[Axis],
+    outs: &[(Expr, bool)],
+    f: &mut dyn FnMut(&mut KernelBuilder, &TapAt),
+) {
     walk_taps(k, axes, outs, &mut Vec::new(), f);
 }
 
@@ -271,12 +290,21 @@ fn walk_taps(
         0 => None,
         1 => misses.pop().map(|(c, clamped)| c.cmp(CmpOp::Eq, clamped)),
         _ => Some(
-            sum(misses.into_iter().map(|(c, clamped)| c.sub(clamped).unary(UnOp::Abs))).cmp(CmpOp::Eq, Expr::Int(0)),
+            sum(misses
+                .into_iter()
+                .map(|(c, clamped)| c.sub(clamped).unary(UnOp::Abs)))
+            .cmp(CmpOp::Eq, Expr::Int(0)),
         ),
     };
     let tap = TapAt {
-        offset: sum(coords.iter().zip(&in_strides).map(|(c, s)| times(c.clone(), *s))),
-        tap: sum(taps.iter().zip(&k_strides).map(|(j, s)| times(j.clone(), *s))),
+        offset: sum(coords
+            .iter()
+            .zip(&in_strides)
+            .map(|(c, s)| times(c.clone(), *s))),
+        tap: sum(taps
+            .iter()
+            .zip(&k_strides)
+            .map(|(j, s)| times(j.clone(), *s))),
         coords,
         valid,
     };
@@ -299,13 +327,25 @@ pub(super) fn walk_row(
             let steps = (segment.end - pos) / width;
             if steps > 0 {
                 let end = pos + steps * width;
-                k.for_loop(pos as i64, end as i64, width as i64, LoopKind::Serial, |k, o| f(k, o, vectors));
+                k.for_loop(
+                    pos as i64,
+                    end as i64,
+                    width as i64,
+                    LoopKind::Serial,
+                    |k, o| f(k, o, vectors),
+                );
                 pos = end;
             }
         }
     }
     if pos < segment.end {
-        k.for_loop(pos as i64, segment.end as i64, 1, LoopKind::Serial, |k, o| f(k, o, 0));
+        k.for_loop(
+            pos as i64,
+            segment.end as i64,
+            1,
+            LoopKind::Serial,
+            |k, o| f(k, o, 0),
+        );
     }
 }
 
@@ -328,7 +368,10 @@ pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
     match node.op {
         Op::Conv(attrs) => lower_conv(node, attrs),
         Op::ConvTranspose(attrs) => lower_conv_transpose(node, attrs),
-        other => Err(Error::internal(format!("conv lowering called for {}", other.name()))),
+        other => Err(Error::internal(format!(
+            "conv lowering called for {}",
+            other.name()
+        ))),
     }
 }
 
@@ -358,7 +401,10 @@ fn operands<'a>(node: &'a NodeInfo<'_>) -> Result<Operands<'a>> {
     if x.shape.len() < 3 || w.shape.len() != x.shape.len() {
         return Err(node_error(
             node,
-            format!("input {:?} and weights {:?} must be [N, C, spatial...] of one rank", x.shape, w.shape),
+            format!(
+                "input {:?} and weights {:?} must be [N, C, spatial...] of one rank",
+                x.shape, w.shape
+            ),
         ));
     }
     let spatial = &x.shape[2..];
@@ -379,7 +425,13 @@ fn operands<'a>(node: &'a NodeInfo<'_>) -> Result<Operands<'a>> {
 }
 
 /// Checks the output shape `[N, M, out...]` the lowering computes against the node's.
-fn check_output(node: &NodeInfo<'_>, y: &Operand, batch: usize, m: usize, out: &[usize]) -> Result<()> {
+fn check_output(
+    node: &NodeInfo<'_>,
+    y: &Operand,
+    batch: usize,
+    m: usize,
+    out: &[usize],
+) -> Result<()> {
     let mut shape = vec![batch, m];
     shape.extend_from_slice(out);
     if y.shape != shape || y.dtype != DType::F32 {
@@ -408,15 +460,21 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
     if let Some(b) = ops.b
         && b.shape != [m]
     {
-        return Err(node_error(node, format!("bias {:?} must have shape [{m}]", b.shape)));
+        return Err(node_error(
+            node,
+            format!("bias {:?} must have shape [{m}]", b.shape),
+        ));
     }
-    let geometry = window::resolve(&attrs.window, ops.spatial, ops.kernel, Rounding::Floor).map_err(|e| node_error(node, e))?;
+    let geometry = window::resolve(&attrs.window, ops.spatial, ops.kernel, Rounding::Floor)
+        .map_err(|e| node_error(node, e))?;
     check_output(node, ops.y, n, m, &geometry.output)?;
     let plane: usize = ops.spatial.iter().product();
     let out_plane: usize = geometry.output.iter().product();
     let taps: usize = ops.kernel.iter().product();
     let mut axes = Axis::from_window(&geometry, ops.spatial);
-    let pointwise = axes.iter().all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input);
+    let pointwise = axes
+        .iter()
+        .all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input);
     if pointwise {
         // A 1×1 kernel: the plane is one contiguous axis.
         axes = vec![Axis {
@@ -434,7 +492,9 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
     let mut k = KernelBuilder::new(node.name);
     let xb = k.buffer("x", DType::F32, ops.x.len(), BufferKind::Input);
     let wb = k.buffer("w", DType::F32, ops.w.len(), BufferKind::Input);
-    let bb = ops.b.map(|b| k.buffer("b", DType::F32, b.len(), BufferKind::Input));
+    let bb = ops
+        .b
+        .map(|b| k.buffer("b", DType::F32, b.len(), BufferKind::Input));
     let yb = k.buffer("y", DType::F32, ops.y.len(), BufferKind::Output);
     let mut args = vec![Arg::Input(0), Arg::Input(1)];
     if bb.is_some() {
@@ -457,43 +517,58 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
         let bias = bb.map(|b| Expr::load(b, mi.clone()));
         let last = axes.last().map_or(1, |a| a.stride);
         for_each_segment(k, &axes, &mut |k, segment| {
-            walk_row(k, segment, !segment.checked && last == 1, &mut |k, o, vectors| {
-                let lanes = vectors.max(1);
-                let (ty, zero) = if vectors > 0 {
-                    (Ty::F32x4, Expr::Float(0.0).splat())
-                } else {
-                    (Ty::F32, Expr::Float(0.0))
-                };
-                let accs: Vec<_> = (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
-                let outs = segment.coords(o.clone());
-                range_or_zero(k, cg, LoopKind::Serial, |k, ci| {
-                    let x_channel = sum([x_base.clone(), times(ci.clone(), plane)]);
-                    let w_channel = sum([w_base.clone(), times(ci, taps)]);
-                    for_each_tap(k, &axes, &outs, &mut |k, tap| {
-                        let weight = Expr::load(wb, sum([w_channel.clone(), tap.tap.clone()]));
-                        let weight = if vectors > 0 { weight.splat() } else { weight };
-                        for (u, acc) in accs.iter().enumerate() {
-                            let index = plus(sum([x_channel.clone(), tap.offset.clone()]), 4 * u as i64);
-                            let value = if vectors > 0 { Expr::load4(xb, index) } else { Expr::load(xb, index) };
-                            let value = match &tap.valid {
-                                Some(valid) => valid.clone().select(value, Expr::Float(0.0)),
-                                None => value,
-                            };
-                            k.assign(*acc, value.fma(weight.clone(), Expr::Local(*acc)));
-                        }
-                    });
-                });
-                let position = sum(outs.iter().zip(&out_strides).map(|((o, _), s)| times(o.clone(), *s)));
-                for (u, acc) in accs.iter().enumerate() {
-                    let index = plus(sum([y_base.clone(), position.clone()]), 4 * u as i64);
-                    let value = match &bias {
-                        Some(b) if vectors > 0 => Expr::Local(*acc).add(b.clone().splat()),
-                        Some(b) => Expr::Local(*acc).add(b.clone()),
-                        None => Expr::Local(*acc),
+            walk_row(
+                k,
+                segment,
+                !segment.checked && last == 1,
+                &mut |k, o, vectors| {
+                    let lanes = vectors.max(1);
+                    let (ty, zero) = if vectors > 0 {
+                        (Ty::F32x4, Expr::Float(0.0).splat())
+                    } else {
+                        (Ty::F32, Expr::Float(0.0))
                     };
-                    k.store(yb, index, value);
-                }
-            });
+                    let accs: Vec<_> = (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
+                    let outs = segment.coords(o.clone());
+                    range_or_zero(k, cg, LoopKind::Serial, |k, ci| {
+                        let x_channel = sum([x_base.clone(), times(ci.clone(), plane)]);
+                        let w_channel = sum([w_base.clone(), times(ci, taps)]);
+                        for_each_tap(k, &axes, &outs, &mut |k, tap| {
+                            let weight = Expr::load(wb, sum([w_channel.clone(), tap.tap.clone()]));
+                            let weight = if vectors > 0 { weight.splat() } else { weight };
+                            for (u, acc) in accs.iter().enumerate() {
+                                let index = plus(
+                                    sum([x_channel.clone(), tap.offset.clone()]),
+                                    4 * u as i64,
+                                );
+                                let value = if vectors > 0 {
+                                    Expr::load4(xb, index)
+                                } else {
+                                    Expr::load(xb, index)
+                                };
+                                let value = match &tap.valid {
+                                    Some(valid) => valid.clone().select(value, Expr::Float(0.0)),
+                                    None => value,
+                                };
+                                k.assign(*acc, value.fma(weight.clone(), Expr::Local(*acc)));
+                            }
+                        });
+                    });
+                    let position = sum(outs
+                        .iter()
+                        .zip(&out_strides)
+                        .map(|((o, _), s)| times(o.clone(), *s)));
+                    for (u, acc) in accs.iter().enumerate() {
+                        let index = plus(sum([y_base.clone(), position.clone()]), 4 * u as i64);
+                        let value = match &bias {
+                            Some(b) if vectors > 0 => Expr::Local(*acc).add(b.clone().splat()),
+                            Some(b) => Expr::Local(*acc).add(b.clone()),
+                            None => Expr::Local(*acc),
+                        };
+                        k.store(yb, index, value);
+                    }
+                },
+            );
         });
     });
     Ok(Lowered::single(k.finish(), args))
@@ -517,9 +592,13 @@ fn lower_conv_transpose(node: &NodeInfo<'_>, attrs: &ConvTranspose) -> Result<Lo
     if let Some(b) = ops.b
         && b.shape != [m]
     {
-        return Err(node_error(node, format!("bias {:?} must have shape [{m}]", b.shape)));
+        return Err(node_error(
+            node,
+            format!("bias {:?} must have shape [{m}]", b.shape),
+        ));
     }
-    let geometry = window::resolve_transpose(attrs, ops.spatial, ops.kernel).map_err(|e| node_error(node, e))?;
+    let geometry = window::resolve_transpose(attrs, ops.spatial, ops.kernel)
+        .map_err(|e| node_error(node, e))?;
     check_output(node, ops.y, n, m, &geometry.output)?;
     let cg = c / group;
     let plane: usize = ops.spatial.iter().product();
@@ -533,7 +612,9 @@ fn lower_conv_transpose(node: &NodeInfo<'_>, attrs: &ConvTranspose) -> Result<Lo
     let mut k = KernelBuilder::new(node.name);
     let xb = k.buffer("x", DType::F32, ops.x.len(), BufferKind::Input);
     let wb = k.buffer("w", DType::F32, ops.w.len(), BufferKind::Input);
-    let bb = ops.b.map(|b| k.buffer("b", DType::F32, b.len(), BufferKind::Input));
+    let bb = ops
+        .b
+        .map(|b| k.buffer("b", DType::F32, b.len(), BufferKind::Input));
     let yb = k.buffer("y", DType::F32, ops.y.len(), BufferKind::Output);
     let mut args = vec![Arg::Input(0), Arg::Input(1)];
     if bb.is_some() {
@@ -547,7 +628,10 @@ fn lower_conv_transpose(node: &NodeInfo<'_>, attrs: &ConvTranspose) -> Result<Lo
             (Expr::Int(0), mi.clone())
         } else {
             let g = mi.clone().div(Expr::Int(mg as i64));
-            let mo = mi.clone().sub(g.clone().scale(mg as i64)).clamp(0, mg as i64 - 1);
+            let mo = mi
+                .clone()
+                .sub(g.clone().scale(mg as i64))
+                .clamp(0, mg as i64 - 1);
             (g, mo)
         };
         let x_base = sum([times(batch, c * plane), times(g.clone(), cg * plane)]);
@@ -566,8 +650,13 @@ fn lower_conv_transpose(node: &NodeInfo<'_>, attrs: &ConvTranspose) -> Result<Lo
                     for axis in 0..rank {
                         let (o, j) = (outs[axis].clone(), js[axis].clone());
                         let s = geometry.strides[axis] as i64;
-                        let num = plus(o, geometry.pads_begin()[axis] as i64).sub(times(j, geometry.dilations[axis]));
-                        let q = if s == 1 { num.clone() } else { num.clone().div(Expr::Int(s)) };
+                        let num = plus(o, geometry.pads_begin()[axis] as i64)
+                            .sub(times(j, geometry.dilations[axis]));
+                        let q = if s == 1 {
+                            num.clone()
+                        } else {
+                            num.clone().div(Expr::Int(s))
+                        };
                         if s != 1 {
                             misses.push(num.sub(q.clone().scale(s)).unary(UnOp::Abs));
                         }
@@ -583,7 +672,10 @@ fn lower_conv_transpose(node: &NodeInfo<'_>, attrs: &ConvTranspose) -> Result<Lo
                     k.assign(acc, value.fma(weight, Expr::Local(acc)));
                 });
             });
-            let position = sum(outs.iter().zip(&out_strides).map(|(o, s)| times(o.clone(), *s)));
+            let position = sum(outs
+                .iter()
+                .zip(&out_strides)
+                .map(|(o, s)| times(o.clone(), *s)));
             let value = match &bias {
                 Some(b) => Expr::Local(acc).add(b.clone()),
                 None => Expr::Local(acc),
@@ -595,7 +687,12 @@ fn lower_conv_transpose(node: &NodeInfo<'_>, attrs: &ConvTranspose) -> Result<Lo
 }
 
 /// Emits nested serial loops over `dims` (row-major) and calls `f` with the variables.
-pub(super) fn nest(k: &mut KernelBuilder, dims: &[usize], vars: &mut Vec<Expr>, f: &mut dyn FnMut(&mut KernelBuilder, &[Expr])) {
+pub(super) fn nest(
+    k: &mut KernelBuilder,
+    dims: &[usize],
+    vars: &mut Vec<Expr>,
+    f: &mut dyn FnMut(&mut KernelBuilder, &[Expr]),
+) {
     match dims.get(vars.len()) {
         None => f(k, vars),
         Some(&extent) => range_or_zero(k, extent, LoopKind::Serial, |k, v| {
@@ -655,10 +752,14 @@ pub(super) mod testing {
     /// A deterministic pseudo-random tensor with values in [-1, 1).
     pub fn random(shape: &[usize], seed: u64) -> Tensor {
         let n = shape.iter().product();
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let data = (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect();
@@ -668,7 +769,8 @@ pub(super) mod testing {
     /// Lowers `op` on `inputs` (`(tensor, constant)`; `None` for an absent input), runs
     /// the kernels and checks every output against the interpreter. Returns the lowering.
     pub fn check(op: &Op, inputs: &[Option<(Tensor, bool)>], n_outputs: usize) -> Lowered {
-        let refs: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.as_ref().map(|(t, _)| t)).collect();
+        let refs: Vec<Option<&Tensor>> =
+            inputs.iter().map(|i| i.as_ref().map(|(t, _)| t)).collect();
         let expected = crate::interp::eval(op, "n", &refs, n_outputs).unwrap();
         let node = NodeInfo {
             name: "n",
@@ -696,11 +798,21 @@ pub(super) mod testing {
             Ok(l) => l,
             Err(e) => panic!("{e}"),
         };
-        let mut ins: Vec<Option<Data>> = inputs.iter().map(|i| i.as_ref().map(|(t, _)| Data::of(t))).collect();
-        let mut outs: Vec<Data> = expected.iter().map(|t| Data::filled(t.dtype(), t.len())).collect();
-        let mut scratch: Vec<Data> = lowered.scratch.iter().map(|(d, n)| Data::filled(*d, *n)).collect();
+        let mut ins: Vec<Option<Data>> = inputs
+            .iter()
+            .map(|i| i.as_ref().map(|(t, _)| Data::of(t)))
+            .collect();
+        let mut outs: Vec<Data> = expected
+            .iter()
+            .map(|t| Data::filled(t.dtype(), t.len()))
+            .collect();
+        let mut scratch: Vec<Data> = lowered
+            .scratch
+            .iter()
+            .map(|(d, n)| Data::filled(*d, *n))
+            .collect();
         for lk in &lowered.kernels {
-            let compiled = compile(&[(&lk.kernel, OptLevel::None)]).unwrap();
+            let compiled = compile(&[(&lk.kernel, OptLevel::Speed)]).unwrap();
             let mut consts: Vec<Data> = Vec::new();
             let mut slots = Vec::new();
             for (b, arg) in lk.kernel.buffers.iter().zip(&lk.args) {
@@ -741,7 +853,11 @@ pub(super) mod testing {
                         let ok = (a.is_nan() && b.is_nan())
                             || a == b
                             || (a - b).abs() <= 1e-5 + 1e-4 * a.abs().max(b.abs());
-                        assert!(ok, "{op:?}: output {i} element {j}: want {a}, got {b}\n{}", lowered.kernels[0].kernel);
+                        assert!(
+                            ok,
+                            "{op:?}: output {i} element {j}: want {a}, got {b}\n{}",
+                            lowered.kernels[0].kernel
+                        );
                     }
                 }
                 (TensorData::I64(w), Data::I64(g)) => assert_eq!(w, g, "{op:?}: output {i}"),
@@ -771,30 +887,86 @@ mod tests {
         let op = Op::Conv(Conv { window, group });
         let b = bias.then(|| (random(&[w[0]], 3), true));
         for constant in [true, false] {
-            check(&op, &[Some((random(x, 1), false)), Some((random(w, 2), constant)), b.clone()], 1);
+            check(
+                &op,
+                &[
+                    Some((random(x, 1), false)),
+                    Some((random(w, 2), constant)),
+                    b.clone(),
+                ],
+                1,
+            );
         }
     }
 
     #[test]
     fn conv_2d_stride_1_padded_vectorises_the_interior() {
-        conv(&[1, 3, 9, 37], &[4, 3, 3, 3], true, window(&[1, 1, 1, 1], &[], &[]), 1);
-        conv(&[2, 2, 6, 21], &[3, 2, 3, 2], false, window(&[2, 0, 1, 3], &[], &[]), 1);
-        conv(&[1, 2, 7, 30], &[2, 2, 3, 3], true, window(&[1, 2, 1, 2], &[], &[2, 2]), 1);
+        conv(
+            &[1, 3, 9, 37],
+            &[4, 3, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[], &[]),
+            1,
+        );
+        conv(
+            &[2, 2, 6, 21],
+            &[3, 2, 3, 2],
+            false,
+            window(&[2, 0, 1, 3], &[], &[]),
+            1,
+        );
+        conv(
+            &[1, 2, 7, 30],
+            &[2, 2, 3, 3],
+            true,
+            window(&[1, 2, 1, 2], &[], &[2, 2]),
+            1,
+        );
     }
 
     #[test]
     fn conv_pointwise_strided_grouped_and_depthwise() {
         conv(&[2, 8, 5, 7], &[6, 8, 1, 1], true, window(&[], &[], &[]), 1);
-        conv(&[1, 3, 15, 15], &[5, 3, 7, 7], true, window(&[3, 3, 3, 3], &[2, 2], &[]), 1);
-        conv(&[1, 4, 9, 9], &[6, 2, 3, 3], true, window(&[1, 1, 1, 1], &[1, 2], &[]), 2);
-        conv(&[2, 6, 10, 23], &[6, 1, 3, 3], true, window(&[1, 1, 1, 1], &[], &[]), 6);
-        conv(&[1, 1, 4, 4], &[1, 1, 5, 5], false, window(&[2, 2, 2, 2], &[], &[]), 1);
+        conv(
+            &[1, 3, 15, 15],
+            &[5, 3, 7, 7],
+            true,
+            window(&[3, 3, 3, 3], &[2, 2], &[]),
+            1,
+        );
+        conv(
+            &[1, 4, 9, 9],
+            &[6, 2, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[1, 2], &[]),
+            2,
+        );
+        conv(
+            &[2, 6, 10, 23],
+            &[6, 1, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[], &[]),
+            6,
+        );
+        conv(
+            &[1, 1, 4, 4],
+            &[1, 1, 5, 5],
+            false,
+            window(&[2, 2, 2, 2], &[], &[]),
+            1,
+        );
     }
 
     #[test]
     fn conv_1d_and_3d_and_auto_pad() {
         conv(&[1, 2, 40], &[3, 2, 4], true, window(&[2, 1], &[], &[3]), 1);
-        conv(&[1, 2, 4, 5, 9], &[2, 2, 3, 2, 3], true, window(&[1, 0, 1, 1, 1, 1], &[1, 2, 1], &[]), 1);
+        conv(
+            &[1, 2, 4, 5, 9],
+            &[2, 2, 3, 2, 3],
+            true,
+            window(&[1, 0, 1, 1, 1, 1], &[1, 2, 1], &[]),
+            1,
+        );
         let same = Window {
             auto_pad: AutoPad::SameLower,
             strides: vec![2, 1],
@@ -803,7 +975,14 @@ mod tests {
         conv(&[1, 2, 7, 11], &[2, 2, 4, 4], false, same, 1);
     }
 
-    fn transpose(x: &[usize], w: &[usize], group: usize, window: Window, output_padding: &[usize], output_shape: &[usize]) {
+    fn transpose(
+        x: &[usize],
+        w: &[usize],
+        group: usize,
+        window: Window,
+        output_padding: &[usize],
+        output_shape: &[usize],
+    ) {
         let op = Op::ConvTranspose(ConvTranspose {
             window,
             group,
@@ -811,17 +990,68 @@ mod tests {
             output_shape: output_shape.to_vec(),
         });
         let b = (random(&[w[1] * group], 3), true);
-        check(&op, &[Some((random(x, 1), false)), Some((random(w, 2), true)), Some(b)], 1);
-        check(&op, &[Some((random(x, 1), false)), Some((random(w, 2), false)), None], 1);
+        check(
+            &op,
+            &[
+                Some((random(x, 1), false)),
+                Some((random(w, 2), true)),
+                Some(b),
+            ],
+            1,
+        );
+        check(
+            &op,
+            &[
+                Some((random(x, 1), false)),
+                Some((random(w, 2), false)),
+                None,
+            ],
+            1,
+        );
     }
 
     #[test]
     fn conv_transpose_geometries() {
-        transpose(&[1, 2, 5, 6], &[2, 3, 3, 3], 1, window(&[], &[], &[]), &[], &[]);
-        transpose(&[2, 2, 4, 5], &[2, 2, 3, 2], 1, window(&[1, 0, 2, 1], &[3, 2], &[2, 1]), &[1, 1], &[]);
-        transpose(&[1, 4, 3, 3], &[4, 2, 3, 3], 2, window(&[], &[2, 2], &[]), &[], &[]);
-        transpose(&[1, 1, 5], &[1, 2, 3], 1, window(&[], &[3], &[]), &[], &[20]);
-        transpose(&[1, 2, 3, 4, 2], &[2, 1, 2, 3, 2], 1, window(&[], &[2, 1, 2], &[]), &[], &[]);
+        transpose(
+            &[1, 2, 5, 6],
+            &[2, 3, 3, 3],
+            1,
+            window(&[], &[], &[]),
+            &[],
+            &[],
+        );
+        transpose(
+            &[2, 2, 4, 5],
+            &[2, 2, 3, 2],
+            1,
+            window(&[1, 0, 2, 1], &[3, 2], &[2, 1]),
+            &[1, 1],
+            &[],
+        );
+        transpose(
+            &[1, 4, 3, 3],
+            &[4, 2, 3, 3],
+            2,
+            window(&[], &[2, 2], &[]),
+            &[],
+            &[],
+        );
+        transpose(
+            &[1, 1, 5],
+            &[1, 2, 3],
+            1,
+            window(&[], &[3], &[]),
+            &[],
+            &[20],
+        );
+        transpose(
+            &[1, 2, 3, 4, 2],
+            &[2, 1, 2, 3, 2],
+            1,
+            window(&[], &[2, 1, 2], &[]),
+            &[],
+            &[],
+        );
         let same = Window {
             auto_pad: AutoPad::SameUpper,
             strides: vec![2, 2],
@@ -843,16 +1073,5 @@ mod tests {
         }
         let w = Tensor::from_f32(vec![1, 1, 3, 3], vec![0.5; 9]).unwrap();
         check(&op, &[Some((x, false)), Some((w, true)), None], 1);
-    }
-}
-#[cfg(test)]
-mod tmp_print {
-    #[test]
-    fn print_it() {
-        use super::testing::{check, random};
-        use crate::graph::op::{Conv, Op, Window};
-        let op = Op::Conv(Conv { window: Window { pads: vec![1, 1, 1, 1], ..Window::default() }, group: 1 });
-        let l = check(&op, &[Some((random(&[1, 2, 6, 23], 1), false)), Some((random(&[2, 2, 3, 3], 2), true)), Some((random(&[2], 3), true))], 1);
-        eprintln!("{}", l.kernels[0].kernel);
     }
 }

@@ -27,7 +27,9 @@
 use std::sync::Arc;
 
 use super::ir::{BinOp, CmpOp, UnOp};
-use super::{Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo, Operand, Ty};
+use super::{
+    Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo, Operand, Ty,
+};
 use crate::error::{Error, Result};
 use crate::graph::op::{Binary, Op, Unary};
 use crate::tensor::{DType, Tensor};
@@ -56,9 +58,13 @@ pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
 
 /// The node's output `i`.
 pub(super) fn output<'n>(node: &'n NodeInfo<'_>, i: usize) -> Result<&'n Operand> {
-    node.outputs
-        .get(i)
-        .ok_or_else(|| Error::internal(format!("node {} ({}): output {i} missing at lowering", node.name, node.op.name())))
+    node.outputs.get(i).ok_or_else(|| {
+        Error::internal(format!(
+            "node {} ({}): output {i} missing at lowering",
+            node.name,
+            node.op.name()
+        ))
+    })
 }
 
 /// Where the data of a map operand comes from.
@@ -160,7 +166,13 @@ fn coalesce(extents: &[usize], strides: &[Vec<i64>]) -> Vec<Axis> {
             strides: strides.iter().map(|s| s[d]).collect(),
         };
         match axes.last_mut() {
-            Some(prev) if prev.strides.iter().zip(&axis.strides).all(|(&p, &q)| p == q * axis.extent) => {
+            Some(prev)
+                if prev
+                    .strides
+                    .iter()
+                    .zip(&axis.strides)
+                    .all(|(&p, &q)| p == q * axis.extent) =>
+            {
                 prev.extent *= axis.extent;
                 prev.strides = axis.strides;
             }
@@ -257,7 +269,10 @@ pub(super) fn map_kernel(
         let offsets = vec![Expr::Int(0); plan.bufs.len()];
         emit_axis(&mut k, &plan, 0, offsets);
     }
-    Ok(LoweredKernel { kernel: k.finish(), args })
+    Ok(LoweredKernel {
+        kernel: k.finish(),
+        args,
+    })
 }
 
 /// Emits the loop over axis `level` (and everything inside it); `offsets` are each
@@ -265,7 +280,11 @@ pub(super) fn map_kernel(
 fn emit_axis(k: &mut KernelBuilder, plan: &MapPlan<'_>, level: usize, offsets: Vec<Expr>) {
     let axis = &plan.axes[level];
     if level + 1 < plan.axes.len() {
-        let kind = if level == 0 { LoopKind::Parallel } else { LoopKind::Serial };
+        let kind = if level == 0 {
+            LoopKind::Parallel
+        } else {
+            LoopKind::Serial
+        };
         k.for_loop(0, axis.extent, 1, kind, |k, v| {
             let inner: Vec<Expr> = offsets
                 .iter()
@@ -308,15 +327,26 @@ fn emit_inner(k: &mut KernelBuilder, plan: &MapPlan<'_>, level: usize, offsets: 
             .map(|i| match &fixed[i] {
                 Some(e) => e.clone(),
                 None => {
-                    let load = Expr::load(plan.bufs[i], offset(offsets[i].clone(), &j, axis.strides[i]));
+                    let load = Expr::load(
+                        plan.bufs[i],
+                        offset(offsets[i].clone(), &j, axis.strides[i]),
+                    );
                     Expr::Local(k.declare(scalar_ty(plan.dtypes[i]), load))
                 }
             })
             .collect();
         let y = (plan.f)(k, &values);
-        k.store(plan.bufs[out], offset(offsets[out].clone(), &j, axis.strides[out]), y);
+        k.store(
+            plan.bufs[out],
+            offset(offsets[out].clone(), &j, axis.strides[out]),
+            y,
+        );
     };
-    let kind = if top { LoopKind::Parallel } else { LoopKind::Serial };
+    let kind = if top {
+        LoopKind::Parallel
+    } else {
+        LoopKind::Serial
+    };
     if vectorise {
         let main = axis.extent / 4 * 4;
         k.for_loop(0, main, 4, kind, |k, j| {
@@ -352,9 +382,14 @@ pub(super) fn activation(op: Unary, x: Expr) -> Expr {
     match op {
         // `0 > x ? 0 : x`: NaN stays NaN, as in the interpreter.
         Unary::Relu => zero().max(x),
-        Unary::LeakyRelu { alpha } => x.clone().cmp(CmpOp::Lt, zero()).select(x.clone().mul(Expr::Float(alpha)), x),
+        Unary::LeakyRelu { alpha } => x
+            .clone()
+            .cmp(CmpOp::Lt, zero())
+            .select(x.clone().mul(Expr::Float(alpha)), x),
         Unary::Sigmoid => x.unary(UnOp::Sigmoid),
-        Unary::HardSigmoid { alpha, beta } => clamp_unit(x.fma(Expr::Float(alpha), Expr::Float(beta))),
+        Unary::HardSigmoid { alpha, beta } => {
+            clamp_unit(x.fma(Expr::Float(alpha), Expr::Float(beta)))
+        }
         Unary::HardSwish => {
             let gate = clamp_unit(x.clone().fma(Expr::Float(1.0 / 6.0), Expr::Float(0.5)));
             x.mul(gate)
@@ -362,7 +397,10 @@ pub(super) fn activation(op: Unary, x: Expr) -> Expr {
         Unary::Tanh => x.unary(UnOp::Tanh),
         Unary::Gelu { tanh: false } => {
             // x * (1 + erf(x / sqrt 2)) / 2
-            let erf = x.clone().mul(Expr::Float(std::f32::consts::FRAC_1_SQRT_2)).unary(UnOp::Erf);
+            let erf = x
+                .clone()
+                .mul(Expr::Float(std::f32::consts::FRAC_1_SQRT_2))
+                .unary(UnOp::Erf);
             x.mul(erf.fma(Expr::Float(0.5), Expr::Float(0.5)))
         }
         Unary::Gelu { tanh: true } => {
@@ -370,7 +408,9 @@ pub(super) fn activation(op: Unary, x: Expr) -> Expr {
             let c1 = 2.0 * (2.0 / std::f64::consts::PI).sqrt();
             let c3 = c1 * 0.044715;
             let x2 = x.clone().mul(x.clone());
-            let two_y = x.clone().mul(x2.fma(Expr::Float(c3 as f32), Expr::Float(c1 as f32)));
+            let two_y = x
+                .clone()
+                .mul(x2.fma(Expr::Float(c3 as f32), Expr::Float(c1 as f32)));
             x.mul(two_y.unary(UnOp::Sigmoid))
         }
         Unary::Erf => x.unary(UnOp::Erf),
@@ -378,7 +418,6 @@ pub(super) fn activation(op: Unary, x: Expr) -> Expr {
         Unary::Sqrt => x.unary(UnOp::Sqrt),
     }
 }
-
 
 /// The output of a single-output map node, bound to `Arg::Output(0)`.
 fn node_output<'n>(node: &'n NodeInfo<'_>, dtype: DType) -> Result<MapOutput<'n>> {
@@ -412,7 +451,12 @@ fn require_f32(node: &NodeInfo<'_>, i: usize) -> Result<()> {
 fn unary(node: &NodeInfo<'_>, op: Unary) -> Result<LoweredKernel> {
     require_f32(node, 0)?;
     let inputs = vec![MapInput::input(node, 0, "x")?];
-    map_kernel(node.name, inputs, node_output(node, DType::F32)?, &|_, v| activation(op, v[0].clone()))
+    map_kernel(
+        node.name,
+        inputs,
+        node_output(node, DType::F32)?,
+        &|_, v| activation(op, v[0].clone()),
+    )
 }
 
 fn binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
@@ -420,7 +464,12 @@ fn binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
     if op == Binary::PRelu && output(node, 0)?.shape != a.shape {
         return Err(node.unsupported("the slope must broadcast to the shape of x"));
     }
-    let both = || -> Result<Vec<MapInput>> { Ok(vec![MapInput::input(node, 0, "a")?, MapInput::input(node, 1, "b")?]) };
+    let both = || -> Result<Vec<MapInput>> {
+        Ok(vec![
+            MapInput::input(node, 0, "a")?,
+            MapInput::input(node, 1, "b")?,
+        ])
+    };
     match (a.dtype, b.dtype) {
         (DType::F32, DType::F32) => {
             let f = move |_: &mut KernelBuilder, v: &[Expr]| {
@@ -432,7 +481,10 @@ fn binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
                     Binary::Div => p.div(q),
                     Binary::Pow => Expr::Binary(BinOp::Pow, Box::new(p), Box::new(q)),
                     // `p < 0 ? q * p : p`, as the interpreter (NaN stays NaN).
-                    Binary::PRelu => p.clone().cmp(CmpOp::Lt, Expr::Float(0.0)).select(q.mul(p.clone()), p),
+                    Binary::PRelu => p
+                        .clone()
+                        .cmp(CmpOp::Lt, Expr::Float(0.0))
+                        .select(q.mul(p.clone()), p),
                 }
             };
             map_kernel(node.name, both()?, node_output(node, DType::F32)?, &f)
@@ -440,12 +492,17 @@ fn binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
         (DType::I64, DType::I64) => int_binary(node, op),
         (DType::F32, DType::I64) if op == Binary::Pow => {
             let f = |_: &mut KernelBuilder, v: &[Expr]| {
-                Expr::Binary(BinOp::Pow, Box::new(v[0].clone()), Box::new(v[1].clone().unary(UnOp::ToF32)))
+                Expr::Binary(
+                    BinOp::Pow,
+                    Box::new(v[0].clone()),
+                    Box::new(v[1].clone().unary(UnOp::ToF32)),
+                )
             };
             map_kernel(node.name, both()?, node_output(node, DType::F32)?, &f)
         }
         (DType::I64, DType::F32) if op == Binary::Pow => {
-            let f = |k: &mut KernelBuilder, v: &[Expr]| int_pow_float(k, v[0].clone(), v[1].clone());
+            let f =
+                |k: &mut KernelBuilder, v: &[Expr]| int_pow_float(k, v[0].clone(), v[1].clone());
             map_kernel(node.name, both()?, node_output(node, DType::I64)?, &f)
         }
         (p, q) => Err(node.unsupported(&format!("operands of types {p} and {q}"))),
@@ -466,7 +523,11 @@ fn int_binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
         // trap); i64::MIN / -1 would trap too, so -1 is a (wrapping) negation.
         let divisor = match uniform_int(node.input(1)?) {
             Some(d) if d != 0 => d,
-            _ => return Err(node.unsupported("integer division by a divisor that is not one non-zero constant")),
+            _ => {
+                return Err(node.unsupported(
+                    "integer division by a divisor that is not one non-zero constant",
+                ));
+            }
         };
         let f = move |_: &mut KernelBuilder, v: &[Expr]| match divisor {
             1 => v[0].clone(),
@@ -482,12 +543,18 @@ fn int_binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
             Binary::Sub => p.sub(q),
             Binary::Mul => p.mul(q),
             Binary::Pow => int_pow(k, p, q),
-            Binary::PRelu => p.clone().cmp(CmpOp::Lt, Expr::Int(0)).select(q.mul(p.clone()), p),
+            Binary::PRelu => p
+                .clone()
+                .cmp(CmpOp::Lt, Expr::Int(0))
+                .select(q.mul(p.clone()), p),
             // Handled above.
             Binary::Div => p,
         }
     };
-    let inputs = vec![MapInput::input(node, 0, "a")?, MapInput::input(node, 1, "b")?];
+    let inputs = vec![
+        MapInput::input(node, 0, "a")?,
+        MapInput::input(node, 1, "b")?,
+    ];
     map_kernel(node.name, inputs, out, &f)
 }
 
@@ -503,7 +570,11 @@ fn int_pow(k: &mut KernelBuilder, base: Expr, exponent: Expr) -> Expr {
         let half = k.declare(Ty::I64, Expr::Local(e).div(Expr::Int(2)));
         let bit = Expr::Local(e).sub(Expr::Local(half).mul(Expr::Int(2)));
         let times = Expr::Local(result).mul(Expr::Local(square));
-        k.assign(result, bit.cmp(CmpOp::Eq, Expr::Int(1)).select(times, Expr::Local(result)));
+        k.assign(
+            result,
+            bit.cmp(CmpOp::Eq, Expr::Int(1))
+                .select(times, Expr::Local(result)),
+        );
         k.assign(square, Expr::Local(square).mul(Expr::Local(square)));
         k.assign(e, Expr::Local(half));
     });
@@ -514,26 +585,34 @@ fn int_pow(k: &mut KernelBuilder, base: Expr, exponent: Expr) -> Expr {
     let minus_one = odd.select(Expr::Int(-1), Expr::Int(1));
     let negative = base.clone().cmp(CmpOp::Eq, Expr::Int(1)).select(
         Expr::Int(1),
-        base.cmp(CmpOp::Eq, Expr::Int(-1)).select(minus_one, Expr::Int(0)),
+        base.cmp(CmpOp::Eq, Expr::Int(-1))
+            .select(minus_one, Expr::Int(0)),
     );
-    exponent.cmp(CmpOp::Lt, Expr::Int(0)).select(negative, Expr::Local(result))
+    exponent
+        .cmp(CmpOp::Lt, Expr::Int(0))
+        .select(negative, Expr::Local(result))
 }
 
 /// `i64 ^ f32` with an `i64` result: exact integer power for whole exponents, else the
 /// `f32` power truncated toward zero (rounded to the nearest integer first when within
 /// 1e-6 relative of one, so that exact roots survive the approximate `pow`).
 fn int_pow_float(k: &mut KernelBuilder, base: Expr, exponent: Expr) -> Expr {
-    let whole = exponent.clone().cmp(CmpOp::Eq, exponent.clone().unary(UnOp::Floor));
+    let whole = exponent
+        .clone()
+        .cmp(CmpOp::Eq, exponent.clone().unary(UnOp::Floor));
     let int_exponent = Expr::Local(k.declare(Ty::I64, exponent.clone().unary(UnOp::ToI64)));
     let exact = int_pow(k, base.clone(), int_exponent);
-    let power = Expr::Binary(BinOp::Pow, Box::new(base.unary(UnOp::ToF32)), Box::new(exponent));
+    let power = Expr::Binary(
+        BinOp::Pow,
+        Box::new(base.unary(UnOp::ToF32)),
+        Box::new(exponent),
+    );
     let power = Expr::Local(k.declare(Ty::F32, power));
     let nearest = Expr::Local(k.declare(Ty::F32, power.clone().unary(UnOp::Round)));
-    let close = power
-        .clone()
-        .sub(nearest.clone())
-        .unary(UnOp::Abs)
-        .cmp(CmpOp::Le, nearest.clone().unary(UnOp::Abs).mul(Expr::Float(1e-6)));
+    let close = power.clone().sub(nearest.clone()).unary(UnOp::Abs).cmp(
+        CmpOp::Le,
+        nearest.clone().unary(UnOp::Abs).mul(Expr::Float(1e-6)),
+    );
     let fractional = close.select(nearest, power).unary(UnOp::ToI64);
     whole.select(exact, fractional)
 }
@@ -549,7 +628,9 @@ fn clip(node: &NodeInfo<'_>) -> Result<LoweredKernel> {
     let x = node.input(0)?;
     let mut inputs = vec![MapInput::input(node, 0, "x")?];
     let mut bound = |i: usize, name: &str| -> Result<Bound> {
-        let Some(b) = node.optional(i) else { return Ok(Bound::None) };
+        let Some(b) = node.optional(i) else {
+            return Ok(Bound::None);
+        };
         if b.dtype != x.dtype || b.len() != 1 {
             return Err(node.unsupported(&format!("{name} must be a single {} value", x.dtype)));
         }
@@ -645,7 +726,10 @@ fn batch_norm(node: &NodeInfo<'_>, epsilon: f32) -> Result<LoweredKernel> {
     }
     let f = move |_: &mut KernelBuilder, v: &[Expr]| {
         let denom = v[4].clone().add(Expr::Float(epsilon)).unary(UnOp::Sqrt);
-        v[0].clone().sub(v[3].clone()).div(denom).fma(v[1].clone(), v[2].clone())
+        v[0].clone()
+            .sub(v[3].clone())
+            .div(denom)
+            .fma(v[1].clone(), v[2].clone())
     };
     map_kernel(node.name, inputs, out, &f)
 }
@@ -657,7 +741,12 @@ fn cast(node: &NodeInfo<'_>, to: DType) -> Result<LoweredKernel> {
         (DType::F32, DType::I64) => v[0].clone().unary(UnOp::ToI64),
         _ => v[0].clone(),
     };
-    map_kernel(node.name, vec![MapInput::input(node, 0, "x")?], node_output(node, to)?, &f)
+    map_kernel(
+        node.name,
+        vec![MapInput::input(node, 0, "x")?],
+        node_output(node, to)?,
+        &f,
+    )
 }
 
 #[cfg(test)]
@@ -683,7 +772,10 @@ mod tests {
             Unary::Relu,
             Unary::LeakyRelu { alpha: 0.1 },
             Unary::Sigmoid,
-            Unary::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Unary::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
             Unary::HardSwish,
             Unary::Tanh,
             Unary::Gelu { tanh: false },
@@ -707,7 +799,10 @@ mod tests {
 
     #[test]
     fn same_shape_maps_are_one_flat_vector_loop() {
-        let text = check(&Op::Binary(Binary::Add), &[rt(random(&[2, 3, 5], 1)), rt(random(&[2, 3, 5], 2))]);
+        let text = check(
+            &Op::Binary(Binary::Add),
+            &[rt(random(&[2, 3, 5], 1)), rt(random(&[2, 3, 5], 2))],
+        );
         assert!(text.contains("parallel for v0 in 0..28 step 4"), "{text}");
         assert!(text.contains("for v1 in 28..30"), "{text}");
     }
@@ -724,7 +819,13 @@ mod tests {
             (&[4, 7], &[4, 7]),
             (&[2, 0, 3], &[3]),
         ];
-        for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow] {
+        for op in [
+            Binary::Add,
+            Binary::Sub,
+            Binary::Mul,
+            Binary::Div,
+            Binary::Pow,
+        ] {
             for (i, (a, b)) in shapes.iter().enumerate() {
                 let (x, y) = (random(a, i as u64), random(b, 100 + i as u64));
                 check(&Op::Binary(op), &[rt(x.clone()), rt(y.clone())]);
@@ -735,15 +836,24 @@ mod tests {
 
     #[test]
     fn channel_broadcast_hoists_the_operand() {
-        let text = check(&Op::Binary(Binary::Mul), &[rt(random(&[1, 6, 3, 3], 1)), ct(random(&[6, 1, 1], 2))]);
+        let text = check(
+            &Op::Binary(Binary::Mul),
+            &[rt(random(&[1, 6, 3, 3], 1)), ct(random(&[6, 1, 1], 2))],
+        );
         assert!(text.contains("parallel for v0 in 0..6 {"), "{text}");
         assert!(text.contains("splat(l0)"), "{text}");
     }
 
     #[test]
     fn prelu_broadcasts_the_slope() {
-        check(&Op::Binary(Binary::PRelu), &[rt(random(&[2, 3, 4, 5], 1)), rt(random(&[3, 1, 1], 2))]);
-        check(&Op::Binary(Binary::PRelu), &[rt(random(&[2, 3, 4, 5], 1)), rt(random(&[5], 2))]);
+        check(
+            &Op::Binary(Binary::PRelu),
+            &[rt(random(&[2, 3, 4, 5], 1)), rt(random(&[3, 1, 1], 2))],
+        );
+        check(
+            &Op::Binary(Binary::PRelu),
+            &[rt(random(&[2, 3, 4, 5], 1)), rt(random(&[5], 2))],
+        );
     }
 
     fn ints(shape: &[usize], v: &[i64]) -> Tensor {
@@ -758,9 +868,15 @@ mod tests {
             check(&Op::Binary(op), &[rt(a.clone()), rt(b.clone())]);
         }
         for d in [2, -2, 1, -1, 7] {
-            check(&Op::Binary(Binary::Div), &[rt(a.clone()), ct(ints(&[], &[d]))]);
+            check(
+                &Op::Binary(Binary::Div),
+                &[rt(a.clone()), ct(ints(&[], &[d]))],
+            );
         }
-        check(&Op::Binary(Binary::Div), &[rt(a.clone()), ct(ints(&[5], &[3; 5]))]);
+        check(
+            &Op::Binary(Binary::Div),
+            &[rt(a.clone()), ct(ints(&[5], &[3; 5]))],
+        );
     }
 
     #[test]
@@ -771,10 +887,22 @@ mod tests {
             name: "d",
             op: &op,
             inputs: vec![
-                Some(crate::lower::Operand { dtype: DType::I64, shape: vec![2], value: None }),
-                Some(crate::lower::Operand { dtype: DType::I64, shape: vec![2], value: None }),
+                Some(crate::lower::Operand {
+                    dtype: DType::I64,
+                    shape: vec![2],
+                    value: None,
+                }),
+                Some(crate::lower::Operand {
+                    dtype: DType::I64,
+                    shape: vec![2],
+                    value: None,
+                }),
             ],
-            outputs: vec![crate::lower::Operand { dtype: DType::I64, shape: vec![2], value: None }],
+            outputs: vec![crate::lower::Operand {
+                dtype: DType::I64,
+                shape: vec![2],
+                value: None,
+            }],
         };
         let err = crate::lower::lower_node(&node).unwrap_err().to_string();
         assert!(err.contains("cannot compile"), "{err}");
@@ -799,18 +927,26 @@ mod tests {
         let base = ints(&[8], &[1, 2, 3, -3, -1, 1, 2, 7]);
         let exp = ints(&[8], &[4, 5, 6, 3, -3, -5, 62, 22]);
         check(&Op::Binary(Binary::Pow), &[rt(base.clone()), rt(exp)]);
-        let fexp = Tensor::from_f32(vec![8], vec![4.0, 5.0, 6.0, 3.0, -3.0, 0.5, 0.5, 10.0]).unwrap();
+        let fexp =
+            Tensor::from_f32(vec![8], vec![4.0, 5.0, 6.0, 3.0, -3.0, 0.5, 0.5, 10.0]).unwrap();
         check(&Op::Binary(Binary::Pow), &[rt(base), rt(fexp)]);
         let roots = ints(&[4], &[4, 9, 10, 1_000_000]);
         let half = Tensor::from_f32(vec![4], vec![0.5; 4]).unwrap();
         check(&Op::Binary(Binary::Pow), &[rt(roots), rt(half)]);
         let fbase = Tensor::from_f32(vec![4], vec![1.0, 2.0, -3.0, 0.5]).unwrap();
-        check(&Op::Binary(Binary::Pow), &[rt(fbase), rt(ints(&[4], &[4, 5, 3, -2]))]);
+        check(
+            &Op::Binary(Binary::Pow),
+            &[rt(fbase), rt(ints(&[4], &[4, 5, 3, -2]))],
+        );
     }
 
     #[test]
     fn clip_with_constant_run_time_and_absent_bounds() {
-        let x = Tensor::from_f32(vec![2, 5], vec![-2.0, -0.5, 0.5, 2.0, f32::NAN, 1.0, -1.0, 0.0, 3.0, -3.0]).unwrap();
+        let x = Tensor::from_f32(
+            vec![2, 5],
+            vec![-2.0, -0.5, 0.5, 2.0, f32::NAN, 1.0, -1.0, 0.0, 3.0, -3.0],
+        )
+        .unwrap();
         let lo = Tensor::scalar_f32(-1.0);
         let hi = Tensor::scalar_f32(1.0);
         for (l, h) in [(true, true), (false, true), (true, false), (false, false)] {
@@ -822,7 +958,10 @@ mod tests {
         }
         check(&Op::Clip, &[rt(x)]);
         let i = ints(&[3], &[-5, 0, 5]);
-        check(&Op::Clip, &[rt(i.clone()), ct(ints(&[], &[-1])), rt(ints(&[1], &[2]))]);
+        check(
+            &Op::Clip,
+            &[rt(i.clone()), ct(ints(&[], &[-1])), rt(ints(&[1], &[2]))],
+        );
         check(&Op::Clip, &[rt(i), None, ct(ints(&[1], &[2]))]);
     }
 
@@ -830,7 +969,12 @@ mod tests {
     fn batch_norm_folds_constant_parameters() {
         let params = |seed| {
             let var = Tensor::from_f32(vec![3], vec![0.5, 1.5, 2.0]).unwrap();
-            [random(&[3], seed), random(&[3], seed + 1), random(&[3], seed + 2), var]
+            [
+                random(&[3], seed),
+                random(&[3], seed + 1),
+                random(&[3], seed + 2),
+                var,
+            ]
         };
         for shape in [&[2, 3, 4, 5][..], &[2, 3], &[1, 3, 7]] {
             let x = random(shape, 9);

@@ -18,7 +18,9 @@
 
 use std::sync::Arc;
 
-use super::conv::{Axis, for_each_segment, for_each_tap, node_error, plus, strides, sum, times, walk_row};
+use super::conv::{
+    Axis, for_each_segment, for_each_tap, node_error, plus, strides, sum, times, walk_row,
+};
 use super::ir::{CmpOp, LocalId};
 use super::{Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, NodeInfo, Ty};
 use crate::error::{Error, Result};
@@ -31,7 +33,10 @@ pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
     match node.op {
         Op::MaxPool(attrs) => max_pool(node, attrs),
         Op::AveragePool(attrs) => average_pool(node, attrs),
-        other => Err(Error::internal(format!("pool lowering called for {}", other.name()))),
+        other => Err(Error::internal(format!(
+            "pool lowering called for {}",
+            other.name()
+        ))),
     }
 }
 
@@ -48,21 +53,32 @@ struct Plan {
 fn plan(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Plan> {
     let x = super::conv::f32_input(node, 0, "input")?;
     if x.shape.len() < 3 {
-        return Err(node_error(node, format!("input {:?} must be [N, C, spatial...]", x.shape)));
+        return Err(node_error(
+            node,
+            format!("input {:?} must be [N, C, spatial...]", x.shape),
+        ));
     }
     let spatial = &x.shape[2..];
     let kernel = &attrs.window.kernel_shape;
     if kernel.len() != spatial.len() || kernel.contains(&0) {
         return Err(node_error(
             node,
-            format!("kernel_shape {kernel:?} must give a positive size for each spatial axis of input {:?}", x.shape),
+            format!(
+                "kernel_shape {kernel:?} must give a positive size for each spatial axis of input {:?}",
+                x.shape
+            ),
         ));
     }
     if spatial.contains(&0) {
         return Err(node.unsupported("an empty spatial axis"));
     }
-    let rounding = if attrs.ceil_mode { Rounding::Ceil } else { Rounding::Floor };
-    let geometry = window::resolve(&attrs.window, spatial, kernel, rounding).map_err(|e| node_error(node, e))?;
+    let rounding = if attrs.ceil_mode {
+        Rounding::Ceil
+    } else {
+        Rounding::Floor
+    };
+    let geometry = window::resolve(&attrs.window, spatial, kernel, rounding)
+        .map_err(|e| node_error(node, e))?;
     let mut shape = x.shape[..2].to_vec();
     shape.extend_from_slice(&geometry.output);
     for (i, y) in node.outputs.iter().enumerate() {
@@ -87,14 +103,25 @@ fn plan(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Plan> {
 /// The offset in the output plane of the position `outs`.
 fn out_position(plan: &Plan, outs: &[(Expr, bool)]) -> Expr {
     let out_strides = strides(&plan.geometry.output);
-    sum(outs.iter().zip(&out_strides).map(|((o, _), s)| times(o.clone(), *s)))
+    sum(outs
+        .iter()
+        .zip(&out_strides)
+        .map(|((o, _), s)| times(o.clone(), *s)))
 }
 
 /// The input offset within the plane of the first tap of the (interior) position `outs`.
 fn first_tap(plan: &Plan, outs: &[(Expr, bool)]) -> (Expr, Vec<Expr>) {
     let in_strides = strides(&plan.axes.iter().map(|a| a.input).collect::<Vec<_>>());
-    let coords: Vec<Expr> = plan.axes.iter().zip(outs).map(|(a, (o, _))| a.input_coord(o.clone(), Expr::Int(0))).collect();
-    let offset = sum(coords.iter().zip(&in_strides).map(|(c, s)| times(c.clone(), *s)));
+    let coords: Vec<Expr> = plan
+        .axes
+        .iter()
+        .zip(outs)
+        .map(|(a, (o, _))| a.input_coord(o.clone(), Expr::Int(0)))
+        .collect();
+    let offset = sum(coords
+        .iter()
+        .zip(&in_strides)
+        .map(|(c, s)| times(c.clone(), *s)));
     (offset, coords)
 }
 
@@ -102,7 +129,10 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
     let plan = plan(node, attrs)?;
     let with_indices = node.outputs.len() > 1;
     if !matches!(attrs.storage_order, 0 | 1) {
-        return Err(node_error(node, format!("storage_order must be 0 or 1, got {}", attrs.storage_order)));
+        return Err(node_error(
+            node,
+            format!("storage_order must be 0 or 1, got {}", attrs.storage_order),
+        ));
     }
     // Strides of the input coordinates in the stored index (within the plane).
     let index_strides = if attrs.storage_order == 1 {
@@ -117,8 +147,20 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
 
     let mut k = KernelBuilder::new(node.name);
     let xb = k.buffer("x", DType::F32, plan.x_len, BufferKind::Input);
-    let yb = k.buffer("y", DType::F32, plan.planes * plan.out_plane, BufferKind::Output);
-    let ib = with_indices.then(|| k.buffer("indices", DType::I64, plan.planes * plan.out_plane, BufferKind::Output));
+    let yb = k.buffer(
+        "y",
+        DType::F32,
+        plan.planes * plan.out_plane,
+        BufferKind::Output,
+    );
+    let ib = with_indices.then(|| {
+        k.buffer(
+            "indices",
+            DType::I64,
+            plan.planes * plan.out_plane,
+            BufferKind::Output,
+        )
+    });
     let mut args = vec![Arg::Input(0), Arg::Output(0)];
     if ib.is_some() {
         args.push(Arg::Output(1));
@@ -129,7 +171,13 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
         let x_base = times(p.clone(), plan.plane);
         let y_base = times(p.clone(), plan.out_plane);
         let stored = |coords: &[Expr]| {
-            sum([times(p.clone(), plan.plane), sum(coords.iter().zip(&index_strides).map(|(c, s)| times(c.clone(), *s)))])
+            sum([
+                times(p.clone(), plan.plane),
+                sum(coords
+                    .iter()
+                    .zip(&index_strides)
+                    .map(|(c, s)| times(c.clone(), *s))),
+            ])
         };
         for_each_segment(k, &plan.axes, &mut |k, segment| {
             let interior = !segment.checked && segment.outer.iter().all(|(_, checked)| !checked);
@@ -138,13 +186,19 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
                 let lanes = vectors.max(1);
                 let load = |offset: Expr, u: usize| {
                     let index = plus(sum([x_base.clone(), offset]), 4 * u as i64);
-                    if vectors > 0 { Expr::load4(xb, index) } else { Expr::load(xb, index) }
+                    if vectors > 0 {
+                        Expr::load4(xb, index)
+                    } else {
+                        Expr::load(xb, index)
+                    }
                 };
                 let (best, index): (Vec<LocalId>, Option<LocalId>) = if interior {
                     // The first tap is inside the input: start from it.
                     let (offset, coords) = first_tap(&plan, &outs);
                     let ty = if vectors > 0 { Ty::F32x4 } else { Ty::F32 };
-                    let best = (0..lanes).map(|u| k.declare(ty, load(offset.clone(), u))).collect();
+                    let best = (0..lanes)
+                        .map(|u| k.declare(ty, load(offset.clone(), u)))
+                        .collect();
                     let index = ib.map(|_| k.declare(Ty::I64, stored(&coords)));
                     (best, index)
                 } else {
@@ -160,7 +214,7 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
                                 let greater = v.clone().cmp(CmpOp::Gt, Expr::Local(*b));
                                 k.assign(i, greater.select(stored(&tap.coords), Expr::Local(i)));
                             }
-                            k.assign(*b, v.min(Expr::Local(*b)));
+                            k.assign(*b, v.max(Expr::Local(*b)));
                         }
                         return;
                     };
@@ -170,12 +224,23 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
                     let v = load(tap.offset.clone(), 0);
                     let first = Expr::Local(found_at).cmp(CmpOp::Eq, Expr::Int(-1));
                     let greater = v.clone().cmp(CmpOp::Gt, Expr::Local(b));
-                    let taken = k.declare(Ty::F32, first.clone().select(v.clone(), v.max(Expr::Local(b))));
-                    let at = if ib.is_some() { stored(&tap.coords) } else { Expr::Int(0) };
-                    let new_at = first.select(at.clone(), greater.select(at, Expr::Local(found_at)));
+                    let taken = k.declare(
+                        Ty::F32,
+                        first.clone().select(v.clone(), v.max(Expr::Local(b))),
+                    );
+                    let at = if ib.is_some() {
+                        stored(&tap.coords)
+                    } else {
+                        Expr::Int(0)
+                    };
+                    let new_at =
+                        first.select(at.clone(), greater.select(at, Expr::Local(found_at)));
                     match &tap.valid {
                         Some(valid) => {
-                            k.assign(found_at, valid.clone().select(new_at, Expr::Local(found_at)));
+                            k.assign(
+                                found_at,
+                                valid.clone().select(new_at, Expr::Local(found_at)),
+                            );
                             k.assign(b, valid.clone().select(Expr::Local(taken), Expr::Local(b)));
                         }
                         None => {
@@ -204,7 +269,13 @@ fn average_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
     let mut table_at = Vec::new();
     for (i, a) in plan.axes.iter().enumerate() {
         table_at.push(table.len());
-        let end = a.pad + a.input + if attrs.count_include_pad { plan.geometry.pads_end()[i] } else { 0 };
+        let end = a.pad
+            + a.input
+            + if attrs.count_include_pad {
+                plan.geometry.pads_end()[i]
+            } else {
+                0
+            };
         let begin = if attrs.count_include_pad { 0 } else { a.pad };
         for o in 0..a.output {
             let count = (0..a.kernel)
@@ -218,8 +289,18 @@ fn average_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
 
     let mut k = KernelBuilder::new(node.name);
     let xb = k.buffer("x", DType::F32, plan.x_len, BufferKind::Input);
-    let db = k.buffer("divisors", DType::F32, table.len(), BufferKind::Const(Arc::new(table)));
-    let yb = k.buffer("y", DType::F32, plan.planes * plan.out_plane, BufferKind::Output);
+    let db = k.buffer(
+        "divisors",
+        DType::F32,
+        table.len(),
+        BufferKind::Const(Arc::new(table)),
+    );
+    let yb = k.buffer(
+        "y",
+        DType::F32,
+        plan.planes * plan.out_plane,
+        BufferKind::Output,
+    );
     let args = vec![Arg::Input(0), Arg::Const, Arg::Output(0)];
     let vector_rows = plan.axes.last().is_some_and(|a| a.stride == 1);
 
@@ -227,47 +308,62 @@ fn average_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
         let x_base = times(p.clone(), plan.plane);
         let y_base = times(p, plan.out_plane);
         for_each_segment(k, &plan.axes, &mut |k, segment| {
-            walk_row(k, segment, !segment.checked && vector_rows, &mut |k, o, vectors| {
-                let outs = segment.coords(o.clone());
-                let lanes = vectors.max(1);
-                let (ty, zero) = if vectors > 0 {
-                    (Ty::F32x4, Expr::Float(0.0).splat())
-                } else {
-                    (Ty::F32, Expr::Float(0.0))
-                };
-                let sums: Vec<LocalId> = (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
-                for_each_tap(k, &plan.axes, &outs, &mut |k, tap| {
+            walk_row(
+                k,
+                segment,
+                !segment.checked && vector_rows,
+                &mut |k, o, vectors| {
+                    let outs = segment.coords(o.clone());
+                    let lanes = vectors.max(1);
+                    let (ty, zero) = if vectors > 0 {
+                        (Ty::F32x4, Expr::Float(0.0).splat())
+                    } else {
+                        (Ty::F32, Expr::Float(0.0))
+                    };
+                    let sums: Vec<LocalId> =
+                        (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
+                    for_each_tap(k, &plan.axes, &outs, &mut |k, tap| {
+                        for (u, s) in sums.iter().enumerate() {
+                            let index =
+                                plus(sum([x_base.clone(), tap.offset.clone()]), 4 * u as i64);
+                            let v = if vectors > 0 {
+                                Expr::load4(xb, index)
+                            } else {
+                                Expr::load(xb, index)
+                            };
+                            let v = match &tap.valid {
+                                Some(valid) => valid.clone().select(v, Expr::Float(0.0)),
+                                None => v,
+                            };
+                            k.assign(*s, Expr::Local(*s).add(v));
+                        }
+                    });
+                    let position = sum([y_base.clone(), out_position(&plan, &outs)]);
+                    let rank = outs.len();
                     for (u, s) in sums.iter().enumerate() {
-                        let index = plus(sum([x_base.clone(), tap.offset.clone()]), 4 * u as i64);
-                        let v = if vectors > 0 { Expr::load4(xb, index) } else { Expr::load(xb, index) };
-                        let v = match &tap.valid {
-                            Some(valid) => valid.clone().select(v, Expr::Float(0.0)),
-                            None => v,
-                        };
-                        k.assign(*s, Expr::Local(*s).add(v));
+                        // The product of the per-axis factors, the last axis a vector if need be.
+                        let mut divisor: Option<Expr> = None;
+                        for (axis, (o, _)) in outs.iter().enumerate() {
+                            let index = plus(o.clone(), table_at[axis] as i64);
+                            let factor = if axis + 1 == rank && vectors > 0 {
+                                Expr::load4(db, plus(index, 4 * u as i64))
+                            } else {
+                                Expr::load(db, index)
+                            };
+                            divisor = Some(match divisor {
+                                None => factor,
+                                Some(d) => d.mul(factor),
+                            });
+                        }
+                        let divisor = divisor.unwrap_or(Expr::Float(1.0));
+                        k.store(
+                            yb,
+                            plus(position.clone(), 4 * u as i64),
+                            Expr::Local(*s).div(divisor),
+                        );
                     }
-                });
-                let position = sum([y_base.clone(), out_position(&plan, &outs)]);
-                let rank = outs.len();
-                for (u, s) in sums.iter().enumerate() {
-                    // The product of the per-axis factors, the last axis a vector if need be.
-                    let mut divisor: Option<Expr> = None;
-                    for (axis, (o, _)) in outs.iter().enumerate() {
-                        let index = plus(o.clone(), table_at[axis] as i64);
-                        let factor = if axis + 1 == rank && vectors > 0 {
-                            Expr::load4(db, plus(index, 4 * u as i64))
-                        } else {
-                            Expr::load(db, index)
-                        };
-                        divisor = Some(match divisor {
-                            None => factor,
-                            Some(d) => d.mul(factor),
-                        });
-                    }
-                    let divisor = divisor.unwrap_or(Expr::Float(1.0));
-                    k.store(yb, plus(position.clone(), 4 * u as i64), Expr::Local(*s).div(divisor));
-                }
-            });
+                },
+            );
         });
     });
     Ok(Lowered::single(k.finish(), args))
@@ -279,7 +375,13 @@ mod tests {
     use crate::graph::op::{AutoPad, Op, Pool, Window};
     use crate::tensor::Tensor;
 
-    fn pool(kernel: &[usize], pads: &[usize], strides: &[usize], dilations: &[usize], ceil_mode: bool) -> Pool {
+    fn pool(
+        kernel: &[usize],
+        pads: &[usize],
+        strides: &[usize],
+        dilations: &[usize],
+        ceil_mode: bool,
+    ) -> Pool {
         Pool {
             window: Window {
                 kernel_shape: kernel.to_vec(),
@@ -333,9 +435,18 @@ mod tests {
 
     #[test]
     fn pools_1d_and_3d() {
-        all_pools(&random(&[1, 2, 50], 2), pool(&[3], &[1, 2], &[1], &[2], true));
-        all_pools(&random(&[1, 2, 4, 5, 11], 3), pool(&[2, 3, 3], &[1, 0, 1, 1, 1, 1], &[1, 2, 1], &[], true));
-        all_pools(&random(&[1, 1, 6, 6, 6], 4), pool(&[2, 2, 2], &[], &[1, 1, 1], &[2, 2, 2], false));
+        all_pools(
+            &random(&[1, 2, 50], 2),
+            pool(&[3], &[1, 2], &[1], &[2], true),
+        );
+        all_pools(
+            &random(&[1, 2, 4, 5, 11], 3),
+            pool(&[2, 3, 3], &[1, 0, 1, 1, 1, 1], &[1, 2, 1], &[], true),
+        );
+        all_pools(
+            &random(&[1, 1, 6, 6, 6], 4),
+            pool(&[2, 2, 2], &[], &[1, 1, 1], &[2, 2, 2], false),
+        );
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
     let kernel = match node.op {
         Op::Softmax { axis, coerce_2d } => softmax(node, *axis, *coerce_2d)?,
         Op::ReduceMean {
-            noop_with_empty_axes, ..
+            noop_with_empty_axes,
+            ..
         } => reduce_mean(node, *noop_with_empty_axes)?,
         Op::GlobalAveragePool => global_pool(node, Reduction::Mean)?,
         Op::GlobalMaxPool => global_pool(node, Reduction::Max)?,
@@ -84,9 +85,16 @@ fn nest(
         body(k, offsets, top);
         return;
     };
-    let kind = if top { LoopKind::Parallel } else { LoopKind::Serial };
+    let kind = if top {
+        LoopKind::Parallel
+    } else {
+        LoopKind::Serial
+    };
     k.for_loop(0, first.extent, 1, kind, |k, v| {
-        let inner = (offset(offsets.0, &v, first.x_stride), offset(offsets.1, &v, first.y_stride));
+        let inner = (
+            offset(offsets.0, &v, first.x_stride),
+            offset(offsets.1, &v, first.y_stride),
+        );
         nest(k, rest, false, inner, body);
     });
 }
@@ -131,13 +139,26 @@ fn reduce_kernel(
 ) -> Result<LoweredKernel> {
     let mut k = KernelBuilder::new(name);
     let x_len: usize = shape.iter().product();
-    let y_len: usize = shape.iter().zip(reduced).filter(|(_, r)| !**r).map(|(d, _)| d).product();
+    let y_len: usize = shape
+        .iter()
+        .zip(reduced)
+        .filter(|(_, r)| !**r)
+        .map(|(d, _)| d)
+        .product();
     let x = k.buffer("x", dtype, x_len, BufferKind::Input);
     let y = k.buffer("y", dtype, y_len, BufferKind::Output);
     let args = vec![Arg::Input(0), Arg::Output(0)];
-    let count: i64 = shape.iter().zip(reduced).filter(|(_, r)| **r).map(|(&d, _)| d as i64).product();
+    let count: i64 = shape
+        .iter()
+        .zip(reduced)
+        .filter(|(_, r)| **r)
+        .map(|(&d, _)| d as i64)
+        .product();
     if y_len == 0 {
-        return Ok(LoweredKernel { kernel: k.finish(), args });
+        return Ok(LoweredKernel {
+            kernel: k.finish(),
+            args,
+        });
     }
     if dtype == DType::I64 && kind == Reduction::Mean && count == 0 {
         return Err(Error::internal("the mean of no i64 elements".to_string()));
@@ -163,9 +184,17 @@ fn reduce_kernel(
     let mut y_stride = 1i64;
     for &(extent, x_stride, r) in axes.iter().rev() {
         if r {
-            red.push(Nest { extent, x_stride, y_stride: 0 });
+            red.push(Nest {
+                extent,
+                x_stride,
+                y_stride: 0,
+            });
         } else {
-            kept.push(Nest { extent, x_stride, y_stride });
+            kept.push(Nest {
+                extent,
+                x_stride,
+                y_stride,
+            });
             y_stride *= extent;
         }
     }
@@ -179,16 +208,31 @@ fn reduce_kernel(
         // Four neighbouring outputs at a time.
         let (outer, lanes) = kept.split_at(kept.len() - 1);
         let lanes = lanes[0];
-        nest(&mut k, outer, true, (Expr::Int(0), Expr::Int(0)), &mut |k, offs, top| {
-            reduce_lanes(k, bufs, &red, lanes, offs, top, kind, count);
-        });
+        nest(
+            &mut k,
+            outer,
+            true,
+            (Expr::Int(0), Expr::Int(0)),
+            &mut |k, offs, top| {
+                reduce_lanes(k, bufs, &red, lanes, offs, top, kind, count);
+            },
+        );
     } else {
         let vector_row = float && !last_kept && red.last().is_some_and(|n| n.extent >= 4);
-        nest(&mut k, &kept, true, (Expr::Int(0), Expr::Int(0)), &mut |k, offs, _| {
-            reduce_one(k, bufs, dtype, &red, vector_row, offs, kind, count);
-        });
+        nest(
+            &mut k,
+            &kept,
+            true,
+            (Expr::Int(0), Expr::Int(0)),
+            &mut |k, offs, _| {
+                reduce_one(k, bufs, dtype, &red, vector_row, offs, kind, count);
+            },
+        );
     }
-    Ok(LoweredKernel { kernel: k.finish(), args })
+    Ok(LoweredKernel {
+        kernel: k.finish(),
+        args,
+    })
 }
 
 /// Reduces one output element at `offs` over the `red` axes; with `vector`, the innermost
@@ -210,18 +254,24 @@ fn reduce_one(
         let (outer, row) = red.split_at(red.len() - 1);
         let row = row[0];
         let main = row.extent / 4 * 4;
-        nest(k, outer, false, (x_off, Expr::Int(0)), &mut |k, (xo, _), _| {
-            k.for_loop(0, main, 4, LoopKind::Serial, |k, j| {
-                let v = Expr::load4(x, offset(xo.clone(), &j, 1));
-                k.assign(acc4, combine(kind, Expr::Local(acc4), v));
-            });
-            if main < row.extent {
-                k.for_loop(main, row.extent, 1, LoopKind::Serial, |k, j| {
-                    let v = Expr::load(x, offset(xo.clone(), &j, 1));
-                    k.assign(acc, combine(kind, Expr::Local(acc), v));
+        nest(
+            k,
+            outer,
+            false,
+            (x_off, Expr::Int(0)),
+            &mut |k, (xo, _), _| {
+                k.for_loop(0, main, 4, LoopKind::Serial, |k, j| {
+                    let v = Expr::load4(x, offset(xo.clone(), &j, 1));
+                    k.assign(acc4, combine(kind, Expr::Local(acc4), v));
                 });
-            }
-        });
+                if main < row.extent {
+                    k.for_loop(main, row.extent, 1, LoopKind::Serial, |k, j| {
+                        let v = Expr::load(x, offset(xo.clone(), &j, 1));
+                        k.assign(acc, combine(kind, Expr::Local(acc), v));
+                    });
+                }
+            },
+        );
         let lanes = match kind {
             Reduction::Mean => Expr::ReduceAdd(Box::new(Expr::Local(acc4))),
             Reduction::Max => Expr::ReduceMax(Box::new(Expr::Local(acc4))),
@@ -233,9 +283,15 @@ fn reduce_one(
         };
         k.store(y, y_off, finish(kind, dtype, count, total));
     } else {
-        nest(k, red, false, (x_off, Expr::Int(0)), &mut |k, (xo, _), _| {
-            k.assign(acc, combine(kind, Expr::Local(acc), Expr::load(x, xo)));
-        });
+        nest(
+            k,
+            red,
+            false,
+            (x_off, Expr::Int(0)),
+            &mut |k, (xo, _), _| {
+                k.assign(acc, combine(kind, Expr::Local(acc), Expr::load(x, xo)));
+            },
+        );
         k.store(y, y_off, finish(kind, dtype, count, Expr::Local(acc)));
     }
 }
@@ -254,7 +310,11 @@ fn reduce_lanes(
     count: i64,
 ) {
     let main = lanes.extent / 4 * 4;
-    let kind_of_loop = if top { LoopKind::Parallel } else { LoopKind::Serial };
+    let kind_of_loop = if top {
+        LoopKind::Parallel
+    } else {
+        LoopKind::Serial
+    };
     k.for_loop(0, main, 4, kind_of_loop, |k, i| {
         let acc = k.declare(Ty::F32x4, identity(kind, DType::F32).splat());
         let xi = offset(x_off.clone(), &i, lanes.x_stride);
@@ -289,14 +349,21 @@ fn reduce_mean(node: &NodeInfo<'_>, noop_with_empty_axes: bool) -> Result<Lowere
             shape: &y.shape,
             arg: Arg::Output(0),
         };
-        return map_kernel(node.name, vec![MapInput::input(node, 0, "x")?], out, &|_, v| v[0].clone());
+        return map_kernel(
+            node.name,
+            vec![MapInput::input(node, 0, "x")?],
+            out,
+            &|_, v| v[0].clone(),
+        );
     }
     let mut reduced = vec![axes.is_empty(); rank];
     for &a in &axes {
         let r = rank as i64;
         let i = if a < 0 { a + r } else { a };
         if !(0..r).contains(&i) || reduced[i as usize] {
-            return Err(node.unsupported(&format!("axes {axes:?} are out of range or repeated for rank {rank}")));
+            return Err(node.unsupported(&format!(
+                "axes {axes:?} are out of range or repeated for rank {rank}"
+            )));
         }
         reduced[i as usize] = true;
     }
@@ -309,8 +376,10 @@ fn reduce_mean(node: &NodeInfo<'_>, noop_with_empty_axes: bool) -> Result<Lowere
 
 fn global_pool(node: &NodeInfo<'_>, kind: Reduction) -> Result<LoweredKernel> {
     let x = node.input(0)?;
-    if x.dtype != DType::F32 || x.shape.len() < 2 {
-        return Err(node.unsupported("the input must be f32 with a batch and a channel axis"));
+    if x.dtype != DType::F32 || x.shape.len() < 3 {
+        return Err(
+            node.unsupported("the input must be f32 with a batch, a channel and a spatial axis")
+        );
     }
     if x.shape[2..].contains(&0) {
         return Err(node.unsupported("the input has an empty spatial axis"));
@@ -322,7 +391,12 @@ fn global_pool(node: &NodeInfo<'_>, kind: Reduction) -> Result<LoweredKernel> {
 
 /// Checks that the node's output has as many elements as the kept axes.
 fn check_output_len(node: &NodeInfo<'_>, shape: &[usize], reduced: &[bool]) -> Result<()> {
-    let kept: usize = shape.iter().zip(reduced).filter(|(_, r)| !**r).map(|(d, _)| d).product();
+    let kept: usize = shape
+        .iter()
+        .zip(reduced)
+        .filter(|(_, r)| !**r)
+        .map(|(d, _)| d)
+        .product();
     let y = output(node, 0)?;
     if y.len() != kept || y.dtype != node.input(0)?.dtype {
         return Err(Error::internal(format!(
@@ -366,16 +440,29 @@ fn softmax(node: &NodeInfo<'_>, axis: i64, coerce_2d: bool) -> Result<LoweredKer
             x_stride: len * inner,
             y_stride: len * inner,
         };
-        let rows: &[Nest] = if outer > 1 { std::slice::from_ref(&row) } else { &[] };
-        nest(&mut k, rows, true, (Expr::Int(0), Expr::Int(0)), &mut |k, (base, _), top| {
-            if inner == 1 {
-                softmax_row(k, (xb, yb), base, len);
-            } else {
-                softmax_columns(k, (xb, yb), base, len, inner, top);
-            }
-        });
+        let rows: &[Nest] = if outer > 1 {
+            std::slice::from_ref(&row)
+        } else {
+            &[]
+        };
+        nest(
+            &mut k,
+            rows,
+            true,
+            (Expr::Int(0), Expr::Int(0)),
+            &mut |k, (base, _), top| {
+                if inner == 1 {
+                    softmax_row(k, (xb, yb), base, len);
+                } else {
+                    softmax_columns(k, (xb, yb), base, len, inner, top);
+                }
+            },
+        );
     }
-    Ok(LoweredKernel { kernel: k.finish(), args })
+    Ok(LoweredKernel {
+        kernel: k.finish(),
+        args,
+    })
 }
 
 /// Softmax of the contiguous row `base..base + len`, vectorised along it.
@@ -399,7 +486,10 @@ fn softmax_row(k: &mut KernelBuilder, (x, y): (BufId, BufId), base: Expr, len: i
     let s4 = k.declare(Ty::F32x4, Expr::Float(0.0).splat());
     if main > 0 {
         k.for_loop(0, main, 4, LoopKind::Serial, |k, j| {
-            let e = k.declare(Ty::F32x4, Expr::load4(x, at(&j)).sub(Expr::Local(m)).unary(UnOp::Exp));
+            let e = k.declare(
+                Ty::F32x4,
+                Expr::load4(x, at(&j)).sub(Expr::Local(m)).unary(UnOp::Exp),
+            );
             k.store(y, at(&j), Expr::Local(e));
             k.assign(s4, Expr::Local(s4).add(Expr::Local(e)));
         });
@@ -407,7 +497,10 @@ fn softmax_row(k: &mut KernelBuilder, (x, y): (BufId, BufId), base: Expr, len: i
     let s = k.declare(Ty::F32, Expr::ReduceAdd(Box::new(Expr::Local(s4))));
     if main < len {
         k.for_loop(main, len, 1, LoopKind::Serial, |k, j| {
-            let e = k.declare(Ty::F32, Expr::load(x, at(&j)).sub(Expr::Local(m)).unary(UnOp::Exp));
+            let e = k.declare(
+                Ty::F32,
+                Expr::load(x, at(&j)).sub(Expr::Local(m)).unary(UnOp::Exp),
+            );
             k.store(y, at(&j), Expr::Local(e));
             k.assign(s, Expr::Local(s).add(Expr::Local(e)));
         });
@@ -429,13 +522,30 @@ fn softmax_row(k: &mut KernelBuilder, (x, y): (BufId, BufId), base: Expr, len: i
 /// Softmax of the `inner` rows at `base + i` (`i < inner`), each of `len` elements
 /// `inner` apart; four neighbouring rows share a vector. With `top`, the loop over rows is
 /// the kernel's parallel loop.
-fn softmax_columns(k: &mut KernelBuilder, (x, y): (BufId, BufId), base: Expr, len: i64, inner: i64, top: bool) {
+fn softmax_columns(
+    k: &mut KernelBuilder,
+    (x, y): (BufId, BufId),
+    base: Expr,
+    len: i64,
+    inner: i64,
+    top: bool,
+) {
     let main = inner / 4 * 4;
-    let kind = if top { LoopKind::Parallel } else { LoopKind::Serial };
+    let kind = if top {
+        LoopKind::Parallel
+    } else {
+        LoopKind::Serial
+    };
     // One group of rows starting at column `i`, with `load` / `ty` for its lanes.
     let group = |k: &mut KernelBuilder, i: Expr, vector: bool| {
         let ty = if vector { Ty::F32x4 } else { Ty::F32 };
-        let load = |buf, at: Expr| if vector { Expr::load4(buf, at) } else { Expr::load(buf, at) };
+        let load = |buf, at: Expr| {
+            if vector {
+                Expr::load4(buf, at)
+            } else {
+                Expr::load(buf, at)
+            }
+        };
         let lanes = |e: Expr| if vector { e.splat() } else { e };
         let col = offset(base.clone(), &i, 1);
         let at = move |c: &Expr| offset(col.clone(), c, inner);
@@ -460,5 +570,170 @@ fn softmax_columns(k: &mut KernelBuilder, (x, y): (BufId, BufId), base: Expr, le
     if main < inner {
         let kind = if main == 0 { kind } else { LoopKind::Serial };
         k.for_loop(main, inner, 1, kind, |k, i| group(k, i, false));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::op::Op;
+    use crate::lower::elementwise::testkit::{check, check_lowering, random};
+    use crate::tensor::Tensor;
+
+    fn rt(t: Tensor) -> Option<(Tensor, bool)> {
+        Some((t, false))
+    }
+
+    fn axes(v: &[i64]) -> Option<(Tensor, bool)> {
+        Some((Tensor::vector_i64(v.to_vec()), true))
+    }
+
+    #[test]
+    fn softmax_along_every_axis_and_flattened() {
+        for shape in [
+            &[2, 3, 4, 5][..],
+            &[1, 6, 7],
+            &[3, 9],
+            &[5],
+            &[1, 10, 1, 3],
+            &[2, 0, 3],
+        ] {
+            for axis in -(shape.len() as i64)..shape.len() as i64 {
+                for coerce_2d in [false, true] {
+                    let op = Op::Softmax { axis, coerce_2d };
+                    check(&op, &[rt(random(shape, (axis + 7) as u64))]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_is_stable_and_propagates_nan() {
+        let x = Tensor::from_f32(
+            vec![2, 5],
+            vec![
+                1000.0,
+                1001.0,
+                999.0,
+                -1000.0,
+                0.0,
+                1.0,
+                f32::NAN,
+                2.0,
+                3.0,
+                4.0,
+            ],
+        )
+        .unwrap();
+        check(
+            &Op::Softmax {
+                axis: -1,
+                coerce_2d: false,
+            },
+            &[rt(x.clone())],
+        );
+        check(
+            &Op::Softmax {
+                axis: 0,
+                coerce_2d: false,
+            },
+            &[rt(x)],
+        );
+    }
+
+    #[test]
+    fn softmax_over_channels_is_parallel_over_pixels() {
+        let text = check(
+            &Op::Softmax {
+                axis: 1,
+                coerce_2d: false,
+            },
+            &[rt(random(&[1, 5, 3, 3], 1))],
+        );
+        assert!(text.contains("parallel for v0 in 0..8 step 4"), "{text}");
+    }
+
+    #[test]
+    fn reduce_mean_over_any_axes() {
+        let shape = [2, 3, 4, 5];
+        let cases: [&[i64]; 10] = [
+            &[],
+            &[0],
+            &[1],
+            &[2],
+            &[3],
+            &[-1],
+            &[1, 2],
+            &[0, 2],
+            &[1, 3],
+            &[0, 1, 2, 3],
+        ];
+        for keepdims in [true, false] {
+            for a in cases {
+                let op = Op::ReduceMean {
+                    keepdims,
+                    noop_with_empty_axes: false,
+                };
+                check(&op, &[rt(random(&shape, 3)), axes(a)]);
+            }
+            let op = Op::ReduceMean {
+                keepdims,
+                noop_with_empty_axes: false,
+            };
+            check(&op, &[rt(random(&shape, 3))]);
+            check(&op, &[rt(random(&[1, 8, 1, 9], 3)), axes(&[2, 3])]);
+            check(&op, &[rt(random(&[2, 0, 3], 3)), axes(&[1])]);
+            check(&op, &[rt(random(&[2, 0, 3], 3)), axes(&[0])]);
+        }
+        let noop = Op::ReduceMean {
+            keepdims: true,
+            noop_with_empty_axes: true,
+        };
+        check(&noop, &[rt(random(&shape, 3)), axes(&[])]);
+        check(&noop, &[rt(random(&shape, 3)), axes(&[1])]);
+        let ints = Tensor::from_i64(vec![2, 3], vec![1, 2, 4, -7, 5, 6]).unwrap();
+        let op = Op::ReduceMean {
+            keepdims: false,
+            noop_with_empty_axes: false,
+        };
+        // Shape inference takes f32 only; the lowering handles i64 as the interpreter does.
+        check_lowering(&op, &[rt(ints.clone()), axes(&[1])]);
+        check_lowering(&op, &[rt(ints.clone()), axes(&[0])]);
+        check_lowering(&op, &[rt(ints)]);
+    }
+
+    #[test]
+    fn global_pools_reduce_each_plane() {
+        for shape in [
+            &[2, 3, 4, 5][..],
+            &[1, 4, 7, 7],
+            &[1, 2, 3],
+            &[1, 1, 2, 2, 3],
+        ] {
+            let text = check(&Op::GlobalAveragePool, &[rt(random(shape, 1))]);
+            if shape == [1, 4, 7, 7] {
+                assert!(text.contains("parallel for v0 in 0..4"), "{text}");
+                assert!(text.contains("for v1 in 0..48 step 4"), "{text}");
+            }
+            check(&Op::GlobalMaxPool, &[rt(random(shape, 2))]);
+        }
+        let x = Tensor::from_f32(
+            vec![1, 2, 5],
+            vec![
+                f32::NAN,
+                1.0,
+                3.0,
+                2.0,
+                0.0,
+                f32::NAN,
+                7.0,
+                f32::NAN,
+                -1.0,
+                2.0,
+            ],
+        )
+        .unwrap();
+        check(&Op::GlobalMaxPool, &[rt(x)]);
+        let all_nan = Tensor::from_f32(vec![1, 1, 5], vec![f32::NAN; 5]).unwrap();
+        check(&Op::GlobalMaxPool, &[rt(all_nan)]);
     }
 }

@@ -112,14 +112,22 @@ fn gather_indices(taps: &[Taps]) -> Option<Vec<usize>> {
         .collect()
 }
 
+/// Whether taps of an axis of `out_len` copy an axis of the same length unchanged.
+fn is_identity(taps: &[Taps], _in_shape: &[usize], out_len: usize) -> bool {
+    taps.len() == out_len && gather_indices(taps).is_some_and(|idx| idx.iter().enumerate().all(|(x, &i)| x == i))
+}
+
 /// The kernels of a resize whose output is not empty.
 fn lower_plans(node: &NodeInfo<'_>, attrs: &Resize, in_shape: &[usize], plans: &[AxisPlan]) -> Result<Lowered> {
-    // Innermost axis first, as the interpreter resamples them.
+    // Innermost axis first, as the interpreter resamples them. An axis whose every output
+    // index copies the same input index is skipped (the interpreter may still resample it,
+    // when a clamped zero-weight tap hides that it is the identity).
     let steps: Vec<(usize, Vec<Taps>, usize)> = plans
         .iter()
         .enumerate()
         .rev()
         .filter_map(|(axis, p)| p.samples.as_ref().map(|s| (axis, axis_taps(s), p.out_len)))
+        .filter(|(_, taps, out_len)| !is_identity(taps, in_shape, *out_len))
         .collect();
     let fill = attrs.extrapolation_value;
     let mut kp = KernelParts::new(node.name);
@@ -402,5 +410,140 @@ fn sample(k: &mut KernelBuilder, tables: &TapTables, exprs: &TapExprs, x: &Expr,
             is_fill.select(fill, sum)
         }
         None => sum,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::movement::testing::{check, constant, iota, runtime};
+    use crate::graph::op::{AspectRatioPolicy, CoordinateTransform, NearestMode, Op, Resize, ResizeMode};
+    use crate::tensor::Tensor;
+
+    const TRANSFORMS: [CoordinateTransform; 6] = [
+        CoordinateTransform::HalfPixel,
+        CoordinateTransform::HalfPixelSymmetric,
+        CoordinateTransform::PytorchHalfPixel,
+        CoordinateTransform::AlignCorners,
+        CoordinateTransform::Asymmetric,
+        CoordinateTransform::TfCropAndResize,
+    ];
+
+    fn scales(v: &[f32]) -> Tensor {
+        Tensor::from_f32(vec![v.len()], v.to_vec()).unwrap()
+    }
+
+    fn empty() -> Tensor {
+        Tensor::from_f32(vec![0], vec![]).unwrap()
+    }
+
+    fn run_scales(attrs: Resize, shape: &[usize], s: &[f32]) {
+        let op = Op::Resize(attrs);
+        check(&op, &[runtime(iota(shape)), None, constant(scales(s))], 1, Some(2e-5));
+    }
+
+    #[test]
+    fn every_mode_and_transform_matches_the_interpreter() {
+        let factors: [&[f32]; 4] = [&[1.0, 1.0, 2.0, 2.0], &[1.0, 1.0, 0.6, 0.8], &[1.0, 1.0, 1.5, 0.5], &[1.0, 2.0, 1.0, 3.0]];
+        for mode in [ResizeMode::Nearest, ResizeMode::Linear, ResizeMode::Cubic] {
+            for transform in TRANSFORMS {
+                for antialias in [false, true] {
+                    for exclude_outside in [false, true] {
+                        for s in factors {
+                            let attrs = Resize {
+                                mode,
+                                coordinate_transformation_mode: transform,
+                                antialias: antialias && mode != ResizeMode::Nearest,
+                                exclude_outside,
+                                extrapolation_value: 7.5,
+                                ..Resize::default()
+                            };
+                            run_scales(attrs, &[1, 2, 5, 6], s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nearest_modes_and_wide_rows() {
+        for nearest_mode in [NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil, NearestMode::Floor, NearestMode::Ceil] {
+            for transform in TRANSFORMS {
+                let attrs = Resize {
+                    coordinate_transformation_mode: transform,
+                    nearest_mode,
+                    ..Resize::default()
+                };
+                run_scales(attrs.clone(), &[1, 3, 4, 7], &[1.0, 1.0, 2.0, 1.7]);
+                run_scales(attrs, &[2, 3, 9, 8], &[1.0, 1.0, 0.5, 0.5]);
+            }
+        }
+        // Many taps (antialiased strong downsampling), rows long enough for vectors and a
+        // tail, and enough outer rows to parallelise over them.
+        let linear = Resize {
+            mode: ResizeMode::Linear,
+            antialias: true,
+            ..Resize::default()
+        };
+        run_scales(linear.clone(), &[1, 20, 40, 42], &[1.0, 1.0, 0.1, 0.15]);
+        run_scales(Resize { mode: ResizeMode::Cubic, ..linear }, &[1, 2, 24, 30], &[1.0, 1.0, 0.25, 2.0]);
+    }
+
+    #[test]
+    fn sizes_axes_roi_and_policies() {
+        let x = iota(&[1, 2, 4, 5]);
+        for policy in [AspectRatioPolicy::Stretch, AspectRatioPolicy::NotLarger, AspectRatioPolicy::NotSmaller] {
+            for axes in [vec![2, 3], vec![3, 2], vec![-1, -2]] {
+                let attrs = Resize {
+                    mode: ResizeMode::Linear,
+                    axes,
+                    keep_aspect_ratio_policy: policy,
+                    ..Resize::default()
+                };
+                let sizes = Tensor::vector_i64(vec![7, 3]);
+                let op = Op::Resize(attrs);
+                check(&op, &[runtime(x.clone()), None, None, constant(sizes)], 1, Some(2e-5));
+            }
+        }
+        let attrs = Resize {
+            mode: ResizeMode::Linear,
+            coordinate_transformation_mode: CoordinateTransform::TfCropAndResize,
+            extrapolation_value: 10.0,
+            ..Resize::default()
+        };
+        let roi = Tensor::from_f32(vec![8], vec![0.0, 0.0, 0.4, 0.6, 1.0, 1.0, 1.2, 1.7]).unwrap();
+        let sizes = Tensor::vector_i64(vec![1, 2, 3, 9]);
+        let op = Op::Resize(attrs);
+        let inputs = [runtime(x.clone()), constant(roi), constant(empty()), constant(sizes)];
+        check(&op, &inputs, 1, Some(2e-5));
+        // Unit scales copy; a 1-D resize works too.
+        run_scales(Resize::default(), &[2, 3], &[1.0, 1.0]);
+        run_scales(Resize { mode: ResizeMode::Cubic, ..Resize::default() }, &[6], &[2.5]);
+    }
+
+    #[test]
+    fn nearest_upsample_is_one_gather() {
+        let lowered = check(
+            &Op::Resize(Resize::default()),
+            &[runtime(iota(&[1, 8, 10, 10])), None, constant(scales(&[1.0, 1.0, 2.0, 2.0]))],
+            1,
+            None,
+        );
+        assert_eq!(lowered.kernels.len(), 1);
+        assert!(lowered.scratch.is_empty());
+    }
+}
+#[cfg(test)]
+mod tmp_print {
+    use super::super::movement::testing::{check, constant, iota, runtime};
+    use crate::graph::op::{CoordinateTransform, Op, Resize, ResizeMode};
+    use crate::tensor::Tensor;
+    #[test]
+    fn print_kernels() {
+        let show = |l: crate::lower::Lowered| { println!("scratch {:?}", l.scratch); for k in l.kernels { println!("{}", k.kernel) } };
+        let s = Tensor::from_f32(vec![4], vec![1.0, 1.0, 2.0, 2.0]).unwrap();
+        show(check(&Op::Resize(Resize { mode: ResizeMode::Linear, ..Resize::default() }), &[runtime(iota(&[1, 3, 5, 6])), None, constant(s.clone())], 1, Some(1e-5)));
+        show(check(&Op::Resize(Resize { mode: ResizeMode::Linear, coordinate_transformation_mode: CoordinateTransform::TfCropAndResize, ..Resize::default() }), &[runtime(iota(&[1, 3, 5, 6])), constant(Tensor::from_f32(vec![8], vec![0.0,0.0,-0.2,0.0,1.0,1.0,1.0,1.0]).unwrap()), constant(s.clone())], 1, Some(1e-5)));
+        show(check(&Op::Resize(Resize::default()), &[runtime(iota(&[1, 3, 5, 6])), None, constant(s)], 1, Some(1e-5)));
     }
 }

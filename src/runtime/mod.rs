@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::codegen::{CompiledKernel, OptLevel};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, ValueDef, ValueId};
+use crate::graph::{Graph, NodeId, ValueDef, ValueId};
 use crate::lower::{self, Arg, NodeInfo, Operand};
 use crate::model::Model;
 use crate::tensor::{DType, Tensor};
@@ -404,25 +404,8 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor]) -> Result<(Plan, usize, usize)>
     let mut pending = Vec::new();
     for &node_id in concrete.node_order() {
         let node = concrete.node(node_id);
-        let operand = |id: ValueId| -> Result<Operand> {
-            let value = concrete.value(id);
-            Ok(Operand {
-                dtype: value.ty.dtype,
-                shape: value
-                    .ty
-                    .known_shape()
-                    .ok_or_else(|| Error::internal(format!("value {} has no concrete shape", value.name)))?,
-                value: concrete.constant(id).map(|c| c.tensor.clone()),
-            })
-        };
-        let info = NodeInfo {
-            name: &node.name,
-            op: &node.op,
-            inputs: node.inputs.iter().map(|i| i.map(operand).transpose()).collect::<Result<_>>()?,
-            outputs: node.outputs.iter().map(|&o| operand(o)).collect::<Result<_>>()?,
-        };
-        for &out in &node.outputs {
-            let o = operand(out)?;
+        let info = node_info(&concrete, node_id)?;
+        for (&out, o) in node.outputs.iter().zip(&info.outputs) {
             slot_of.insert(out, slots.len());
             slots.push(Slot::Temp {
                 dtype: o.dtype,
@@ -500,6 +483,28 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor]) -> Result<(Plan, usize, usize)>
         hits,
         misses,
     ))
+}
+
+/// A node of a specialised graph (every shape concrete) as lowering sees it.
+pub fn node_info(concrete: &Graph, node_id: NodeId) -> Result<NodeInfo<'_>> {
+    let node = concrete.node(node_id);
+    let operand = |id: ValueId| -> Result<Operand> {
+        let value = concrete.value(id);
+        Ok(Operand {
+            dtype: value.ty.dtype,
+            shape: value
+                .ty
+                .known_shape()
+                .ok_or_else(|| Error::internal(format!("value {} has no concrete shape", value.name)))?,
+            value: concrete.constant(id).map(|c| c.tensor.clone()),
+        })
+    };
+    Ok(NodeInfo {
+        name: &node.name,
+        op: &node.op,
+        inputs: node.inputs.iter().map(|i| i.map(operand).transpose()).collect::<Result<_>>()?,
+        outputs: node.outputs.iter().map(|&o| operand(o)).collect::<Result<_>>()?,
+    })
 }
 
 /// The position among the original graph's inputs of the specialised graph's input `id`.

@@ -6,8 +6,11 @@
 use std::sync::Arc;
 
 use crate::graph::op::Op;
+use crate::graph::{ConstInit, Graph, TensorType};
 use crate::lower::ir::{BinOp, BufferKind, CmpOp, Expr, Kernel, Stmt, UnOp};
 use crate::lower::{Arg, NodeInfo, Operand, lower_node};
+use crate::model::Model;
+use crate::runtime::Compiler;
 use crate::tensor::{DType, Tensor, TensorData};
 
 #[derive(Clone, Copy, Debug)]
@@ -204,7 +207,11 @@ impl Eval<'_> {
             }
             Expr::ReduceMax(a) => {
                 let v = lanes(self.expr(a));
-                Value::F(v.iter().copied().fold(f32::NEG_INFINITY, |m, x| float_bin(BinOp::Max, x, m)))
+                Value::F(
+                    v.iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, |m, x| float_bin(BinOp::Max, x, m)),
+                )
             }
         }
     }
@@ -268,9 +275,13 @@ pub(crate) fn run_kernel(kernel: &Kernel, bufs: Vec<Data>) -> Vec<Data> {
 
 /// Lowers `op` applied to `inputs` (a tensor and whether it is a compile-time constant),
 /// runs the kernels with the evaluator and returns the outputs and the interpreter's.
-pub(crate) fn run_node(op: &Op, inputs: &[Option<(Tensor, bool)>]) -> (Vec<Tensor>, Vec<Tensor>, String) {
+pub(crate) fn run_node(
+    op: &Op,
+    inputs: &[Option<(Tensor, bool)>],
+) -> (Vec<Tensor>, Vec<Tensor>, String) {
     let refs: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.as_ref().map(|(t, _)| t)).collect();
-    let expected = crate::interp::eval(op, "n", &refs, 1).expect("the interpreter accepts the node");
+    let expected =
+        crate::interp::eval(op, "n", &refs, 1).expect("the interpreter accepts the node");
     let node = NodeInfo {
         name: "n",
         op,
@@ -347,32 +358,106 @@ pub(crate) fn run_node(op: &Op, inputs: &[Option<(Tensor, bool)>]) -> (Vec<Tenso
     (actual, expected, text)
 }
 
-/// Checks a node's kernels against the interpreter (1e-5 absolute + 1e-4 relative; NaN
-/// matches NaN; integers exactly). Returns the kernels' text.
-pub(crate) fn check(op: &Op, inputs: &[Option<(Tensor, bool)>]) -> String {
-    let (actual, expected, text) = run_node(op, inputs);
-    for (a, e) in actual.iter().zip(&expected) {
+/// Builds a one-node model of `op` (run-time inputs are graph inputs, constants are graph
+/// constants), compiles it with the JIT at 1 and 2 threads (which must agree bit for bit)
+/// and returns its outputs.
+pub(crate) fn run_jit(op: &Op, inputs: &[Option<(Tensor, bool)>]) -> Vec<Tensor> {
+    let mut graph = Graph::new("t");
+    let mut ids = Vec::new();
+    let mut feeds = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        ids.push(input.as_ref().map(|(t, constant)| {
+            let name = format!("in{i}");
+            if *constant {
+                graph
+                    .add_const(name, t.clone(), ConstInit::Literal)
+                    .expect("constant")
+            } else {
+                feeds.push((name.clone(), t.clone()));
+                graph
+                    .add_input(name, TensorType::known(t.dtype(), t.shape()))
+                    .expect("input")
+            }
+        }));
+    }
+    let outputs = graph
+        .add_node("n", op.clone(), ids, vec!["y".to_string()])
+        .expect("node");
+    graph.set_outputs(outputs);
+    let model = Model::from_graph(graph).expect("model");
+    let feeds: Vec<(&str, Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let mut results = Vec::new();
+    for threads in [1, 2] {
+        let compiled = Compiler::new()
+            .threads(threads)
+            .compile(&model)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = compiled.run(&feeds).unwrap_or_else(|e| panic!("{e}"));
+        results.push(out.into_iter().map(|(_, t)| t).collect::<Vec<_>>());
+    }
+    let bits = |ts: &[Tensor]| -> Vec<Vec<u64>> {
+        ts.iter()
+            .map(|t| match t.data() {
+                TensorData::F32(v) => v.iter().map(|x| u64::from(x.to_bits())).collect(),
+                TensorData::I64(v) => v.iter().map(|&x| x as u64).collect(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        bits(&results[0]),
+        bits(&results[1]),
+        "1 and 2 threads disagree"
+    );
+    results.swap_remove(0)
+}
+
+fn compare(what: &str, actual: &[Tensor], expected: &[Tensor], text: &str) {
+    for (a, e) in actual.iter().zip(expected) {
         assert_eq!(a.shape(), e.shape());
         match (a.data(), e.data()) {
             (TensorData::F32(x), TensorData::F32(y)) => {
                 for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                    let ok = (p.is_nan() && q.is_nan()) || p == q || (p - q).abs() <= 1e-5 + 1e-4 * q.abs();
-                    assert!(ok, "element {i}: got {p}, expected {q}\n{text}");
+                    let ok = (p.is_nan() && q.is_nan())
+                        || p == q
+                        || (p - q).abs() <= 1e-5 + 1e-4 * q.abs();
+                    assert!(ok, "{what}: element {i}: got {p}, expected {q}\n{text}");
                 }
             }
-            (TensorData::I64(x), TensorData::I64(y)) => assert_eq!(x, y, "\n{text}"),
-            _ => panic!("output dtype differs"),
+            (TensorData::I64(x), TensorData::I64(y)) => assert_eq!(x, y, "{what}\n{text}"),
+            _ => panic!("{what}: output dtype differs"),
         }
     }
+}
+
+/// Checks a node's kernels, run by the evaluator only, against the interpreter (for
+/// operand types shape inference rejects, which never reach the JIT).
+pub(crate) fn check_lowering(op: &Op, inputs: &[Option<(Tensor, bool)>]) -> String {
+    let (actual, expected, text) = run_node(op, inputs);
+    compare("evaluator", &actual, &expected, &text);
+    text
+}
+
+/// Checks a node's kernels, run by the evaluator and by the JIT, against the interpreter
+/// (1e-5 absolute + 1e-4 relative; NaN matches NaN; integers exactly). Returns the
+/// kernels' text.
+pub(crate) fn check(op: &Op, inputs: &[Option<(Tensor, bool)>]) -> String {
+    let (actual, expected, text) = run_node(op, inputs);
+    compare("evaluator", &actual, &expected, &text);
+    let jit = run_jit(op, inputs);
+    compare("jit", &jit, &expected, &text);
     text
 }
 
 /// Deterministic pseudo-random values in `[lo, hi)`.
 pub(crate) fn values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let u = (s >> 40) as f32 / (1u64 << 24) as f32;
             lo + (hi - lo) * u
         })

@@ -1,0 +1,159 @@
+//! Generated code never reads or writes outside its buffers: every kernel of every model in
+//! `ir/`, the small ONNX models and the ONNX node tests runs with each buffer placed flush
+//! against an inaccessible guard page, once at the buffer's end and once at its start. An
+//! access one element out of bounds would fault and kill the test.
+
+use std::path::{Path, PathBuf};
+
+use fovea::codegen::{self, OptLevel};
+use fovea::lower::{self, BufferKind, Kernel};
+use fovea::runtime::{node_info, specialize::specialize};
+use fovea::{Model, Tensor};
+
+/// A buffer of `len` bytes between two `PROT_NONE` pages, flush against one of them.
+struct Guarded {
+    base: *mut libc::c_void,
+    total: usize,
+    data: *mut u8,
+}
+
+impl Guarded {
+    fn new(len: usize, flush_end: bool) -> Guarded {
+        // SAFETY: plain anonymous mappings and protection changes on memory we own.
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let pages = len.div_ceil(page).max(1);
+            let total = (pages + 2) * page;
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED, "mmap failed");
+            let bytes = base.cast::<u8>();
+            assert_eq!(libc::mprotect(base, page, libc::PROT_NONE), 0);
+            assert_eq!(
+                libc::mprotect(bytes.add((pages + 1) * page).cast(), page, libc::PROT_NONE),
+                0
+            );
+            let data = if flush_end {
+                bytes.add((pages + 1) * page - len)
+            } else {
+                bytes.add(page)
+            };
+            Guarded { base, total, data }
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `new`.
+        unsafe { libc::munmap(self.base, self.total) };
+    }
+}
+
+fn run_guarded(kernel: &Kernel, flush_end: bool) {
+    let compiled = codegen::compile(&[(kernel, OptLevel::Speed)]).unwrap();
+    let buffers: Vec<Guarded> = kernel
+        .buffers
+        .iter()
+        .map(|b| {
+            let bytes = b.len * b.dtype.size_bytes();
+            let g = Guarded::new(bytes, flush_end);
+            if let BufferKind::Const(t) = &b.kind {
+                let src: &[u8] = match t.data() {
+                    fovea::tensor::TensorData::F32(v) => unsafe {
+                        std::slice::from_raw_parts(v.as_ptr().cast(), bytes)
+                    },
+                    fovea::tensor::TensorData::I64(v) => unsafe {
+                        std::slice::from_raw_parts(v.as_ptr().cast(), bytes)
+                    },
+                };
+                // SAFETY: `g.data` has room for `bytes` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), g.data, bytes) };
+            }
+            g
+        })
+        .collect();
+    let pointers: Vec<*mut u8> = buffers.iter().map(|g| g.data).collect();
+    let (lo, hi) = kernel.parallel_loop().map_or((0, 0), |l| (l.start, l.end));
+    // SAFETY: one pointer per kernel buffer, each with the declared length.
+    unsafe { (compiled[0].func)(pointers.as_ptr(), lo, hi) };
+}
+
+/// Lowers every node of `model` specialised to `inputs` and runs each kernel guarded.
+fn check(name: &str, model: &Model, inputs: &[Tensor]) -> usize {
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    let graph = specialize(model.graph(), &refs).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut count = 0;
+    for &node in graph.node_order() {
+        let info = node_info(&graph, node).unwrap();
+        let lowered = lower::lower_node(&info).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for lk in &lowered.kernels {
+            run_guarded(&lk.kernel, true);
+            run_guarded(&lk.kernel, false);
+            count += 1;
+        }
+    }
+    count
+}
+
+fn zeros_for(model: &Model) -> Vec<Tensor> {
+    model
+        .inputs()
+        .iter()
+        .map(|(_, ty)| {
+            let shape = ty.shape.iter().map(|d| d.known().unwrap_or(2)).collect();
+            Tensor::zeros(ty.dtype, shape).unwrap()
+        })
+        .collect()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn ir_models_and_small_onnx_models_stay_in_bounds() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("ir"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "fovea"))
+        .collect();
+    files.sort();
+    for name in ["conv_bn_relu", "resblock", "mbv2_block", "tiny_cnn"] {
+        files.push(root().join(format!("tests/data/models/{name}.onnx")));
+    }
+    for file in files {
+        let model = Model::load(&file).unwrap();
+        let kernels = check(&file.display().to_string(), &model, &zeros_for(&model));
+        println!(
+            "{}: {kernels} kernels ran against guard pages",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn node_tests_stay_in_bounds() {
+    let dir = root().join("tests/data/onnx-node");
+    let list = std::fs::read_to_string(dir.join("in-scope.txt")).unwrap();
+    let mut kernels = 0;
+    for name in list.lines().map(str::trim).filter(|n| !n.is_empty()) {
+        let test = dir.join(name);
+        let model = Model::load(test.join("model.onnx")).unwrap();
+        let inputs: Vec<Tensor> = (0..model.inputs().len())
+            .map(|i| {
+                let bytes =
+                    std::fs::read(test.join(format!("test_data_set_0/input_{i}.pb"))).unwrap();
+                fovea::frontend::onnx::tensor_from_proto_bytes(&bytes).unwrap()
+            })
+            .collect();
+        kernels += check(name, &model, &inputs);
+    }
+    println!("{kernels} node-test kernels ran against guard pages");
+}

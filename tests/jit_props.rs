@@ -1,0 +1,175 @@
+//! Property tests: over random shapes, strides, pads, dilations, groups and broadcasts, the
+//! JIT computes what the interpreter computes (conv, pooling, gemm, elementwise).
+
+use fovea::graph::op::{Attr, Op};
+use fovea::graph::{ConstInit, Graph, TensorType};
+use fovea::{Compiler, DType, Model, Tensor, tensor_gen};
+use proptest::prelude::*;
+
+fn attrs(pairs: &[(&str, Attr)]) -> Vec<(String, Attr)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn ints(v: &[usize]) -> Attr {
+    Attr::Ints(v.iter().map(|&x| x as i64).collect())
+}
+
+/// Builds `op(x, consts...)` with `x` random of `shape`, runs interpreter and JIT, compares.
+/// Returns a failure on disagreement, and rejects the case when shape inference finds the
+/// combination invalid.
+fn check(
+    op: Op,
+    x_shape: &[usize],
+    consts: Vec<Option<Tensor>>,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let mut graph = Graph::new("prop");
+    let x = graph
+        .add_input("x", TensorType::known(DType::F32, x_shape))
+        .unwrap();
+    let mut inputs = vec![Some(x)];
+    for (i, c) in consts.into_iter().enumerate() {
+        inputs.push(c.map(|t| {
+            graph
+                .add_const(format!("c{i}"), t, ConstInit::Literal)
+                .unwrap()
+        }));
+    }
+    let n_outputs = if matches!(op, Op::MaxPool(_)) { 2 } else { 1 };
+    let names = (0..n_outputs).map(|i| format!("y{i}")).collect();
+    let outputs = match graph.add_node("node", op, inputs, names) {
+        Ok(o) => o,
+        // The combination is invalid (e.g. the window does not fit): draw another.
+        Err(e) => return Err(TestCaseError::reject(e.to_string())),
+    };
+    graph.set_outputs(outputs);
+    let model = Model::from_graph(graph).unwrap();
+    let input = tensor_gen::normal(x_shape.to_vec(), seed, 0.0, 1.0).unwrap();
+    let reference = model.interpret(&[("x", input.clone())]).unwrap();
+    let compiled = Compiler::new()
+        .threads(2)
+        .compile(&model)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let jit = compiled
+        .run(&[("x", input)])
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for ((name, a), (_, e)) in jit.iter().zip(&reference) {
+        prop_assert_eq!(a.shape(), e.shape());
+        for (i, (x, y)) in a.to_f64_vec().iter().zip(e.to_f64_vec()).enumerate() {
+            let ok =
+                (x - y).abs() <= 1e-5 + 1e-4 * y.abs() || (x.is_nan() && y.is_nan()) || x == &y;
+            prop_assert!(ok, "{} element {}: jit {} vs interpreter {}", name, i, x, y);
+        }
+    }
+    Ok(())
+}
+
+fn weights(shape: Vec<usize>, seed: u64) -> Tensor {
+    tensor_gen::normal(shape, seed, 0.0, 0.5).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv_matches(
+        n in 1usize..3, groups in 1usize..4, c_per in 1usize..4, m_per in 1usize..4,
+        h in 1usize..10, w in 1usize..10, kh in 1usize..4, kw in 1usize..4,
+        sh in 1usize..3, sw in 1usize..3, dh in 1usize..3, dw in 1usize..3,
+        pads in proptest::collection::vec(0usize..3, 4), bias in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let (c, m) = (groups * c_per, groups * m_per);
+        let op = Op::from_parts("conv", &attrs(&[
+            ("kernel_shape", ints(&[kh, kw])), ("strides", ints(&[sh, sw])),
+            ("dilations", ints(&[dh, dw])), ("pads", ints(&pads)), ("group", Attr::Int(groups as i64)),
+        ]), "node").unwrap();
+        let b = bias.then(|| weights(vec![m], seed + 1));
+        check(op, &[n, c, h, w], vec![Some(weights(vec![m, c_per, kh, kw], seed)), b], seed)?;
+    }
+
+    #[test]
+    fn conv_1d_and_3d_match(
+        rank in 1usize..4, c in 1usize..4, m in 1usize..4, size in 2usize..7, k in 1usize..3,
+        stride in 1usize..3, pad in 0usize..2, seed in 0u64..1000,
+    ) {
+        let op = Op::from_parts("conv", &attrs(&[
+            ("kernel_shape", ints(&vec![k; rank])), ("strides", ints(&vec![stride; rank])),
+            ("pads", ints(&vec![pad; 2 * rank])),
+        ]), "node").unwrap();
+        let mut x = vec![1, c];
+        x.extend(vec![size; rank]);
+        let mut w = vec![m, c];
+        w.extend(vec![k; rank]);
+        check(op, &x, vec![Some(weights(w, seed)), None], seed)?;
+    }
+
+    #[test]
+    fn pooling_matches(
+        max in any::<bool>(), c in 1usize..4, h in 1usize..10, w in 1usize..10,
+        kh in 1usize..4, kw in 1usize..4, sh in 1usize..3, sw in 1usize..3,
+        pads in proptest::collection::vec(0usize..2, 4), ceil in any::<bool>(), include_pad in any::<bool>(),
+        dilation in 1usize..3, seed in 0u64..1000,
+    ) {
+        // Padding must be smaller than the kernel, as ONNX requires.
+        let pads: Vec<usize> = pads.iter().enumerate().map(|(i, &p)| p.min(if i % 2 == 0 { kh - 1 } else { kw - 1 })).collect();
+        let mut a = vec![
+            ("kernel_shape", ints(&[kh, kw])), ("strides", ints(&[sh, sw])), ("pads", ints(&pads)),
+            ("ceil_mode", Attr::Int(ceil as i64)), ("dilations", ints(&[dilation, dilation])),
+        ];
+        if !max {
+            a.push(("count_include_pad", Attr::Int(include_pad as i64)));
+        }
+        let op = Op::from_parts(if max { "max_pool" } else { "average_pool" }, &attrs(&a), "node").unwrap();
+        check(op, &[1, c, h, w], vec![], seed)?;
+    }
+
+    #[test]
+    fn gemm_matches(
+        m in 1usize..12, k in 1usize..12, n in 1usize..12, trans_a in any::<bool>(), trans_b in any::<bool>(),
+        c_kind in 0usize..5, alpha in -2.0f32..2.0, beta in -2.0f32..2.0, seed in 0u64..1000,
+    ) {
+        let op = Op::from_parts("gemm", &attrs(&[
+            ("alpha", Attr::Float(alpha)), ("beta", Attr::Float(beta)),
+            ("transA", Attr::Int(trans_a as i64)), ("transB", Attr::Int(trans_b as i64)),
+        ]), "node").unwrap();
+        let a_shape = if trans_a { [k, m] } else { [m, k] };
+        let b_shape = if trans_b { vec![n, k] } else { vec![k, n] };
+        let c = match c_kind {
+            0 => None,
+            1 => Some(weights(vec![], seed + 2)),
+            2 => Some(weights(vec![n], seed + 2)),
+            3 => Some(weights(vec![m, 1], seed + 2)),
+            _ => Some(weights(vec![m, n], seed + 2)),
+        };
+        check(op, &a_shape, vec![Some(weights(b_shape, seed + 1)), c], seed)?;
+    }
+
+    #[test]
+    fn binary_broadcast_matches(
+        op_index in 0usize..6, dims in proptest::collection::vec(1usize..6, 1..5),
+        mask in proptest::collection::vec(any::<bool>(), 4), drop in 0usize..3, seed in 0u64..1000,
+    ) {
+        let name = ["add", "sub", "mul", "div", "pow", "prelu"][op_index];
+        let op = Op::from_parts(name, &[], "node").unwrap();
+        // The second operand: some dims set to 1, some leading dims dropped.
+        let drop = drop.min(dims.len() - 1);
+        let other: Vec<usize> = dims.iter().enumerate().skip(drop).map(|(i, &d)| if mask[i % 4] { 1 } else { d }).collect();
+        let mut y = weights(other, seed + 1);
+        if name == "pow" {
+            // Positive bases keep pow real; the exponent is the constant.
+            let v: Vec<f32> = y.as_f32().unwrap().iter().map(|v| v.abs() + 0.5).collect();
+            y = Tensor::from_f32(y.shape().to_vec(), v).unwrap();
+        }
+        check(op, &dims, vec![Some(y)], seed)?;
+    }
+
+    #[test]
+    fn unary_matches(op_index in 0usize..11, dims in proptest::collection::vec(1usize..9, 1..4), seed in 0u64..1000) {
+        let name = ["relu", "leaky_relu", "sigmoid", "hard_sigmoid", "hard_swish", "tanh", "gelu", "erf", "exp", "sqrt", "relu"][op_index];
+        let op = Op::from_parts(name, &[], "node").unwrap();
+        check(op, &dims, vec![], seed)?;
+    }
+}
