@@ -13,6 +13,14 @@
 //!   contiguously or not at all (a broadcast operand is loaded once, before the inner loop,
 //!   and splatted), with a scalar tail for the remainder; `i64` maps are scalar.
 //!
+//! Float results match the interpreter within rounding: it computes activations in `f64`;
+//! the kernels use `f32` and the inline approximations of `exp`, `tanh`, `sigmoid`, `erf` and
+//! `pow`. Batch norm with constant parameters is folded to `x * a + b` per channel
+//! (`a = scale / sqrt(var + eps)`, `b = bias - mean * a`, computed in `f64`). NaN behaves as
+//! in the interpreter (relu, clip and the hard activations keep it).
+//!
+//! Integer maps follow the interpreter's wrapping arithmetic; `i64` pow with an `i64` (or a
+//! whole `f32`) exponent is square-and-multiply, exact where the interpreter's `f64` is.
 //! Run-time behaviour that the interpreter reports as an error cannot be reported by a
 //! kernel; the kernels produce a defined value instead and never trap:
 //! - `i64` division is compiled only for a constant, non-zero divisor (the loop IR's

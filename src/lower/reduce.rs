@@ -71,6 +71,10 @@ struct Nest {
     y_stride: i64,
 }
 
+/// The body of a [`nest`]: gets the input and output offsets and whether it is at the top
+/// level of the kernel.
+type NestBody<'a> = dyn FnMut(&mut KernelBuilder, (Expr, Expr), bool) + 'a;
+
 /// Emits loops over `dims` (outermost first) around `body`, which gets the input and
 /// output offsets and whether it is at the top level of the kernel (no loop around it).
 /// With `top`, the first loop is the kernel's parallel loop.
@@ -79,7 +83,7 @@ fn nest(
     dims: &[Nest],
     top: bool,
     offsets: (Expr, Expr),
-    body: &mut dyn FnMut(&mut KernelBuilder, (Expr, Expr), bool),
+    body: &mut NestBody<'_>,
 ) {
     let Some((first, rest)) = dims.split_first() else {
         body(k, offsets, top);

@@ -19,7 +19,9 @@
 //! order, which stays well within the harness tolerance.
 
 use super::ir::{BufId, BufferKind, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
-use super::movement::{AxisSrc, KernelParts, Source, View, ViewAxis, add, one, row_major_strides, times};
+use super::movement::{
+    AxisSrc, KernelParts, Source, View, ViewAxis, add, one, row_major_strides, times,
+};
 use super::{Arg, Lowered, LoweredKernel, NodeInfo};
 use crate::error::{Error, Result};
 use crate::graph::op::{CoordinateTransform, Op, Resize};
@@ -40,11 +42,19 @@ type Taps = Option<Vec<(usize, f32)>>;
 /// Lowers a node of this family.
 pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
     let Op::Resize(attrs) = node.op else {
-        return Err(Error::internal(format!("node {} ({}): not a resize", node.name, node.op.name())));
+        return Err(Error::internal(format!(
+            "node {} ({}): not a resize",
+            node.name,
+            node.op.name()
+        )));
     };
     let x = node.input(0)?;
     if x.dtype != DType::F32 {
-        return Err(Error::node(node.name, node.op.name(), format!("input must be f32, got {}", x.dtype)));
+        return Err(Error::node(
+            node.name,
+            node.op.name(),
+            format!("input must be f32, got {}", x.dtype),
+        ));
     }
     let roi = if attrs.coordinate_transformation_mode == CoordinateTransform::TfCropAndResize {
         constant_operand(node, 1, "roi")?
@@ -53,13 +63,21 @@ pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
     };
     let scales = constant_operand(node, 2, "scales")?;
     let sizes = constant_operand(node, 3, "sizes")?;
-    let plans = plan(attrs, &x.shape, roi.as_deref(), scales.as_deref(), sizes.as_deref())
-        .map_err(|message| Error::node(node.name, node.op.name(), message))?;
+    let plans = plan(
+        attrs,
+        &x.shape,
+        roi.as_deref(),
+        scales.as_deref(),
+        sizes.as_deref(),
+    )
+    .map_err(|message| Error::node(node.name, node.op.name(), message))?;
     let out_shape: Vec<usize> = plans.iter().map(|p| p.out_len).collect();
-    let out = node
-        .outputs
-        .first()
-        .ok_or_else(|| Error::internal(format!("node {} (resize): output 0 missing at lowering", node.name)))?;
+    let out = node.outputs.first().ok_or_else(|| {
+        Error::internal(format!(
+            "node {} (resize): output 0 missing at lowering",
+            node.name
+        ))
+    })?;
     if out.shape != out_shape {
         return Err(Error::internal(format!(
             "node {} (resize): output has shape {:?}, lowering expects {out_shape:?}",
@@ -75,7 +93,11 @@ pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
 }
 
 /// A constant operand (`None` when absent or empty, which Resize treats alike).
-fn constant_operand(node: &NodeInfo<'_>, i: usize, what: &str) -> Result<Option<std::sync::Arc<Tensor>>> {
+fn constant_operand(
+    node: &NodeInfo<'_>,
+    i: usize,
+    what: &str,
+) -> Result<Option<std::sync::Arc<Tensor>>> {
     match node.optional(i) {
         None => Ok(None),
         Some(op) if op.is_empty() => Ok(None),
@@ -112,13 +134,19 @@ fn gather_indices(taps: &[Taps]) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// Whether taps of an axis of `out_len` copy an axis of the same length unchanged.
-fn is_identity(taps: &[Taps], _in_shape: &[usize], out_len: usize) -> bool {
-    taps.len() == out_len && gather_indices(taps).is_some_and(|idx| idx.iter().enumerate().all(|(x, &i)| x == i))
+/// Whether the taps of an axis copy it unchanged.
+fn is_identity(taps: &[Taps], in_len: usize, out_len: usize) -> bool {
+    in_len == out_len
+        && gather_indices(taps).is_some_and(|idx| idx.iter().enumerate().all(|(x, &i)| x == i))
 }
 
 /// The kernels of a resize whose output is not empty.
-fn lower_plans(node: &NodeInfo<'_>, attrs: &Resize, in_shape: &[usize], plans: &[AxisPlan]) -> Result<Lowered> {
+fn lower_plans(
+    node: &NodeInfo<'_>,
+    attrs: &Resize,
+    in_shape: &[usize],
+    plans: &[AxisPlan],
+) -> Result<Lowered> {
     // Innermost axis first, as the interpreter resamples them. An axis whose every output
     // index copies the same input index is skipped (the interpreter may still resample it,
     // when a clamped zero-weight tap hides that it is the identity).
@@ -126,8 +154,10 @@ fn lower_plans(node: &NodeInfo<'_>, attrs: &Resize, in_shape: &[usize], plans: &
         .iter()
         .enumerate()
         .rev()
-        .filter_map(|(axis, p)| p.samples.as_ref().map(|s| (axis, axis_taps(s), p.out_len)))
-        .filter(|(_, taps, out_len)| !is_identity(taps, in_shape, *out_len))
+        .filter_map(|(axis, p)| {
+            let taps = axis_taps(p.samples.as_ref()?);
+            (!is_identity(&taps, p.in_len, p.out_len)).then_some((axis, taps, p.out_len))
+        })
         .collect();
     let fill = attrs.extrapolation_value;
     let mut kp = KernelParts::new(node.name);
@@ -165,9 +195,17 @@ fn lower_plans(node: &NodeInfo<'_>, attrs: &Resize, in_shape: &[usize], plans: &
         let outer: usize = shape[..*axis].iter().product();
         let inner: usize = shape[axis + 1..].iter().product();
         let in_len = shape[*axis];
-        let src_arg = if s == 0 { Arg::Input(0) } else { Arg::Scratch(s - 1) };
+        let src_arg = if s == 0 {
+            Arg::Input(0)
+        } else {
+            Arg::Scratch(s - 1)
+        };
         let last = s + 1 == steps.len();
-        let dst_arg = if last { Arg::Output(0) } else { Arg::Scratch(s) };
+        let dst_arg = if last {
+            Arg::Output(0)
+        } else {
+            Arg::Scratch(s)
+        };
         if !last {
             scratch.push((DType::F32, outer * out_len * inner));
         }
@@ -254,8 +292,20 @@ enum TapExprs {
 }
 
 /// A kernel resampling one axis with weighted taps.
-fn weighted_step(name: &str, src_arg: Arg, dst_arg: Arg, g: &Step, taps: &[Taps], fill: f32) -> LoweredKernel {
-    let n_taps = taps.iter().map(|t| t.as_ref().map_or(0, Vec::len)).max().unwrap_or(0).max(1);
+fn weighted_step(
+    name: &str,
+    src_arg: Arg,
+    dst_arg: Arg,
+    g: &Step,
+    taps: &[Taps],
+    fill: f32,
+) -> LoweredKernel {
+    let n_taps = taps
+        .iter()
+        .map(|t| t.as_ref().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let mut idx = vec![0i64; g.out_len * n_taps];
     let mut weights = vec![0f32; g.out_len * n_taps];
     for (x, sample) in taps.iter().enumerate() {
@@ -338,7 +388,15 @@ fn hoist(k: &mut KernelBuilder, tables: &TapTables, x: &Expr, inner: usize) -> T
 
 /// Emits the output row `dst[dst_at .. dst_at + inner]` of output index `x`, reading input
 /// rows from `src_at`: four lanes at a time, then a scalar tail.
-fn row(k: &mut KernelBuilder, tables: &TapTables, exprs: &TapExprs, x: &Expr, src_at: Expr, dst_at: Expr, inner: usize) {
+fn row(
+    k: &mut KernelBuilder,
+    tables: &TapTables,
+    exprs: &TapExprs,
+    x: &Expr,
+    src_at: Expr,
+    dst_at: Expr,
+    inner: usize,
+) {
     if inner == 1 {
         let value = sample(k, tables, exprs, x, &src_at, Expr::Int(0), 1);
         k.store(tables.dst, dst_at, value);
@@ -360,10 +418,22 @@ fn row(k: &mut KernelBuilder, tables: &TapTables, exprs: &TapExprs, x: &Expr, sr
 }
 
 /// The value of `lanes` (1 or 4) outputs at offset `i` of output index `x`'s row.
-fn sample(k: &mut KernelBuilder, tables: &TapTables, exprs: &TapExprs, x: &Expr, src_at: &Expr, i: Expr, lanes: u8) -> Expr {
+fn sample(
+    k: &mut KernelBuilder,
+    tables: &TapTables,
+    exprs: &TapExprs,
+    x: &Expr,
+    src_at: &Expr,
+    i: Expr,
+    lanes: u8,
+) -> Expr {
     let load = |index: Expr| {
         let at = add(add(src_at.clone(), index), i.clone());
-        if lanes == 4 { Expr::load4(tables.src, at) } else { Expr::load(tables.src, at) }
+        if lanes == 4 {
+            Expr::load4(tables.src, at)
+        } else {
+            Expr::load(tables.src, at)
+        }
     };
     let sum = match exprs {
         TapExprs::Hoisted { taps } => {
@@ -416,7 +486,9 @@ fn sample(k: &mut KernelBuilder, tables: &TapTables, exprs: &TapExprs, x: &Expr,
 #[cfg(test)]
 mod tests {
     use super::super::movement::testing::{check, constant, iota, runtime};
-    use crate::graph::op::{AspectRatioPolicy, CoordinateTransform, NearestMode, Op, Resize, ResizeMode};
+    use crate::graph::op::{
+        AspectRatioPolicy, CoordinateTransform, NearestMode, Op, Resize, ResizeMode,
+    };
     use crate::tensor::Tensor;
 
     const TRANSFORMS: [CoordinateTransform; 6] = [
@@ -438,12 +510,22 @@ mod tests {
 
     fn run_scales(attrs: Resize, shape: &[usize], s: &[f32]) {
         let op = Op::Resize(attrs);
-        check(&op, &[runtime(iota(shape)), None, constant(scales(s))], 1, Some(2e-5));
+        check(
+            &op,
+            &[runtime(iota(shape)), None, constant(scales(s))],
+            1,
+            Some(2e-5),
+        );
     }
 
     #[test]
     fn every_mode_and_transform_matches_the_interpreter() {
-        let factors: [&[f32]; 4] = [&[1.0, 1.0, 2.0, 2.0], &[1.0, 1.0, 0.6, 0.8], &[1.0, 1.0, 1.5, 0.5], &[1.0, 2.0, 1.0, 3.0]];
+        let factors: [&[f32]; 4] = [
+            &[1.0, 1.0, 2.0, 2.0],
+            &[1.0, 1.0, 0.6, 0.8],
+            &[1.0, 1.0, 1.5, 0.5],
+            &[1.0, 2.0, 1.0, 3.0],
+        ];
         for mode in [ResizeMode::Nearest, ResizeMode::Linear, ResizeMode::Cubic] {
             for transform in TRANSFORMS {
                 for antialias in [false, true] {
@@ -467,7 +549,12 @@ mod tests {
 
     #[test]
     fn nearest_modes_and_wide_rows() {
-        for nearest_mode in [NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil, NearestMode::Floor, NearestMode::Ceil] {
+        for nearest_mode in [
+            NearestMode::RoundPreferFloor,
+            NearestMode::RoundPreferCeil,
+            NearestMode::Floor,
+            NearestMode::Ceil,
+        ] {
             for transform in TRANSFORMS {
                 let attrs = Resize {
                     coordinate_transformation_mode: transform,
@@ -486,13 +573,24 @@ mod tests {
             ..Resize::default()
         };
         run_scales(linear.clone(), &[1, 20, 40, 42], &[1.0, 1.0, 0.1, 0.15]);
-        run_scales(Resize { mode: ResizeMode::Cubic, ..linear }, &[1, 2, 24, 30], &[1.0, 1.0, 0.25, 2.0]);
+        run_scales(
+            Resize {
+                mode: ResizeMode::Cubic,
+                ..linear
+            },
+            &[1, 2, 24, 30],
+            &[1.0, 1.0, 0.25, 2.0],
+        );
     }
 
     #[test]
     fn sizes_axes_roi_and_policies() {
         let x = iota(&[1, 2, 4, 5]);
-        for policy in [AspectRatioPolicy::Stretch, AspectRatioPolicy::NotLarger, AspectRatioPolicy::NotSmaller] {
+        for policy in [
+            AspectRatioPolicy::Stretch,
+            AspectRatioPolicy::NotLarger,
+            AspectRatioPolicy::NotSmaller,
+        ] {
             for axes in [vec![2, 3], vec![3, 2], vec![-1, -2]] {
                 let attrs = Resize {
                     mode: ResizeMode::Linear,
@@ -502,7 +600,12 @@ mod tests {
                 };
                 let sizes = Tensor::vector_i64(vec![7, 3]);
                 let op = Op::Resize(attrs);
-                check(&op, &[runtime(x.clone()), None, None, constant(sizes)], 1, Some(2e-5));
+                check(
+                    &op,
+                    &[runtime(x.clone()), None, None, constant(sizes)],
+                    1,
+                    Some(2e-5),
+                );
             }
         }
         let attrs = Resize {
@@ -514,36 +617,38 @@ mod tests {
         let roi = Tensor::from_f32(vec![8], vec![0.0, 0.0, 0.4, 0.6, 1.0, 1.0, 1.2, 1.7]).unwrap();
         let sizes = Tensor::vector_i64(vec![1, 2, 3, 9]);
         let op = Op::Resize(attrs);
-        let inputs = [runtime(x.clone()), constant(roi), constant(empty()), constant(sizes)];
+        let inputs = [
+            runtime(x.clone()),
+            constant(roi),
+            constant(empty()),
+            constant(sizes),
+        ];
         check(&op, &inputs, 1, Some(2e-5));
         // Unit scales copy; a 1-D resize works too.
         run_scales(Resize::default(), &[2, 3], &[1.0, 1.0]);
-        run_scales(Resize { mode: ResizeMode::Cubic, ..Resize::default() }, &[6], &[2.5]);
+        run_scales(
+            Resize {
+                mode: ResizeMode::Cubic,
+                ..Resize::default()
+            },
+            &[6],
+            &[2.5],
+        );
     }
 
     #[test]
     fn nearest_upsample_is_one_gather() {
         let lowered = check(
             &Op::Resize(Resize::default()),
-            &[runtime(iota(&[1, 8, 10, 10])), None, constant(scales(&[1.0, 1.0, 2.0, 2.0]))],
+            &[
+                runtime(iota(&[1, 8, 10, 10])),
+                None,
+                constant(scales(&[1.0, 1.0, 2.0, 2.0])),
+            ],
             1,
             None,
         );
         assert_eq!(lowered.kernels.len(), 1);
         assert!(lowered.scratch.is_empty());
-    }
-}
-#[cfg(test)]
-mod tmp_print {
-    use super::super::movement::testing::{check, constant, iota, runtime};
-    use crate::graph::op::{CoordinateTransform, Op, Resize, ResizeMode};
-    use crate::tensor::Tensor;
-    #[test]
-    fn print_kernels() {
-        let show = |l: crate::lower::Lowered| { println!("scratch {:?}", l.scratch); for k in l.kernels { println!("{}", k.kernel) } };
-        let s = Tensor::from_f32(vec![4], vec![1.0, 1.0, 2.0, 2.0]).unwrap();
-        show(check(&Op::Resize(Resize { mode: ResizeMode::Linear, ..Resize::default() }), &[runtime(iota(&[1, 3, 5, 6])), None, constant(s.clone())], 1, Some(1e-5)));
-        show(check(&Op::Resize(Resize { mode: ResizeMode::Linear, coordinate_transformation_mode: CoordinateTransform::TfCropAndResize, ..Resize::default() }), &[runtime(iota(&[1, 3, 5, 6])), constant(Tensor::from_f32(vec![8], vec![0.0,0.0,-0.2,0.0,1.0,1.0,1.0,1.0]).unwrap()), constant(s.clone())], 1, Some(1e-5)));
-        show(check(&Op::Resize(Resize::default()), &[runtime(iota(&[1, 3, 5, 6])), None, constant(s)], 1, Some(1e-5)));
     }
 }

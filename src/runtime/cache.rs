@@ -41,10 +41,21 @@ fn key(kernel: &Kernel, opt: OptLevel) -> String {
 }
 
 /// The compiled kernel for each of `kernels`, compiling (together, in one code module) those
-/// not in the cache. Returns them in order, with the number of hits and misses.
-pub fn get_or_compile(kernels: &[(&Kernel, OptLevel)]) -> Result<(Vec<CompiledKernel>, usize, usize)> {
+/// not in the cache. Returns them in order, with the number of hits and misses. With
+/// `shared` false the process-wide cache is neither read nor filled (a cold compile, for
+/// measuring compile time); identical kernels within the batch are still compiled once.
+pub fn get_or_compile(kernels: &[(&Kernel, OptLevel)], shared: bool) -> Result<(Vec<CompiledKernel>, usize, usize)> {
     let keys: Vec<String> = kernels.iter().map(|(k, opt)| key(k, *opt)).collect();
-    let mut cache = cache().lock().map_err(|_| Error::internal("kernel cache lock poisoned"))?;
+    let mut private = Cache::default();
+    let mut guard = if shared {
+        Some(cache().lock().map_err(|_| Error::internal("kernel cache lock poisoned"))?)
+    } else {
+        None
+    };
+    let cache: &mut Cache = match guard.as_deref_mut() {
+        Some(c) => c,
+        None => &mut private,
+    };
     // Distinct missing kernels, each compiled once even if the plan uses it many times.
     let mut missing: Vec<usize> = Vec::new();
     let mut hits = 0;

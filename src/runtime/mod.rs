@@ -34,6 +34,7 @@ use crate::tensor::{DType, Tensor};
 #[derive(Clone, Debug)]
 pub struct Compiler {
     threads: usize,
+    kernel_cache: bool,
 }
 
 impl Default for Compiler {
@@ -47,12 +48,20 @@ impl Compiler {
     pub fn new() -> Compiler {
         Compiler {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel_cache: true,
         }
     }
 
     /// Number of worker threads kernels may use (at least 1).
     pub fn threads(mut self, threads: usize) -> Compiler {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// Whether to share compiled kernels through the process-wide cache (default true).
+    /// Turning it off compiles every kernel afresh: for measuring cold compile time.
+    pub fn kernel_cache(mut self, enabled: bool) -> Compiler {
+        self.kernel_cache = enabled;
         self
     }
 
@@ -68,6 +77,7 @@ impl Compiler {
             graph: Arc::new(model.graph().clone()),
             value_inputs: specialize::value_inputs(model.graph()),
             threads: self.threads,
+            kernel_cache: self.kernel_cache,
             pool,
             plans: Mutex::new(HashMap::new()),
             stats: Mutex::new(CompileStats::default()),
@@ -161,6 +171,7 @@ pub struct CompiledModel {
     /// Inputs the plans specialise on by value (shape-like inputs).
     value_inputs: Vec<ValueId>,
     threads: usize,
+    kernel_cache: bool,
     pool: rayon::ThreadPool,
     plans: Mutex<HashMap<PlanKey, Arc<Plan>>>,
     stats: Mutex<CompileStats>,
@@ -235,7 +246,7 @@ impl CompiledModel {
             return Ok(plan.clone());
         }
         let start = Instant::now();
-        let (plan, hits, misses) = build_plan(&self.graph, inputs)?;
+        let (plan, hits, misses) = build_plan(&self.graph, inputs, self.kernel_cache)?;
         let plan = Arc::new(plan);
         plans.insert(key, plan.clone());
         if let Ok(mut stats) = self.stats.lock() {
@@ -387,7 +398,7 @@ fn order_inputs<'t>(graph: &Graph, inputs: &'t [(&str, Tensor)]) -> Result<Vec<&
 
 /// Specialises, lowers and compiles the graph for these inputs. Returns the plan and the
 /// kernel-cache hits and misses.
-fn build_plan(graph: &Graph, inputs: &[&Tensor]) -> Result<(Plan, usize, usize)> {
+fn build_plan(graph: &Graph, inputs: &[&Tensor], shared_cache: bool) -> Result<(Plan, usize, usize)> {
     let concrete = specialize::specialize(graph, inputs)?;
     let mut slots: Vec<Slot> = Vec::new();
     let mut slot_of: HashMap<ValueId, usize> = HashMap::new();
@@ -441,7 +452,10 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor]) -> Result<(Plan, usize, usize)>
         }
     }
 
-    let (compiled, hits, misses) = cache::get_or_compile(&pending.iter().map(|(k, _)| (k, OptLevel::Speed)).collect::<Vec<_>>())?;
+    let (compiled, hits, misses) = cache::get_or_compile(
+        &pending.iter().map(|(k, _)| (k, OptLevel::Speed)).collect::<Vec<_>>(),
+        shared_cache,
+    )?;
     let mut steps = Vec::with_capacity(pending.len());
     let mut kernels = Vec::with_capacity(pending.len());
     for ((kernel, args), compiled) in pending.into_iter().zip(compiled) {
