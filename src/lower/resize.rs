@@ -12,8 +12,10 @@
 //!   interpreter does, one kernel per axis with scratch buffers in between. Each kernel
 //!   computes `out[o, x, i] = Σ_t w[x, t] * in[o, idx[x, t], i]` from an index table and a
 //!   weight table (`T` taps per output index, padded with zero weights), four lanes of `i`
-//!   at a time, with the taps of `x` held in locals; fill samples select the extrapolation
-//!   value.
+//!   at a time, with the weights of `x` held in locals (up to eight taps; more are looped
+//!   over); fill samples select the extrapolation value. An axis whose every output index
+//!   copies one input index is a gather instead, and one that copies the input unchanged
+//!   is skipped.
 //!
 //! The interpreter sums in `f64` and rounds once; the kernels sum in `f32` in the same tap
 //! order, which stays well within the harness tolerance.
@@ -218,7 +220,7 @@ fn lower_plans(
         let name = format!("{}_axis{axis}", node.name);
         kernels.push(match gather_indices(taps) {
             Some(idx) => gather_step(&name, src_arg, dst_arg, &geometry, &idx),
-            None => weighted_step(&name, src_arg, dst_arg, &geometry, taps, fill),
+            None => weighted_step(&name, src_arg, dst_arg, &geometry, taps, fill)?,
         });
         shape[*axis] = *out_len;
     }
@@ -299,7 +301,7 @@ fn weighted_step(
     g: &Step,
     taps: &[Taps],
     fill: f32,
-) -> LoweredKernel {
+) -> Result<LoweredKernel> {
     let n_taps = taps
         .iter()
         .map(|t| t.as_ref().map_or(0, Vec::len))
@@ -318,12 +320,9 @@ fn weighted_step(
     let src = kp.buffer("src", DType::F32, g.src_len(), BufferKind::Input, src_arg);
     let dst = kp.buffer("dst", DType::F32, g.dst_len(), BufferKind::Output, dst_arg);
     let idx_buf = kp.table("tap_index", idx);
-    let weights_tensor = Tensor::from_f32(vec![weights.len()], weights);
-    let weights_buf = match weights_tensor {
-        Ok(t) => kp.constant("tap_weight", t),
-        // The length always matches; keep the kernel well formed regardless.
-        Err(_) => kp.constant("tap_weight", Tensor::scalar_f32(0.0)),
-    };
+    let weights = Tensor::from_f32(vec![weights.len()], weights)
+        .map_err(|e| Error::internal(format!("kernel {name}: tap weights: {e}")))?;
+    let weights_buf = kp.constant("tap_weight", weights);
     let fill_flags = if taps.iter().any(Option::is_none) {
         let flags = taps.iter().map(|t| i64::from(t.is_none())).collect();
         Some(kp.table("fill", flags))
@@ -362,7 +361,7 @@ fn weighted_step(
             });
         });
     }
-    kp.finish()
+    Ok(kp.finish())
 }
 
 /// Position `t` of output index `x` in the tap tables.

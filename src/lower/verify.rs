@@ -425,21 +425,15 @@ impl<'k> Verifier<'k> {
                     self.vars.remove(&l.var);
                 }
                 Stmt::Store { buf, index, value } => {
-                    let lanes = match self.expr_ty(value) {
-                        Some(Ty::F32x4) => 4,
-                        _ => 1,
-                    };
+                    let vt = self.expr_ty(value);
+                    let lanes = if vt == Some(Ty::F32x4) { 4 } else { 1 };
                     self.check_access(*buf, index, lanes, "store");
                     let Some(b) = self.kernel.buffers.get(buf.0 as usize) else {
                         continue;
                     };
                     if b.kind != BufferKind::Output {
-                        self.error(format!(
-                            "store to {}, which is not an output",
-                            self.buffer_name(*buf)
-                        ));
+                        self.error(format!("store to {}, which is not an output", self.buffer_name(*buf)));
                     }
-                    let vt = self.expr_ty(value);
                     let ok = matches!(
                         (b.dtype, vt),
                         (DType::F32, Some(Ty::F32 | Ty::F32x4)) | (DType::I64, Some(Ty::I64))
