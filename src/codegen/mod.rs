@@ -497,8 +497,8 @@ impl Gen<'_, '_> {
             Expr::Select(c, a, b) => {
                 let (cond, ct) = self.expr(c)?;
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
-                if x.1 == Ty::I64 {
-                    (self.b.ins().select(cond, x.0, y.0), Ty::I64)
+                if matches!(x.1, Ty::I64 | Ty::Bool) {
+                    (self.b.ins().select(cond, x.0, y.0), x.1)
                 } else {
                     let (x, y, t) = self.promote(x, y);
                     match ct {

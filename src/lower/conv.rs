@@ -17,7 +17,9 @@
 //!   dilation = out + pad`), found with an exact division and masked when there is none.
 
 use super::ir::{CmpOp, UnOp};
-use super::{Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, NodeInfo, Operand, Ty};
+use super::{
+    Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo, Operand, Ty,
+};
 use crate::error::{Error, Result};
 use crate::graph::op::{Conv, ConvTranspose, Op};
 use crate::graph::window::{self, ResolvedWindow, Rounding};
@@ -488,18 +490,50 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
     }
     let out_strides = strides(&axes.iter().map(|a| a.output).collect::<Vec<_>>());
     let mg = m / group;
+    let rank = axes.len();
+    let last = axes[rank - 1].clone();
+    // A strided last axis is vectorised through a copy of the input split by stride phase.
+    let phases =
+        (last.stride > 1 && last.kernel <= UNROLL_TAPS && last.output >= 4).then(|| Phases {
+            stride: last.stride,
+            width: last.input,
+            len: last.input.div_ceil(last.stride),
+            rows: n * c * (plane / last.input),
+        });
+    let x_plane = match &phases {
+        Some(ph) => plane / last.input * ph.row_len(),
+        None => plane,
+    };
 
+    let mut lowered = Lowered::default();
     let mut k = KernelBuilder::new(node.name);
-    let xb = k.buffer("x", DType::F32, ops.x.len(), BufferKind::Input);
+    let mut args = Vec::new();
+    let xb = match &phases {
+        Some(ph) => {
+            lowered.scratch.push((DType::F32, ph.rows * ph.row_len()));
+            lowered
+                .kernels
+                .push(ph.kernel(&format!("{}_phases", node.name), Arg::Input(0), 0));
+            args.push(Arg::Scratch(0));
+            k.buffer(
+                "x_phases",
+                DType::F32,
+                ph.rows * ph.row_len(),
+                BufferKind::Input,
+            )
+        }
+        None => {
+            args.push(Arg::Input(0));
+            k.buffer("x", DType::F32, ops.x.len(), BufferKind::Input)
+        }
+    };
     let wb = k.buffer("w", DType::F32, ops.w.len(), BufferKind::Input);
-    let bb = ops
-        .b
-        .map(|b| k.buffer("b", DType::F32, b.len(), BufferKind::Input));
-    let yb = k.buffer("y", DType::F32, ops.y.len(), BufferKind::Output);
-    let mut args = vec![Arg::Input(0), Arg::Input(1)];
-    if bb.is_some() {
+    args.push(Arg::Input(1));
+    let bb = ops.b.map(|b| {
         args.push(Arg::Input(2));
-    }
+        k.buffer("b", DType::F32, b.len(), BufferKind::Input)
+    });
+    let yb = k.buffer("y", DType::F32, ops.y.len(), BufferKind::Output);
     args.push(Arg::Output(0));
 
     k.for_loop(0, (n * m) as i64, 1, LoopKind::Parallel, |k, nm| {
@@ -511,16 +545,16 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
         } else {
             mi.clone().div(Expr::Int(mg as i64))
         };
-        let x_base = sum([times(batch, c * plane), times(g, cg * plane)]);
+        let x_base = sum([times(batch, c * x_plane), times(g, cg * x_plane)]);
         let w_base = times(mi.clone(), cg * taps);
         let y_base = times(nm, out_plane);
         let bias = bb.map(|b| Expr::load(b, mi.clone()));
-        let last = axes.last().map_or(1, |a| a.stride);
+        let vector_rows = last.stride == 1 || phases.is_some();
         for_each_segment(k, &axes, &mut |k, segment| {
             walk_row(
                 k,
                 segment,
-                !segment.checked && last == 1,
+                !segment.checked && vector_rows,
                 &mut |k, o, vectors| {
                     let lanes = vectors.max(1);
                     let (ty, zero) = if vectors > 0 {
@@ -530,29 +564,76 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
                     };
                     let accs: Vec<_> = (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
                     let outs = segment.coords(o.clone());
+                    // acc[u] += x[index(u)] * weight, masked by every condition of `index(u)`.
+                    let accumulate = |k: &mut KernelBuilder,
+                                      index: &dyn Fn(usize) -> (Expr, Vec<Expr>),
+                                      weight: Expr| {
+                        let weight = if vectors > 0 { weight.splat() } else { weight };
+                        for (u, acc) in accs.iter().enumerate() {
+                            let (index, valid) = index(u);
+                            let value = if vectors > 0 {
+                                Expr::load4(xb, index)
+                            } else {
+                                Expr::load(xb, index)
+                            };
+                            let value = valid
+                                .into_iter()
+                                .fold(value, |v, c| c.select(v, Expr::Float(0.0)));
+                            k.assign(*acc, value.fma(weight.clone(), Expr::Local(*acc)));
+                        }
+                    };
                     range_or_zero(k, cg, LoopKind::Serial, |k, ci| {
-                        let x_channel = sum([x_base.clone(), times(ci.clone(), plane)]);
+                        let x_channel = sum([x_base.clone(), times(ci.clone(), x_plane)]);
                         let w_channel = sum([w_base.clone(), times(ci, taps)]);
-                        for_each_tap(k, &axes, &outs, &mut |k, tap| {
-                            let weight = Expr::load(wb, sum([w_channel.clone(), tap.tap.clone()]));
-                            let weight = if vectors > 0 { weight.splat() } else { weight };
-                            for (u, acc) in accs.iter().enumerate() {
-                                let index = plus(
-                                    sum([x_channel.clone(), tap.offset.clone()]),
-                                    4 * u as i64,
-                                );
-                                let value = if vectors > 0 {
-                                    Expr::load4(xb, index)
-                                } else {
-                                    Expr::load(xb, index)
+                        match &phases {
+                            None => for_each_tap(k, &axes, &outs, &mut |k, tap| {
+                                let weight =
+                                    Expr::load(wb, sum([w_channel.clone(), tap.tap.clone()]));
+                                let index = |u: usize| {
+                                    let at = plus(
+                                        sum([x_channel.clone(), tap.offset.clone()]),
+                                        4 * u as i64,
+                                    );
+                                    (at, tap.valid.iter().cloned().collect())
                                 };
-                                let value = match &tap.valid {
-                                    Some(valid) => valid.clone().select(value, Expr::Float(0.0)),
-                                    None => value,
-                                };
-                                k.assign(*acc, value.fma(weight.clone(), Expr::Local(*acc)));
-                            }
-                        });
+                                accumulate(k, &index, weight);
+                            }),
+                            Some(ph) => for_each_tap(
+                                k,
+                                &axes[..rank - 1],
+                                &outs[..rank - 1],
+                                &mut |k, tap| {
+                                    let row = sum([
+                                        x_channel.clone(),
+                                        times(tap.offset.clone(), ph.row_len()),
+                                    ]);
+                                    for kx in 0..last.kernel {
+                                        let weight = Expr::load(
+                                            wb,
+                                            sum([
+                                                w_channel.clone(),
+                                                times(tap.tap.clone(), last.kernel),
+                                                Expr::Int(kx as i64),
+                                            ]),
+                                        );
+                                        let index = |u: usize| {
+                                            let (at, valid) = ph.tap(
+                                                &last,
+                                                o.clone(),
+                                                kx,
+                                                segment.checked,
+                                                4 * u as i64,
+                                            );
+                                            (
+                                                sum([row.clone(), at]),
+                                                tap.valid.iter().cloned().chain(valid).collect(),
+                                            )
+                                        };
+                                        accumulate(k, &index, weight);
+                                    }
+                                },
+                            ),
+                        }
                     });
                     let position = sum(outs
                         .iter()
@@ -571,7 +652,104 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
             );
         });
     });
-    Ok(Lowered::single(k.finish(), args))
+    lowered.kernels.push(LoweredKernel {
+        kernel: k.finish(),
+        args,
+    });
+    Ok(lowered)
+}
+
+/// The last spatial axis of an input split by stride phase, so that a strided window reads
+/// consecutive elements: `phased[row, p, i] = x[row, i * stride + p]` (0 past the row's
+/// end), for every row (all other axes, flattened).
+struct Phases {
+    stride: usize,
+    /// Input row length.
+    width: usize,
+    /// Elements per phase: `ceil(width / stride)`.
+    len: usize,
+    /// Number of rows.
+    rows: usize,
+}
+
+impl Phases {
+    /// Elements per phased row.
+    fn row_len(&self) -> usize {
+        self.stride * self.len
+    }
+
+    /// The kernel writing the phased copy of input `input` into scratch buffer `scratch`.
+    fn kernel(&self, name: &str, input: Arg, scratch: usize) -> LoweredKernel {
+        let mut k = KernelBuilder::new(name);
+        let x = k.buffer("x", DType::F32, self.rows * self.width, BufferKind::Input);
+        let xs = k.buffer(
+            "x_phases",
+            DType::F32,
+            self.rows * self.row_len(),
+            BufferKind::Output,
+        );
+        k.for_loop(0, self.rows as i64, 1, LoopKind::Parallel, |k, r| {
+            for p in 0..self.stride {
+                let inside = self.width.saturating_sub(p).div_ceil(self.stride);
+                let out = sum([
+                    times(r.clone(), self.row_len()),
+                    Expr::Int((p * self.len) as i64),
+                ]);
+                if inside > 0 {
+                    k.range(inside, |k, i| {
+                        let from = sum([
+                            times(r.clone(), self.width),
+                            times(i.clone(), self.stride),
+                            Expr::Int(p as i64),
+                        ]);
+                        k.store(xs, sum([out.clone(), i]), Expr::load(x, from));
+                    });
+                }
+                if inside < self.len {
+                    k.for_loop(
+                        inside as i64,
+                        self.len as i64,
+                        1,
+                        LoopKind::Serial,
+                        |k, i| {
+                            k.store(xs, sum([out.clone(), i]), Expr::Float(0.0));
+                        },
+                    );
+                }
+            }
+        });
+        LoweredKernel {
+            kernel: k.finish(),
+            args: vec![input, Arg::Scratch(scratch)],
+        }
+    }
+
+    /// The offset within a phased row of tap `kx` of output position `o` (+ `lanes`) on
+    /// `axis`, and whether it lies inside the input (`None` when not `checked`: always).
+    fn tap(
+        &self,
+        axis: &Axis,
+        o: Expr,
+        kx: usize,
+        checked: bool,
+        lanes: i64,
+    ) -> (Expr, Option<Expr>) {
+        let e = (kx * axis.dilation) as i64 - axis.pad as i64;
+        let s = self.stride as i64;
+        let (p, q) = (e.rem_euclid(s), e.div_euclid(s));
+        let phase = Expr::Int(p * self.len as i64);
+        if !checked {
+            return (sum([phase, plus(o, q + lanes)]), None);
+        }
+        let ix = plus(times(o.clone(), self.stride), e);
+        let valid = ix
+            .clone()
+            .cmp(CmpOp::Eq, ix.clamp(0, self.width as i64 - 1));
+        (
+            sum([phase, plus(o, q + lanes).clamp(0, self.len as i64 - 1)]),
+            Some(valid),
+        )
+    }
 }
 
 fn lower_conv_transpose(node: &NodeInfo<'_>, attrs: &ConvTranspose) -> Result<Lowered> {
@@ -955,6 +1133,24 @@ mod tests {
             window(&[2, 2, 2, 2], &[], &[]),
             1,
         );
+    }
+
+    #[test]
+    fn strided_rows_read_a_phase_split_copy() {
+        let lowered = check(
+            &Op::Conv(Conv {
+                window: window(&[3, 3, 3, 3], &[2, 2], &[]),
+                group: 1,
+            }),
+            &[Some((random(&[2, 3, 20, 45], 1), false)), Some((random(&[4, 3, 7, 7], 2), true)), None],
+            1,
+        );
+        assert_eq!(lowered.kernels.len(), 2);
+        assert_eq!(lowered.scratch, [(crate::tensor::DType::F32, 2 * 3 * 20 * 46)]);
+        conv(&[1, 2, 5, 50], &[3, 2, 2, 3], true, window(&[0, 2, 1, 0], &[1, 3], &[1, 2]), 1);
+        conv(&[1, 4, 11, 37], &[4, 1, 3, 3], true, window(&[1, 1, 1, 1], &[2, 2], &[]), 4);
+        conv(&[1, 2, 61], &[2, 2, 5], false, window(&[1, 4], &[4], &[2]), 1);
+        conv(&[1, 2, 3, 4, 33], &[2, 2, 1, 2, 3], false, window(&[0, 1, 1, 0, 0, 2], &[1, 1, 2], &[]), 1);
     }
 
     #[test]

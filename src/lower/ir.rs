@@ -9,7 +9,8 @@
 //! unchecked arithmetic.
 //!
 //! Expressions are typed: `i64` (indices and integer tensors), `f32`, `f32x4` (four lanes),
-//! and `bool`/`bool x4` (compare results, only as a `select` condition). A scalar operand
+//! and `bool`/`bool x4` (compare results: `select` conditions, and scalar `bool`s combine
+//! by selection, `select(a, b, false)` being `a && b`). A scalar operand
 //! of a binary op with a vector operand is splatted. The printer ([`super::print`]) gives
 //! the text `fovea dump-ir --stage loops` shows.
 

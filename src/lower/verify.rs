@@ -243,7 +243,8 @@ impl<'k> Verifier<'k> {
                     }
                 };
                 match (tc, t) {
-                    (Ty::Bool, Ty::I64 | Ty::F32 | Ty::F32x4) => Some(t),
+                    // `select(a, b, false)` is `a && b`: conditions combine by selection.
+                    (Ty::Bool, Ty::I64 | Ty::F32 | Ty::F32x4 | Ty::Bool) => Some(t),
                     (Ty::Boolx4, Ty::F32 | Ty::F32x4) => Some(Ty::F32x4),
                     _ => {
                         self.error(format!(
