@@ -16,18 +16,32 @@ fn models(c: &mut Criterion) {
     let all_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for name in MODELS {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("ir/{name}.fovea"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let model = Model::parse(&text).unwrap();
         let inputs = seeded_inputs(&model, &ShapeOverrides::new(), Vec::new(), 0).unwrap();
-        let refs: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let refs: Vec<(&str, Tensor)> = inputs
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.clone()))
+            .collect();
 
         let mut group = c.benchmark_group(*name);
         group.sample_size(10);
-        group.bench_function("load", |b| b.iter(|| Model::parse(black_box(&text)).unwrap()));
-        group.bench_function("compile_cold", |b| {
-            b.iter(|| Compiler::new().threads(1).kernel_cache(false).compile(black_box(&model)).unwrap())
+        group.bench_function("load", |b| {
+            b.iter(|| Model::parse(black_box(&text)).unwrap())
         });
-        group.bench_function("interpret", |b| b.iter(|| model.interpret(black_box(&refs)).unwrap()));
+        group.bench_function("compile_cold", |b| {
+            b.iter(|| {
+                Compiler::new()
+                    .threads(1)
+                    .kernel_cache(false)
+                    .compile(black_box(&model))
+                    .unwrap()
+            })
+        });
+        group.bench_function("interpret", |b| {
+            b.iter(|| model.interpret(black_box(&refs)).unwrap())
+        });
         for threads in [1, all_threads] {
             let compiled = Compiler::new().threads(threads).compile(&model).unwrap();
             group.bench_function(format!("jit_{threads}_threads"), |b| {

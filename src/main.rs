@@ -446,7 +446,9 @@ fn dump_ir(path: &Path, stage: Stage, format: Format, shape_specs: &[String]) ->
         return Ok(());
     }
     if format == Format::Dot {
-        return Err(Error::Usage("--format dot draws graphs: use it with --stage parsed".to_string()));
+        return Err(Error::Usage(
+            "--format dot draws graphs: use it with --stage parsed".to_string(),
+        ));
     }
     let compiled = Compiler::new().threads(1).compile(&model)?;
     let inputs = bench::seeded_inputs(&model, &read_shapes(shape_specs)?, Vec::new(), 0)?;

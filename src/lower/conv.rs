@@ -1,20 +1,25 @@
 //! Lowering of the conv ops (see [`super`] for the conventions), and the sliding-window
-//! walkers that pooling shares.
+//! helpers that pooling shares.
 //!
-//! Output positions are walked per spatial axis in up to three regions: the *interior*,
-//! where every kernel tap lands inside the input, and the border regions before and after
-//! it, where taps are clamped into the input and masked by a select (padding contributes
-//! exactly 0, as in the interpreter). In the interior of the last (contiguous) axis with
-//! stride 1, the kernel computes four output positions per `f32x4`, with up to four vectors
-//! (16 positions) per step sharing each weight; everything else is scalar.
-//!
-//! - `conv`: one parallel iteration per (batch, output channel) plane; the sum runs over the
-//!   group's input channels, then the kernel taps (row-major), from 0, and the bias is added
-//!   last, in the interpreter's order. A 1×1 kernel with stride 1 and no padding treats the
-//!   whole spatial plane as one contiguous axis.
+//! - `conv`: one parallel iteration per (batch, output channel) plane. A first kernel
+//!   copies the input into a [`Layout`]: zero-padded on every spatial axis and, along the
+//!   last axis, split by stride phase, so that the taps of consecutive outputs are
+//!   consecutive elements (no copy when there is no padding and the stride is 1). The
+//!   convolution kernel then needs no bounds checks: it computes register blocks of up to
+//!   eight `f32x4` accumulators (vectors along a row, and several rows when rows are
+//!   short) that share each weight, the last-axis taps unrolled. Each output sums over the
+//!   group's input channels, then the kernel taps (row-major), from 0 (padding adds 0 × w,
+//!   as in the interpreter), and the bias is added last. A 1×1 kernel with stride 1 and no
+//!   padding treats the whole plane as one row. Kernels wider than [`MAX_ROW_TAPS`] along
+//!   the last axis read the input directly, with the checked walkers below.
 //! - `conv_transpose`: a gather: each output position sums, over the group's input channels
 //!   and the kernel taps, the input position that maps onto it (`x * stride + tap *
 //!   dilation = out + pad`), found with an exact division and masked when there is none.
+//!
+//! The walkers ([`for_each_segment`], [`for_each_tap`], [`walk_row`]) visit output
+//! positions per spatial axis in up to three regions: the *interior*, where every kernel
+//! tap lands inside the input, and the borders before and after it, where taps are clamped
+//! into the input and masked by a select.
 
 use super::ir::{CmpOp, UnOp};
 use super::{
@@ -29,7 +34,7 @@ use crate::tensor::DType;
 const UNROLL_TAPS: usize = 8;
 
 /// Output vectors (of four positions) computed together in the interior of a row.
-const VECTORS: usize = 4;
+const VECTORS: usize = 8;
 
 /// `e + c`, without a `+ 0`.
 pub(super) fn plus(e: Expr, c: i64) -> Expr {
@@ -315,7 +320,9 @@ fn walk_taps(
 
 /// Calls `f(k, last, vectors)` over the positions of `segment`'s last axis: in steps of
 /// `4 * vectors` positions where `vectorize` (at most [`VECTORS`] vectors, then single
-/// vectors), and one position at a time (`vectors` = 0) for the rest.
+/// vectors, then one vector overlapping the previous ones to finish the segment), and one
+/// position at a time (`vectors` = 0) for the rest. `f` must compute each position's output
+/// from the inputs alone, so that computing it twice stores the same value.
 pub(super) fn walk_row(
     k: &mut KernelBuilder,
     segment: &Segment,
@@ -324,11 +331,19 @@ pub(super) fn walk_row(
 ) {
     let mut pos = segment.start;
     if vectorize {
-        for vectors in [VECTORS, 1] {
+        // Blocks of VECTORS vectors, then one block of the whole vectors left.
+        while segment.end - pos >= 4 {
+            let vectors = ((segment.end - pos) / 4).min(VECTORS);
             let width = 4 * vectors;
-            let steps = (segment.end - pos) / width;
-            if steps > 0 {
-                let end = pos + steps * width;
+            let steps = if vectors == VECTORS {
+                (segment.end - pos) / width
+            } else {
+                1
+            };
+            let end = pos + steps * width;
+            if steps == 1 {
+                f(k, Expr::Int(pos as i64), vectors);
+            } else {
                 k.for_loop(
                     pos as i64,
                     end as i64,
@@ -336,8 +351,14 @@ pub(super) fn walk_row(
                     LoopKind::Serial,
                     |k, o| f(k, o, vectors),
                 );
-                pos = end;
             }
+            pos = end;
+        }
+        if pos < segment.end && segment.end - segment.start >= 4 {
+            // The last few positions: one vector ending at the segment's end, overlapping
+            // positions already computed (they are computed again, identically).
+            f(k, Expr::Int(segment.end as i64 - 4), 1);
+            pos = segment.end;
         }
     }
     if pos < segment.end {
@@ -488,235 +509,541 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
             pad: 0,
         }];
     }
-    let out_strides = strides(&axes.iter().map(|a| a.output).collect::<Vec<_>>());
-    let mg = m / group;
-    let rank = axes.len();
-    let last = axes[rank - 1].clone();
-    // A strided last axis is vectorised through a copy of the input split by stride phase.
-    let phases =
-        (last.stride > 1 && last.kernel <= UNROLL_TAPS && last.output >= 4).then(|| Phases {
-            stride: last.stride,
-            width: last.input,
-            len: last.input.div_ceil(last.stride),
-            rows: n * c * (plane / last.input),
-        });
-    let x_plane = match &phases {
-        Some(ph) => plane / last.input * ph.row_len(),
-        None => plane,
+    let mut shape = ConvShape {
+        n,
+        c,
+        m,
+        cg,
+        group,
+        taps,
+        out_plane,
+        out_strides: strides(&axes.iter().map(|a| a.output).collect::<Vec<_>>()),
+        x_plane: plane,
+        x_len: ops.x.len(),
+        w_len: ops.w.len(),
+        b_len: ops.b.map(Operand::len),
+        y_len: ops.y.len(),
     };
-
+    if axes.last().is_none_or(|a| a.kernel > MAX_ROW_TAPS) {
+        return Ok(Lowered::single(
+            general_conv(node.name, &axes, &shape),
+            shape.args(Arg::Input(0)),
+        ));
+    }
+    let layout = Layout::new(&axes, n * c);
     let mut lowered = Lowered::default();
-    let mut k = KernelBuilder::new(node.name);
-    let mut args = Vec::new();
-    let xb = match &phases {
-        Some(ph) => {
-            lowered.scratch.push((DType::F32, ph.rows * ph.row_len()));
-            lowered
-                .kernels
-                .push(ph.kernel(&format!("{}_phases", node.name), Arg::Input(0), 0));
-            args.push(Arg::Scratch(0));
-            k.buffer(
-                "x_phases",
-                DType::F32,
-                ph.rows * ph.row_len(),
-                BufferKind::Input,
-            )
-        }
-        None => {
-            args.push(Arg::Input(0));
-            k.buffer("x", DType::F32, ops.x.len(), BufferKind::Input)
-        }
+    let x_arg = if layout.copy {
+        lowered.scratch.push((DType::F32, layout.len()));
+        lowered
+            .kernels
+            .push(layout.kernel(&format!("{}_pad", node.name), Arg::Input(0), 0));
+        Arg::Scratch(0)
+    } else {
+        Arg::Input(0)
     };
-    let wb = k.buffer("w", DType::F32, ops.w.len(), BufferKind::Input);
-    args.push(Arg::Input(1));
-    let bb = ops.b.map(|b| {
-        args.push(Arg::Input(2));
-        k.buffer("b", DType::F32, b.len(), BufferKind::Input)
-    });
-    let yb = k.buffer("y", DType::F32, ops.y.len(), BufferKind::Output);
-    args.push(Arg::Output(0));
-
-    k.for_loop(0, (n * m) as i64, 1, LoopKind::Parallel, |k, nm| {
-        let (batch, mi) = split(nm.clone(), n, m);
-        let g = if group == 1 {
-            Expr::Int(0)
-        } else if mg == 1 {
-            mi.clone()
-        } else {
-            mi.clone().div(Expr::Int(mg as i64))
-        };
-        let x_base = sum([times(batch, c * x_plane), times(g, cg * x_plane)]);
-        let w_base = times(mi.clone(), cg * taps);
-        let y_base = times(nm, out_plane);
-        let bias = bb.map(|b| Expr::load(b, mi.clone()));
-        let vector_rows = last.stride == 1 || phases.is_some();
-        for_each_segment(k, &axes, &mut |k, segment| {
-            walk_row(
-                k,
-                segment,
-                !segment.checked && vector_rows,
-                &mut |k, o, vectors| {
-                    let lanes = vectors.max(1);
-                    let (ty, zero) = if vectors > 0 {
-                        (Ty::F32x4, Expr::Float(0.0).splat())
-                    } else {
-                        (Ty::F32, Expr::Float(0.0))
-                    };
-                    let accs: Vec<_> = (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
-                    let outs = segment.coords(o.clone());
-                    // acc[u] += x[index(u)] * weight, masked by every condition of `index(u)`.
-                    let accumulate = |k: &mut KernelBuilder,
-                                      index: &dyn Fn(usize) -> (Expr, Vec<Expr>),
-                                      weight: Expr| {
-                        let weight = if vectors > 0 { weight.splat() } else { weight };
-                        for (u, acc) in accs.iter().enumerate() {
-                            let (index, valid) = index(u);
-                            let value = if vectors > 0 {
-                                Expr::load4(xb, index)
-                            } else {
-                                Expr::load(xb, index)
-                            };
-                            let value = valid
-                                .into_iter()
-                                .fold(value, |v, c| c.select(v, Expr::Float(0.0)));
-                            k.assign(*acc, value.fma(weight.clone(), Expr::Local(*acc)));
-                        }
-                    };
-                    range_or_zero(k, cg, LoopKind::Serial, |k, ci| {
-                        let x_channel = sum([x_base.clone(), times(ci.clone(), x_plane)]);
-                        let w_channel = sum([w_base.clone(), times(ci, taps)]);
-                        match &phases {
-                            None => for_each_tap(k, &axes, &outs, &mut |k, tap| {
-                                let weight =
-                                    Expr::load(wb, sum([w_channel.clone(), tap.tap.clone()]));
-                                let index = |u: usize| {
-                                    let at = plus(
-                                        sum([x_channel.clone(), tap.offset.clone()]),
-                                        4 * u as i64,
-                                    );
-                                    (at, tap.valid.iter().cloned().collect())
-                                };
-                                accumulate(k, &index, weight);
-                            }),
-                            Some(ph) => for_each_tap(
-                                k,
-                                &axes[..rank - 1],
-                                &outs[..rank - 1],
-                                &mut |k, tap| {
-                                    let row = sum([
-                                        x_channel.clone(),
-                                        times(tap.offset.clone(), ph.row_len()),
-                                    ]);
-                                    for kx in 0..last.kernel {
-                                        let weight = Expr::load(
-                                            wb,
-                                            sum([
-                                                w_channel.clone(),
-                                                times(tap.tap.clone(), last.kernel),
-                                                Expr::Int(kx as i64),
-                                            ]),
-                                        );
-                                        let index = |u: usize| {
-                                            let (at, valid) = ph.tap(
-                                                &last,
-                                                o.clone(),
-                                                kx,
-                                                segment.checked,
-                                                4 * u as i64,
-                                            );
-                                            (
-                                                sum([row.clone(), at]),
-                                                tap.valid.iter().cloned().chain(valid).collect(),
-                                            )
-                                        };
-                                        accumulate(k, &index, weight);
-                                    }
-                                },
-                            ),
-                        }
-                    });
-                    let position = sum(outs
-                        .iter()
-                        .zip(&out_strides)
-                        .map(|((o, _), s)| times(o.clone(), *s)));
-                    for (u, acc) in accs.iter().enumerate() {
-                        let index = plus(sum([y_base.clone(), position.clone()]), 4 * u as i64);
-                        let value = match &bias {
-                            Some(b) if vectors > 0 => Expr::Local(*acc).add(b.clone().splat()),
-                            Some(b) => Expr::Local(*acc).add(b.clone()),
-                            None => Expr::Local(*acc),
-                        };
-                        k.store(yb, index, value);
-                    }
-                },
-            );
-        });
-    });
+    shape.x_plane = layout.plane_len();
+    shape.x_len = layout.len();
     lowered.kernels.push(LoweredKernel {
-        kernel: k.finish(),
-        args,
+        kernel: row_conv(node.name, &layout, &shape),
+        args: shape.args(x_arg),
     });
     Ok(lowered)
 }
 
-/// The last spatial axis of an input split by stride phase, so that a strided window reads
-/// consecutive elements: `phased[row, p, i] = x[row, i * stride + p]` (0 past the row's
-/// end), for every row (all other axes, flattened).
-struct Phases {
-    stride: usize,
-    /// Input row length.
-    width: usize,
-    /// Elements per phase: `ceil(width / stride)`.
-    len: usize,
-    /// Number of rows.
-    rows: usize,
+/// Widest kernel along the last axis that [`row_conv`] unrolls; wider ones take
+/// [`general_conv`].
+const MAX_ROW_TAPS: usize = 32;
+
+/// Sizes of a convolution and its buffers.
+struct ConvShape {
+    n: usize,
+    c: usize,
+    m: usize,
+    cg: usize,
+    group: usize,
+    taps: usize,
+    out_plane: usize,
+    out_strides: Vec<usize>,
+    /// Elements per (batch, channel) plane of the input buffer the kernel reads.
+    x_plane: usize,
+    x_len: usize,
+    w_len: usize,
+    b_len: Option<usize>,
+    y_len: usize,
 }
 
-impl Phases {
-    /// Elements per phased row.
-    fn row_len(&self) -> usize {
-        self.stride * self.len
+/// The buffers of a convolution kernel and what each parallel iteration works on.
+struct ConvFrame {
+    x: super::ir::BufId,
+    w: super::ir::BufId,
+    y: super::ir::BufId,
+    /// First element of the iteration's group in the input buffer.
+    x_base: Expr,
+    /// First weight of the iteration's output channel.
+    w_base: Expr,
+    /// First element of the iteration's output plane.
+    y_base: Expr,
+    bias: Option<Expr>,
+}
+
+impl ConvShape {
+    /// The bindings of the kernel's buffers (x, w, [b], y).
+    fn args(&self, x: Arg) -> Vec<Arg> {
+        let mut args = vec![x, Arg::Input(1)];
+        if self.b_len.is_some() {
+            args.push(Arg::Input(2));
+        }
+        args.push(Arg::Output(0));
+        args
     }
 
-    /// The kernel writing the phased copy of input `input` into scratch buffer `scratch`.
-    fn kernel(&self, name: &str, input: Arg, scratch: usize) -> LoweredKernel {
+    /// Declares the buffers and the parallel loop over (batch, output channel) planes, and
+    /// calls `body` inside it.
+    fn kernel(
+        &self,
+        name: &str,
+        body: &mut dyn FnMut(&mut KernelBuilder, &ConvFrame),
+    ) -> super::Kernel {
         let mut k = KernelBuilder::new(name);
-        let x = k.buffer("x", DType::F32, self.rows * self.width, BufferKind::Input);
-        let xs = k.buffer(
-            "x_phases",
-            DType::F32,
-            self.rows * self.row_len(),
-            BufferKind::Output,
+        let x = k.buffer("x", DType::F32, self.x_len, BufferKind::Input);
+        let w = k.buffer("w", DType::F32, self.w_len, BufferKind::Input);
+        let b = self
+            .b_len
+            .map(|len| k.buffer("b", DType::F32, len, BufferKind::Input));
+        let y = k.buffer("y", DType::F32, self.y_len, BufferKind::Output);
+        let mg = self.m / self.group.max(1);
+        k.for_loop(
+            0,
+            (self.n * self.m) as i64,
+            1,
+            LoopKind::Parallel,
+            |k, nm| {
+                let (batch, mi) = split(nm.clone(), self.n, self.m);
+                let g = if self.group == 1 {
+                    Expr::Int(0)
+                } else if mg == 1 {
+                    mi.clone()
+                } else {
+                    mi.clone().div(Expr::Int(mg as i64))
+                };
+                let frame = ConvFrame {
+                    x,
+                    w,
+                    y,
+                    x_base: sum([
+                        times(batch, self.c * self.x_plane),
+                        times(g, self.cg * self.x_plane),
+                    ]),
+                    w_base: times(mi.clone(), self.cg * self.taps),
+                    y_base: times(nm, self.out_plane),
+                    bias: b.map(|b| Expr::load(b, mi)),
+                };
+                body(k, &frame);
+            },
         );
-        k.for_loop(0, self.rows as i64, 1, LoopKind::Parallel, |k, r| {
-            for p in 0..self.stride {
-                let inside = self.width.saturating_sub(p).div_ceil(self.stride);
-                let out = sum([
-                    times(r.clone(), self.row_len()),
-                    Expr::Int((p * self.len) as i64),
-                ]);
-                if inside > 0 {
-                    k.range(inside, |k, i| {
-                        let from = sum([
-                            times(r.clone(), self.width),
-                            times(i.clone(), self.stride),
-                            Expr::Int(p as i64),
-                        ]);
-                        k.store(xs, sum([out.clone(), i]), Expr::load(x, from));
-                    });
+        k.finish()
+    }
+
+    /// Declares `max(vectors, 1)` accumulators (`f32x4`, or one `f32` when `vectors` is 0).
+    fn accumulators(k: &mut KernelBuilder, vectors: usize) -> Vec<super::ir::LocalId> {
+        let (ty, zero) = if vectors > 0 {
+            (Ty::F32x4, Expr::Float(0.0).splat())
+        } else {
+            (Ty::F32, Expr::Float(0.0))
+        };
+        (0..vectors.max(1))
+            .map(|_| k.declare(ty, zero.clone()))
+            .collect()
+    }
+
+    /// Stores the accumulators (plus the bias) at output position `outs`.
+    fn store(
+        &self,
+        k: &mut KernelBuilder,
+        f: &ConvFrame,
+        outs: &[(Expr, bool)],
+        accs: &[super::ir::LocalId],
+        vectors: usize,
+    ) {
+        let position = sum(outs
+            .iter()
+            .zip(&self.out_strides)
+            .map(|((o, _), s)| times(o.clone(), *s)));
+        for (u, acc) in accs.iter().enumerate() {
+            let index = plus(sum([f.y_base.clone(), position.clone()]), 4 * u as i64);
+            let value = match &f.bias {
+                Some(b) if vectors > 0 => Expr::Local(*acc).add(b.clone().splat()),
+                Some(b) => Expr::Local(*acc).add(b.clone()),
+                None => Expr::Local(*acc),
+            };
+            k.store(f.y, index, value);
+        }
+    }
+}
+
+/// `acc[u] += x[index(u)] * weight` for each accumulator, the value masked (to 0) by each
+/// condition `index(u)` returns.
+fn accumulate(
+    k: &mut KernelBuilder,
+    x: super::ir::BufId,
+    accs: &[super::ir::LocalId],
+    vectors: usize,
+    index: &dyn Fn(usize) -> (Expr, Vec<Expr>),
+    weight: Expr,
+) {
+    let weight = if vectors > 0 { weight.splat() } else { weight };
+    for (u, acc) in accs.iter().enumerate() {
+        let (at, valid) = index(u);
+        let value = if vectors > 0 {
+            Expr::load4(x, at)
+        } else {
+            Expr::load(x, at)
+        };
+        let value = valid
+            .into_iter()
+            .fold(value, |v, c| c.select(v, Expr::Float(0.0)));
+        k.assign(*acc, value.fma(weight.clone(), Expr::Local(*acc)));
+    }
+}
+
+/// Accumulators of one register block of [`row_conv`].
+const BLOCK_ACCUMULATORS: usize = 8;
+
+/// The convolution kernel over a [`Layout`] (no padding left to check). Output positions
+/// are computed in register blocks of up to [`BLOCK_ACCUMULATORS`] accumulators sharing
+/// each weight: vectors of four positions along a row (the last one overlapping the one
+/// before when the row is not a multiple of 4), and for rows of fewer than 8 vectors,
+/// several rows at once (the last block of rows overlapping likewise). Rows narrower than 4
+/// use scalars. The last-axis taps are unrolled.
+fn row_conv(name: &str, layout: &Layout, shape: &ConvShape) -> super::Kernel {
+    let rank = layout.axes.len();
+    let ow = layout.axes[rank - 1].output;
+    let oh = if rank >= 2 {
+        layout.axes[rank - 2].output
+    } else {
+        1
+    };
+    let vector = ow >= 4;
+    // Starts of the vectors (or scalar positions) of one row.
+    let starts: Vec<usize> = if vector {
+        (0..ow / 4)
+            .map(|i| 4 * i)
+            .chain((!ow.is_multiple_of(4)).then_some(ow - 4))
+            .collect()
+    } else {
+        (0..ow).collect()
+    };
+    let wide = starts.len() > BLOCK_ACCUMULATORS;
+    let rows = if wide || rank < 2 {
+        1
+    } else {
+        (BLOCK_ACCUMULATORS / starts.len()).clamp(1, oh)
+    };
+    let outer: Vec<usize> = layout.axes[..rank.saturating_sub(2)]
+        .iter()
+        .map(|a| a.output)
+        .collect();
+    shape.kernel(name, &mut |k, f| {
+        nest(k, &outer, &mut Vec::new(), &mut |k, outer| {
+            let row_block = |k: &mut KernelBuilder, oy: Expr| {
+                let block = |k: &mut KernelBuilder, xs: &[Expr]| {
+                    conv_block(k, layout, shape, f, outer, &oy, rows, xs, vector)
+                };
+                if !wide {
+                    let xs: Vec<Expr> = starts.iter().map(|&x| Expr::Int(x as i64)).collect();
+                    block(k, &xs);
+                    return;
                 }
-                if inside < self.len {
-                    k.for_loop(
-                        inside as i64,
-                        self.len as i64,
-                        1,
-                        LoopKind::Serial,
-                        |k, i| {
-                            k.store(xs, sum([out.clone(), i]), Expr::Float(0.0));
-                        },
-                    );
+                let width = 4 * BLOCK_ACCUMULATORS;
+                let full = ow / width * width;
+                k.for_loop(0, full as i64, width as i64, LoopKind::Serial, |k, x| {
+                    let xs: Vec<Expr> = (0..BLOCK_ACCUMULATORS)
+                        .map(|u| plus(x.clone(), 4 * u as i64))
+                        .collect();
+                    block(k, &xs);
+                });
+                let rest: Vec<Expr> = starts
+                    .iter()
+                    .filter(|&&x| x + 4 > full)
+                    .map(|&x| Expr::Int(x as i64))
+                    .collect();
+                if full < ow {
+                    block(k, &rest);
+                }
+            };
+            if rank < 2 {
+                row_block(k, Expr::Int(0));
+                return;
+            }
+            let full = oh / rows * rows;
+            if full == rows {
+                row_block(k, Expr::Int(0));
+            } else {
+                k.for_loop(0, full as i64, rows as i64, LoopKind::Serial, |k, oy| {
+                    row_block(k, oy)
+                });
+            }
+            if full < oh {
+                row_block(k, Expr::Int((oh - rows) as i64));
+            }
+        });
+    })
+}
+
+/// One register block of [`row_conv`]: output rows `oy..oy + rows` (of the position `outer`
+/// on the other axes), at the vector starts (or scalar positions) `xs` of each row.
+#[allow(clippy::too_many_arguments)]
+fn conv_block(
+    k: &mut KernelBuilder,
+    layout: &Layout,
+    shape: &ConvShape,
+    f: &ConvFrame,
+    outer: &[Expr],
+    oy: &Expr,
+    rows: usize,
+    xs: &[Expr],
+    vector: bool,
+) {
+    let rank = layout.axes.len();
+    let last = &layout.axes[rank - 1];
+    let vectors = if vector { 1 } else { 0 };
+    let accs: Vec<Vec<super::ir::LocalId>> = (0..rows)
+        .map(|_| {
+            xs.iter()
+                .flat_map(|_| ConvShape::accumulators(k, vectors))
+                .collect()
+        })
+        .collect();
+    // Output coordinates of the block's first row on every axis but the last.
+    let mut outs: Vec<(Expr, bool)> = outer.iter().map(|o| (o.clone(), false)).collect();
+    if rank >= 2 {
+        outs.push((oy.clone(), false));
+    }
+    let row_step = if rank >= 2 {
+        layout.axes[rank - 2].stride
+    } else {
+        0
+    };
+    range_or_zero(k, shape.cg, LoopKind::Serial, |k, ci| {
+        let x_channel = sum([f.x_base.clone(), times(ci.clone(), shape.x_plane)]);
+        let w_channel = sum([f.w_base.clone(), times(ci, shape.taps)]);
+        for_each_tap(k, &layout.axes[..rank - 1], &outs, &mut |k, tap| {
+            let w_row = sum([w_channel.clone(), times(tap.tap.clone(), last.kernel)]);
+            for kx in 0..last.kernel {
+                let weight = Expr::load(f.w, plus(w_row.clone(), kx as i64));
+                let weight = if vector { weight.splat() } else { weight };
+                for (r, row_accs) in accs.iter().enumerate() {
+                    let row = sum([
+                        x_channel.clone(),
+                        times(
+                            plus(tap.offset.clone(), (r * row_step) as i64),
+                            layout.row_len(),
+                        ),
+                    ]);
+                    for (x, acc) in xs.iter().zip(row_accs) {
+                        let at = sum([row.clone(), layout.tap(kx, x.clone())]);
+                        let value = if vector {
+                            Expr::load4(f.x, at)
+                        } else {
+                            Expr::load(f.x, at)
+                        };
+                        k.assign(*acc, value.fma(weight.clone(), Expr::Local(*acc)));
+                    }
                 }
             }
+        });
+    });
+    for (r, row_accs) in accs.iter().enumerate() {
+        let mut position: Vec<(Expr, bool)> = outs.clone();
+        if let Some(last_row) = position.last_mut().filter(|_| rank >= 2) {
+            last_row.0 = plus(oy.clone(), r as i64);
+        }
+        for (x, acc) in xs.iter().zip(row_accs) {
+            let mut at = position.clone();
+            at.push((x.clone(), false));
+            shape.store(k, f, &at, std::slice::from_ref(acc), vectors);
+        }
+    }
+}
+
+/// The convolution kernel for any geometry, reading the input directly: border taps are
+/// clamped and masked; rows are vectorised only with stride 1.
+fn general_conv(name: &str, axes: &[Axis], shape: &ConvShape) -> super::Kernel {
+    let unit_stride = axes.last().is_some_and(|a| a.stride == 1);
+    shape.kernel(name, &mut |k, f| {
+        for_each_segment(k, axes, &mut |k, segment| {
+            walk_row(
+                k,
+                segment,
+                !segment.checked && unit_stride,
+                &mut |k, o, vectors| {
+                    let accs = ConvShape::accumulators(k, vectors);
+                    let outs = segment.coords(o.clone());
+                    range_or_zero(k, shape.cg, LoopKind::Serial, |k, ci| {
+                        let x_channel = sum([f.x_base.clone(), times(ci.clone(), shape.x_plane)]);
+                        let w_channel = sum([f.w_base.clone(), times(ci, shape.taps)]);
+                        for_each_tap(k, axes, &outs, &mut |k, tap| {
+                            let weight = Expr::load(f.w, sum([w_channel.clone(), tap.tap.clone()]));
+                            let index = |u: usize| {
+                                let at = plus(
+                                    sum([x_channel.clone(), tap.offset.clone()]),
+                                    4 * u as i64,
+                                );
+                                (at, tap.valid.iter().cloned().collect())
+                            };
+                            accumulate(k, f.x, &accs, vectors, &index, weight);
+                        });
+                    });
+                    shape.store(k, f, &outs, &accs, vectors);
+                },
+            );
+        });
+    })
+}
+
+/// The input as a convolution reads it: each plane padded on every spatial axis to the
+/// extent its windows reach, and the last axis split by stride phase, so that a window's
+/// taps along it are consecutive elements for consecutive outputs:
+/// `copy[plane, rows..., p, i] = x[plane, rows... - pads, i * stride + p - pad]` (0 in the
+/// padding). Without padding and with stride 1 the input itself has this layout.
+pub(super) struct Layout {
+    /// The window axes over the padded input (no padding left).
+    pub axes: Vec<Axis>,
+    /// Unpadded input size and begin padding per axis.
+    input: Vec<usize>,
+    pads: Vec<usize>,
+    /// Elements per phase of the last axis.
+    phase_len: usize,
+    /// Number of (batch, channel) planes.
+    planes: usize,
+    /// Whether the layout is a copy (else it is the input itself).
+    pub copy: bool,
+}
+
+impl Layout {
+    pub fn new(axes: &[Axis], planes: usize) -> Layout {
+        let rank = axes.len();
+        // Padded extent each axis's windows reach.
+        let reach =
+            |a: &Axis| (a.output.max(1) - 1) * a.stride + (a.kernel.max(1) - 1) * a.dilation + 1;
+        let copy =
+            axes.iter().any(|a| a.pad > 0 || reach(a) > a.input) || axes[rank - 1].stride > 1;
+        let padded: Vec<Axis> = axes
+            .iter()
+            .map(|a| Axis {
+                input: if copy { reach(a) } else { a.input },
+                pad: 0,
+                ..a.clone()
+            })
+            .collect();
+        let last = &padded[rank - 1];
+        Layout {
+            phase_len: last.input.div_ceil(last.stride),
+            axes: padded,
+            input: axes.iter().map(|a| a.input).collect(),
+            pads: axes.iter().map(|a| a.pad).collect(),
+            planes,
+            copy,
+        }
+    }
+
+    fn stride(&self) -> usize {
+        self.axes.last().map_or(1, |a| a.stride)
+    }
+
+    /// Elements per row (all phases of the last axis).
+    pub fn row_len(&self) -> usize {
+        if self.copy {
+            self.stride() * self.phase_len
+        } else {
+            self.phase_len
+        }
+    }
+
+    /// Elements per plane.
+    pub fn plane_len(&self) -> usize {
+        let rank = self.axes.len();
+        self.axes[..rank - 1]
+            .iter()
+            .map(|a| a.input)
+            .product::<usize>()
+            * self.row_len()
+    }
+
+    /// Elements in all.
+    pub fn len(&self) -> usize {
+        self.planes * self.plane_len()
+    }
+
+    /// The offset within a row of last-axis tap `kx` of output position `o`.
+    pub fn tap(&self, kx: usize, o: Expr) -> Expr {
+        let Some(last) = self.axes.last() else {
+            return o;
+        };
+        let e = kx * last.dilation;
+        let (p, q) = (e % last.stride, e / last.stride);
+        sum([Expr::Int((p * self.phase_len) as i64), plus(o, q as i64)])
+    }
+
+    /// The kernel writing the layout of input `input` into scratch buffer `scratch`.
+    pub fn kernel(&self, name: &str, input: Arg, scratch: usize) -> LoweredKernel {
+        let rank = self.axes.len();
+        let in_plane: usize = self.input.iter().product();
+        let mut k = KernelBuilder::new(name);
+        let x = k.buffer("x", DType::F32, self.planes * in_plane, BufferKind::Input);
+        let xs = k.buffer("x_padded", DType::F32, self.len(), BufferKind::Output);
+        let in_strides = strides(&self.input);
+        let row_strides = strides(
+            &self.axes[..rank - 1]
+                .iter()
+                .map(|a| a.input)
+                .collect::<Vec<_>>(),
+        );
+        k.for_loop(0, self.planes as i64, 1, LoopKind::Parallel, |k, plane| {
+            let dst_plane = times(plane.clone(), self.plane_len());
+            let src_plane = times(plane, in_plane);
+            self.rows(k, &mut Vec::new(), &mut |k, rows| {
+                let dst = sum([
+                    dst_plane.clone(),
+                    times(
+                        sum(rows
+                            .iter()
+                            .zip(&row_strides)
+                            .map(|((r, _), s)| times(r.clone(), *s))),
+                        self.row_len(),
+                    ),
+                ]);
+                if rows.iter().any(|(_, inside)| !inside) {
+                    fill(k, xs, &dst, self.row_len(), None);
+                    return;
+                }
+                let src = sum([
+                    src_plane.clone(),
+                    sum(rows.iter().enumerate().map(|(a, (r, _))| {
+                        times(plus(r.clone(), -(self.pads[a] as i64)), in_strides[a])
+                    })),
+                ]);
+                let (s, pad, width) = (self.stride(), self.pads[rank - 1], self.input[rank - 1]);
+                for p in 0..s {
+                    // Elements i of phase p with 0 <= i * s + p - pad < width.
+                    let begin = pad.saturating_sub(p).div_ceil(s).min(self.phase_len);
+                    let end = (pad + width)
+                        .saturating_sub(p)
+                        .div_ceil(s)
+                        .clamp(begin, self.phase_len);
+                    let phase = plus(dst.clone(), (p * self.phase_len) as i64);
+                    fill(k, xs, &phase, begin, None);
+                    let from = plus(src.clone(), (begin * s + p) as i64 - pad as i64);
+                    fill(
+                        k,
+                        xs,
+                        &plus(phase.clone(), begin as i64),
+                        end - begin,
+                        Some((x, from, s)),
+                    );
+                    fill(k, xs, &plus(phase, end as i64), self.phase_len - end, None);
+                }
+            });
         });
         LoweredKernel {
             kernel: k.finish(),
@@ -724,31 +1051,71 @@ impl Phases {
         }
     }
 
-    /// The offset within a phased row of tap `kx` of output position `o` (+ `lanes`) on
-    /// `axis`, and whether it lies inside the input (`None` when not `checked`: always).
-    fn tap(
-        &self,
-        axis: &Axis,
-        o: Expr,
-        kx: usize,
-        checked: bool,
-        lanes: i64,
-    ) -> (Expr, Option<Expr>) {
-        let e = (kx * axis.dilation) as i64 - axis.pad as i64;
-        let s = self.stride as i64;
-        let (p, q) = (e.rem_euclid(s), e.div_euclid(s));
-        let phase = Expr::Int(p * self.len as i64);
-        if !checked {
-            return (sum([phase, plus(o, q + lanes)]), None);
+    /// Emits loops over the padded rows (every axis but the last), calling `f` with each
+    /// row coordinate and whether it lies inside the input.
+    fn rows(&self, k: &mut KernelBuilder, rows: &mut Vec<(Expr, bool)>, f: &mut RowFn<'_>) {
+        let axis = rows.len();
+        if axis + 1 >= self.axes.len() {
+            f(k, rows);
+            return;
         }
-        let ix = plus(times(o.clone(), self.stride), e);
-        let valid = ix
-            .clone()
-            .cmp(CmpOp::Eq, ix.clamp(0, self.width as i64 - 1));
-        (
-            sum([phase, plus(o, q + lanes).clamp(0, self.len as i64 - 1)]),
-            Some(valid),
-        )
+        let size = self.axes[axis].input;
+        let begin = self.pads[axis].min(size);
+        let end = (self.pads[axis] + self.input[axis]).clamp(begin, size);
+        for (start, stop, inside) in [(0, begin, false), (begin, end, true), (end, size, false)] {
+            if start < stop {
+                k.for_loop(start as i64, stop as i64, 1, LoopKind::Serial, |k, r| {
+                    rows.push((r, inside));
+                    self.rows(k, rows, f);
+                    rows.pop();
+                });
+            }
+        }
+    }
+}
+
+/// A callback of [`Layout::rows`]: the coordinate of each row axis and whether it lies
+/// inside the input.
+type RowFn<'a> = dyn FnMut(&mut KernelBuilder, &[(Expr, bool)]) + 'a;
+
+/// `dst[at + i] = src[from + i * step]` (or 0 without a source) for `i` in `0..count`,
+/// four at a time where both sides are contiguous.
+fn fill(
+    k: &mut KernelBuilder,
+    dst: super::ir::BufId,
+    at: &Expr,
+    count: usize,
+    src: Option<(super::ir::BufId, Expr, usize)>,
+) {
+    let contiguous = src.as_ref().is_none_or(|(_, _, step)| *step == 1);
+    let vectors = if contiguous { count / 4 } else { 0 };
+    let value = |i: &Expr, lanes: bool| match &src {
+        None if lanes => Expr::Float(0.0).splat(),
+        None => Expr::Float(0.0),
+        Some((buf, from, step)) => {
+            let index = sum([from.clone(), times(i.clone(), *step)]);
+            if lanes {
+                Expr::load4(*buf, index)
+            } else {
+                Expr::load(*buf, index)
+            }
+        }
+    };
+    if vectors > 0 {
+        k.for_loop(0, 4 * vectors as i64, 4, LoopKind::Serial, |k, i| {
+            k.store(dst, sum([at.clone(), i.clone()]), value(&i, true));
+        });
+    }
+    if 4 * vectors < count {
+        k.for_loop(
+            4 * vectors as i64,
+            count as i64,
+            1,
+            LoopKind::Serial,
+            |k, i| {
+                k.store(dst, sum([at.clone(), i.clone()]), value(&i, false));
+            },
+        );
     }
 }
 
@@ -1080,6 +1447,41 @@ mod tests {
     #[test]
     fn conv_2d_stride_1_padded_vectorises_the_interior() {
         conv(
+            &[1, 2, 3, 34],
+            &[3, 2, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[], &[]),
+            1,
+        );
+        conv(
+            &[1, 2, 9, 71],
+            &[2, 2, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[], &[]),
+            1,
+        );
+        conv(
+            &[1, 3, 7, 7],
+            &[5, 3, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[], &[]),
+            1,
+        );
+        conv(
+            &[1, 3, 9, 3],
+            &[5, 3, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[], &[]),
+            1,
+        );
+        conv(
+            &[1, 3, 9, 9],
+            &[5, 3, 3, 3],
+            true,
+            window(&[], &[3, 3], &[]),
+            1,
+        );
+        conv(
             &[1, 3, 9, 37],
             &[4, 3, 3, 3],
             true,
@@ -1136,21 +1538,97 @@ mod tests {
     }
 
     #[test]
-    fn strided_rows_read_a_phase_split_copy() {
+    fn padded_phase_split_copies_make_every_row_vectorisable() {
         let lowered = check(
             &Op::Conv(Conv {
                 window: window(&[3, 3, 3, 3], &[2, 2], &[]),
                 group: 1,
             }),
-            &[Some((random(&[2, 3, 20, 45], 1), false)), Some((random(&[4, 3, 7, 7], 2), true)), None],
+            &[
+                Some((random(&[2, 3, 20, 45], 1), false)),
+                Some((random(&[4, 3, 7, 7], 2), true)),
+                None,
+            ],
             1,
         );
         assert_eq!(lowered.kernels.len(), 2);
-        assert_eq!(lowered.scratch, [(crate::tensor::DType::F32, 2 * 3 * 20 * 46)]);
-        conv(&[1, 2, 5, 50], &[3, 2, 2, 3], true, window(&[0, 2, 1, 0], &[1, 3], &[1, 2]), 1);
-        conv(&[1, 4, 11, 37], &[4, 1, 3, 3], true, window(&[1, 1, 1, 1], &[2, 2], &[]), 4);
-        conv(&[1, 2, 61], &[2, 2, 5], false, window(&[1, 4], &[4], &[2]), 1);
-        conv(&[1, 2, 3, 4, 33], &[2, 2, 1, 2, 3], false, window(&[0, 1, 1, 0, 0, 2], &[1, 1, 2], &[]), 1);
+        assert_eq!(
+            lowered.scratch,
+            // Rows padded to the 25 the windows reach, each split into 2 phases of 26.
+            [(crate::tensor::DType::F32, 2 * 3 * 25 * 52)]
+        );
+        conv(
+            &[1, 2, 5, 50],
+            &[3, 2, 2, 3],
+            true,
+            window(&[0, 2, 1, 0], &[1, 3], &[1, 2]),
+            1,
+        );
+        conv(
+            &[1, 4, 11, 37],
+            &[4, 1, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[2, 2], &[]),
+            4,
+        );
+        conv(
+            &[1, 2, 61],
+            &[2, 2, 5],
+            false,
+            window(&[1, 4], &[4], &[2]),
+            1,
+        );
+        conv(
+            &[1, 2, 3, 4, 33],
+            &[2, 2, 1, 2, 3],
+            false,
+            window(&[0, 1, 1, 0, 0, 2], &[1, 1, 2], &[]),
+            1,
+        );
+    }
+
+    #[test]
+    fn empty_batches_and_channels_lower() {
+        conv(
+            &[0, 2, 5, 5],
+            &[3, 2, 3, 3],
+            true,
+            window(&[1, 1, 1, 1], &[2, 2], &[]),
+            1,
+        );
+        conv(
+            &[1, 2, 5, 5],
+            &[0, 2, 3, 3],
+            false,
+            window(&[1, 1, 1, 1], &[], &[]),
+            1,
+        );
+        transpose(
+            &[0, 2, 3, 3],
+            &[2, 1, 3, 3],
+            1,
+            window(&[], &[], &[]),
+            &[],
+            &[],
+        );
+    }
+
+    #[test]
+    fn very_wide_kernels_take_the_general_path() {
+        conv(
+            &[1, 2, 100],
+            &[2, 2, 35],
+            true,
+            window(&[3, 5], &[2], &[]),
+            1,
+        );
+        conv(
+            &[1, 2, 3, 90],
+            &[3, 2, 2, 40],
+            true,
+            window(&[1, 4, 0, 7], &[], &[1, 2]),
+            1,
+        );
     }
 
     #[test]

@@ -1,28 +1,29 @@
 //! Lowering of the pooling ops (see [`super`] for the conventions).
 //!
-//! One parallel iteration per (batch, channel) plane; output positions are walked with the
-//! window walkers of [`super::conv`] (interior regions need no checks; border taps are
-//! clamped and masked). In the interior of the last axis with stride 1, four output
-//! positions share an `f32x4`.
+//! One parallel iteration per (batch, channel) plane.
 //!
 //! - `max_pool` follows the interpreter exactly: the first tap inside the input is taken,
 //!   then a tap replaces the maximum only if it is greater (`v > best`, so NaN never
 //!   replaces and a leading NaN stays); a window without input taps gives `-inf` (index -1).
-//!   In the interior the first tap is always inside, so the maximum starts from it. Border
-//!   windows track whether a tap was found in an `i64` local. Indices are flat offsets into
-//!   the input, column-major within the plane for `storage_order` 1.
-//! - `average_pool` sums the input taps in window order from 0 and divides by the count the
-//!   interpreter uses; that count factors into a per-axis count (input taps, or all taps up
-//!   to the end of the end padding with `count_include_pad`), so the kernel multiplies
-//!   per-axis counts from a constant table.
+//!   Output positions are walked with the checked walkers of [`super::conv`]: in the
+//!   interior the first tap is always inside, so the maximum starts from it, and rows are
+//!   computed in `f32x4` vectors reading a [`Layout`] of the input (split by stride phase,
+//!   so strided taps are consecutive); border windows are scalar and track whether a tap
+//!   was found in an `i64` local. Indices (flat offsets into the input, column-major within
+//!   the plane for `storage_order` 1) are computed one position at a time.
+//! - `average_pool` sums the taps in window order from 0 over a zero-padded [`Layout`]
+//!   (padding and taps past it add exactly 0), every row in vectors, and divides by the
+//!   count the interpreter uses; that count factors into a per-axis count (input taps, or
+//!   all taps up to the end of the end padding with `count_include_pad`), so the kernel
+//!   multiplies per-axis counts from a constant table.
 
 use std::sync::Arc;
 
 use super::conv::{
-    Axis, for_each_segment, for_each_tap, node_error, plus, strides, sum, times, walk_row,
+    Axis, Layout, for_each_segment, for_each_tap, node_error, plus, strides, sum, times, walk_row,
 };
-use super::ir::{CmpOp, LocalId};
-use super::{Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, NodeInfo, Ty};
+use super::ir::{BufId, CmpOp, LocalId};
+use super::{Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo, Ty};
 use crate::error::{Error, Result};
 use crate::graph::op::{Op, Pool};
 use crate::graph::window::{self, ResolvedWindow, Rounding};
@@ -125,6 +126,66 @@ fn first_tap(plan: &Plan, outs: &[(Expr, bool)]) -> (Expr, Vec<Expr>) {
     (offset, coords)
 }
 
+/// Calls `f(k, offset)` for each tap, in window order, of the output position `outs` in
+/// `layout` (which has no padding left to check); `offset` is the tap's element within a
+/// plane of the layout.
+fn layout_taps(
+    k: &mut KernelBuilder,
+    layout: &Layout,
+    outs: &[(Expr, bool)],
+    f: &mut dyn FnMut(&mut KernelBuilder, Expr),
+) {
+    let rank = layout.axes.len();
+    let o = outs[rank - 1].0.clone();
+    let kernel = layout.axes[rank - 1].kernel;
+    for_each_tap(
+        k,
+        &layout.axes[..rank - 1],
+        &outs[..rank - 1],
+        &mut |k, tap| {
+            let row = times(tap.offset.clone(), layout.row_len());
+            for kx in 0..kernel {
+                f(k, sum([row.clone(), layout.tap(kx, o.clone())]));
+            }
+        },
+    );
+}
+
+/// The offset within a plane of `layout` of the first tap of output position `outs`.
+fn layout_first(layout: &Layout, outs: &[(Expr, bool)]) -> Expr {
+    let rank = layout.axes.len();
+    let row_strides = strides(
+        &layout.axes[..rank - 1]
+            .iter()
+            .map(|a| a.input)
+            .collect::<Vec<_>>(),
+    );
+    let row = sum(layout.axes[..rank - 1]
+        .iter()
+        .zip(outs)
+        .zip(&row_strides)
+        .map(|((a, (o, _)), s)| times(times(o.clone(), a.stride), *s)));
+    sum([
+        times(row, layout.row_len()),
+        layout.tap(0, outs[rank - 1].0.clone()),
+    ])
+}
+
+/// Adds the kernel writing `layout`'s copy of input 0 into scratch 0, and declares the
+/// copy as a buffer of `k` (bound to [`Arg::Scratch`] 0).
+fn copy_layout(
+    node: &NodeInfo<'_>,
+    layout: &Layout,
+    k: &mut KernelBuilder,
+    lowered: &mut Lowered,
+) -> BufId {
+    lowered.scratch.push((DType::F32, layout.len()));
+    lowered
+        .kernels
+        .push(layout.kernel(&format!("{}_pad", node.name), Arg::Input(0), 0));
+    k.buffer("x_padded", DType::F32, layout.len(), BufferKind::Input)
+}
+
 fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
     let plan = plan(node, attrs)?;
     let with_indices = node.outputs.len() > 1;
@@ -144,16 +205,31 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
     } else {
         strides(&plan.axes.iter().map(|a| a.input).collect::<Vec<_>>())
     };
+    // Interior vectors read a layout where strided taps are consecutive (no indices: those
+    // are computed one position at a time).
+    let layout = (!with_indices).then(|| Layout::new(&plan.axes, plan.planes));
 
+    let mut lowered = Lowered::default();
     let mut k = KernelBuilder::new(node.name);
+    let mut args = vec![Arg::Input(0)];
     let xb = k.buffer("x", DType::F32, plan.x_len, BufferKind::Input);
+    let lb = layout.as_ref().map(|l| {
+        if l.copy {
+            args.push(Arg::Scratch(0));
+            copy_layout(node, l, &mut k, &mut lowered)
+        } else {
+            xb
+        }
+    });
     let yb = k.buffer(
         "y",
         DType::F32,
         plan.planes * plan.out_plane,
         BufferKind::Output,
     );
+    args.push(Arg::Output(0));
     let ib = with_indices.then(|| {
+        args.push(Arg::Output(1));
         k.buffer(
             "indices",
             DType::I64,
@@ -161,11 +237,6 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
             BufferKind::Output,
         )
     });
-    let mut args = vec![Arg::Input(0), Arg::Output(0)];
-    if ib.is_some() {
-        args.push(Arg::Output(1));
-    }
-    let vector_rows = !with_indices && plan.axes.last().is_some_and(|a| a.stride == 1);
 
     k.for_loop(0, plan.planes as i64, 1, LoopKind::Parallel, |k, p| {
         let x_base = times(p.clone(), plan.plane);
@@ -181,85 +252,100 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
         };
         for_each_segment(k, &plan.axes, &mut |k, segment| {
             let interior = !segment.checked && segment.outer.iter().all(|(_, checked)| !checked);
-            walk_row(k, segment, interior && vector_rows, &mut |k, o, vectors| {
-                let outs = segment.coords(o.clone());
-                let lanes = vectors.max(1);
-                let load = |offset: Expr, u: usize| {
-                    let index = plus(sum([x_base.clone(), offset]), 4 * u as i64);
-                    if vectors > 0 {
-                        Expr::load4(xb, index)
-                    } else {
-                        Expr::load(xb, index)
-                    }
-                };
-                let (best, index): (Vec<LocalId>, Option<LocalId>) = if interior {
-                    // The first tap is inside the input: start from it.
-                    let (offset, coords) = first_tap(&plan, &outs);
-                    let ty = if vectors > 0 { Ty::F32x4 } else { Ty::F32 };
-                    let best = (0..lanes)
-                        .map(|u| k.declare(ty, load(offset.clone(), u)))
-                        .collect();
-                    let index = ib.map(|_| k.declare(Ty::I64, stored(&coords)));
-                    (best, index)
-                } else {
-                    let best = vec![k.declare(Ty::F32, Expr::Float(f32::NEG_INFINITY))];
-                    (best, Some(k.declare(Ty::I64, Expr::Int(-1))))
-                };
-                for_each_tap(k, &plan.axes, &outs, &mut |k, tap| {
-                    let Some(found_at) = index.filter(|_| !interior) else {
-                        // Interior: `v > best` replaces.
-                        for (u, b) in best.iter().enumerate() {
-                            let v = load(tap.offset.clone(), u);
-                            if let Some(i) = index {
-                                let greater = v.clone().cmp(CmpOp::Gt, Expr::Local(*b));
-                                k.assign(i, greater.select(stored(&tap.coords), Expr::Local(i)));
+            walk_row(
+                k,
+                segment,
+                interior && layout.is_some(),
+                &mut |k, o, vectors| {
+                    let outs = segment.coords(o.clone());
+                    let position = sum([y_base.clone(), out_position(&plan, &outs)]);
+                    if let (Some(layout), Some(lb), true) = (&layout, lb, vectors > 0) {
+                        // Interior vectors: start from the first tap, then `v > best` replaces.
+                        let base = times(p.clone(), layout.plane_len());
+                        let load = |offset: Expr, u: usize| {
+                            Expr::load4(lb, plus(sum([base.clone(), offset]), 4 * u as i64))
+                        };
+                        let first = layout_first(layout, &outs);
+                        let best: Vec<LocalId> = (0..vectors)
+                            .map(|u| k.declare(Ty::F32x4, load(first.clone(), u)))
+                            .collect();
+                        layout_taps(k, layout, &outs, &mut |k, offset| {
+                            for (u, b) in best.iter().enumerate() {
+                                k.assign(*b, load(offset.clone(), u).max(Expr::Local(*b)));
                             }
-                            k.assign(*b, v.max(Expr::Local(*b)));
+                        });
+                        for (u, b) in best.iter().enumerate() {
+                            k.store(yb, plus(position.clone(), 4 * u as i64), Expr::Local(*b));
                         }
                         return;
-                    };
-                    // Border: the first tap inside the input is taken, later ones if greater;
-                    // `found_at` is -1 until a tap is taken.
-                    let b = best[0];
-                    let v = load(tap.offset.clone(), 0);
-                    let first = Expr::Local(found_at).cmp(CmpOp::Eq, Expr::Int(-1));
-                    let greater = v.clone().cmp(CmpOp::Gt, Expr::Local(b));
-                    let taken = k.declare(
-                        Ty::F32,
-                        first.clone().select(v.clone(), v.max(Expr::Local(b))),
-                    );
-                    let at = if ib.is_some() {
-                        stored(&tap.coords)
-                    } else {
-                        Expr::Int(0)
-                    };
-                    let new_at =
-                        first.select(at.clone(), greater.select(at, Expr::Local(found_at)));
-                    match &tap.valid {
-                        Some(valid) => {
-                            k.assign(
-                                found_at,
-                                valid.clone().select(new_at, Expr::Local(found_at)),
-                            );
-                            k.assign(b, valid.clone().select(Expr::Local(taken), Expr::Local(b)));
-                        }
-                        None => {
-                            k.assign(found_at, new_at);
-                            k.assign(b, Expr::Local(taken));
-                        }
                     }
-                });
-                let position = sum([y_base.clone(), out_position(&plan, &outs)]);
-                for (u, b) in best.iter().enumerate() {
-                    k.store(yb, plus(position.clone(), 4 * u as i64), Expr::Local(*b));
-                }
-                if let (Some(ib), Some(i)) = (ib, index) {
-                    k.store(ib, position, Expr::Local(i));
-                }
-            });
+                    let load = |offset: Expr| Expr::load(xb, sum([x_base.clone(), offset]));
+                    let best: LocalId;
+                    let index: Option<LocalId>;
+                    if interior {
+                        // The first tap is inside the input: start from it.
+                        let (offset, coords) = first_tap(&plan, &outs);
+                        best = k.declare(Ty::F32, load(offset));
+                        index = ib.map(|_| k.declare(Ty::I64, stored(&coords)));
+                    } else {
+                        best = k.declare(Ty::F32, Expr::Float(f32::NEG_INFINITY));
+                        index = Some(k.declare(Ty::I64, Expr::Int(-1)));
+                    }
+                    for_each_tap(k, &plan.axes, &outs, &mut |k, tap| {
+                        let v = load(tap.offset.clone());
+                        let greater = v.clone().cmp(CmpOp::Gt, Expr::Local(best));
+                        let Some(found_at) = index.filter(|_| !interior) else {
+                            // Interior: `v > best` replaces.
+                            if let Some(i) = index {
+                                k.assign(i, greater.select(stored(&tap.coords), Expr::Local(i)));
+                            }
+                            k.assign(best, v.max(Expr::Local(best)));
+                            return;
+                        };
+                        // Border: the first tap inside the input is taken, later ones if greater;
+                        // `found_at` is -1 until a tap is taken.
+                        let first = Expr::Local(found_at).cmp(CmpOp::Eq, Expr::Int(-1));
+                        let taken = k.declare(
+                            Ty::F32,
+                            first.clone().select(v.clone(), v.max(Expr::Local(best))),
+                        );
+                        let at = if ib.is_some() {
+                            stored(&tap.coords)
+                        } else {
+                            Expr::Int(0)
+                        };
+                        let new_at =
+                            first.select(at.clone(), greater.select(at, Expr::Local(found_at)));
+                        match &tap.valid {
+                            Some(valid) => {
+                                k.assign(
+                                    found_at,
+                                    valid.clone().select(new_at, Expr::Local(found_at)),
+                                );
+                                k.assign(
+                                    best,
+                                    valid.clone().select(Expr::Local(taken), Expr::Local(best)),
+                                );
+                            }
+                            None => {
+                                k.assign(found_at, new_at);
+                                k.assign(best, Expr::Local(taken));
+                            }
+                        }
+                    });
+                    k.store(yb, position.clone(), Expr::Local(best));
+                    if let (Some(ib), Some(i)) = (ib, index) {
+                        k.store(ib, position, Expr::Local(i));
+                    }
+                },
+            );
         });
     });
-    Ok(Lowered::single(k.finish(), args))
+    lowered.kernels.push(LoweredKernel {
+        kernel: k.finish(),
+        args,
+    });
+    Ok(lowered)
 }
 
 fn average_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
@@ -286,87 +372,90 @@ fn average_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
         }
     }
     let table = Tensor::from_f32(vec![table.len()], table)?;
+    // Every tap reads the zero-padded layout: padding adds 0 to the sum.
+    let layout = Layout::new(&plan.axes, plan.planes);
 
+    let mut lowered = Lowered::default();
     let mut k = KernelBuilder::new(node.name);
-    let xb = k.buffer("x", DType::F32, plan.x_len, BufferKind::Input);
+    let mut args = Vec::new();
+    let xb = if layout.copy {
+        args.push(Arg::Scratch(0));
+        copy_layout(node, &layout, &mut k, &mut lowered)
+    } else {
+        args.push(Arg::Input(0));
+        k.buffer("x", DType::F32, plan.x_len, BufferKind::Input)
+    };
     let db = k.buffer(
         "divisors",
         DType::F32,
         table.len(),
         BufferKind::Const(Arc::new(table)),
     );
+    args.push(Arg::Const);
     let yb = k.buffer(
         "y",
         DType::F32,
         plan.planes * plan.out_plane,
         BufferKind::Output,
     );
-    let args = vec![Arg::Input(0), Arg::Const, Arg::Output(0)];
-    let vector_rows = plan.axes.last().is_some_and(|a| a.stride == 1);
+    args.push(Arg::Output(0));
 
     k.for_loop(0, plan.planes as i64, 1, LoopKind::Parallel, |k, p| {
-        let x_base = times(p.clone(), plan.plane);
+        let base = times(p.clone(), layout.plane_len());
         let y_base = times(p, plan.out_plane);
-        for_each_segment(k, &plan.axes, &mut |k, segment| {
-            walk_row(
-                k,
-                segment,
-                !segment.checked && vector_rows,
-                &mut |k, o, vectors| {
-                    let outs = segment.coords(o.clone());
-                    let lanes = vectors.max(1);
-                    let (ty, zero) = if vectors > 0 {
-                        (Ty::F32x4, Expr::Float(0.0).splat())
-                    } else {
-                        (Ty::F32, Expr::Float(0.0))
-                    };
-                    let sums: Vec<LocalId> =
-                        (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
-                    for_each_tap(k, &plan.axes, &outs, &mut |k, tap| {
-                        for (u, s) in sums.iter().enumerate() {
-                            let index =
-                                plus(sum([x_base.clone(), tap.offset.clone()]), 4 * u as i64);
-                            let v = if vectors > 0 {
-                                Expr::load4(xb, index)
-                            } else {
-                                Expr::load(xb, index)
-                            };
-                            let v = match &tap.valid {
-                                Some(valid) => valid.clone().select(v, Expr::Float(0.0)),
-                                None => v,
-                            };
-                            k.assign(*s, Expr::Local(*s).add(v));
-                        }
-                    });
-                    let position = sum([y_base.clone(), out_position(&plan, &outs)]);
-                    let rank = outs.len();
+        for_each_segment(k, &layout.axes, &mut |k, segment| {
+            walk_row(k, segment, true, &mut |k, o, vectors| {
+                let outs = segment.coords(o.clone());
+                let lanes = vectors.max(1);
+                let (ty, zero) = if vectors > 0 {
+                    (Ty::F32x4, Expr::Float(0.0).splat())
+                } else {
+                    (Ty::F32, Expr::Float(0.0))
+                };
+                let sums: Vec<LocalId> = (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
+                layout_taps(k, &layout, &outs, &mut |k, offset| {
                     for (u, s) in sums.iter().enumerate() {
-                        // The product of the per-axis factors, the last axis a vector if need be.
-                        let mut divisor: Option<Expr> = None;
-                        for (axis, (o, _)) in outs.iter().enumerate() {
-                            let index = plus(o.clone(), table_at[axis] as i64);
-                            let factor = if axis + 1 == rank && vectors > 0 {
-                                Expr::load4(db, plus(index, 4 * u as i64))
-                            } else {
-                                Expr::load(db, index)
-                            };
-                            divisor = Some(match divisor {
-                                None => factor,
-                                Some(d) => d.mul(factor),
-                            });
-                        }
-                        let divisor = divisor.unwrap_or(Expr::Float(1.0));
-                        k.store(
-                            yb,
-                            plus(position.clone(), 4 * u as i64),
-                            Expr::Local(*s).div(divisor),
-                        );
+                        let index = plus(sum([base.clone(), offset.clone()]), 4 * u as i64);
+                        let v = if vectors > 0 {
+                            Expr::load4(xb, index)
+                        } else {
+                            Expr::load(xb, index)
+                        };
+                        k.assign(*s, Expr::Local(*s).add(v));
                     }
-                },
-            );
+                });
+                let position = sum([y_base.clone(), out_position(&plan, &outs)]);
+                let rank = outs.len();
+                for (u, s) in sums.iter().enumerate() {
+                    // The product of the per-axis factors, the last axis a vector if need be.
+                    let mut divisor: Option<Expr> = None;
+                    for (axis, (o, _)) in outs.iter().enumerate() {
+                        let index = plus(o.clone(), table_at[axis] as i64);
+                        let factor = if axis + 1 == rank && vectors > 0 {
+                            Expr::load4(db, plus(index, 4 * u as i64))
+                        } else {
+                            Expr::load(db, index)
+                        };
+                        divisor = Some(match divisor {
+                            None => factor,
+                            Some(d) => d.mul(factor),
+                        });
+                    }
+                    let divisor = divisor.unwrap_or(Expr::Float(1.0));
+                    k.store(
+                        yb,
+                        plus(position.clone(), 4 * u as i64),
+                        Expr::Local(*s).div(divisor),
+                    );
+                }
+            });
         });
     });
-    Ok(Lowered::single(k.finish(), args))
+    lowered.kernels.push(LoweredKernel {
+        kernel: k.finish(),
+        args,
+    });
+    Ok(lowered)
 }
 
 #[cfg(test)]
@@ -416,6 +505,10 @@ mod tests {
 
     #[test]
     fn pools_2d() {
+        let wide = random(&[1, 2, 7, 90], 6);
+        all_pools(&wide, pool(&[3, 3], &[1, 1, 1, 1], &[2, 2], &[], true));
+        all_pools(&wide, pool(&[2, 3], &[0, 0, 1, 2], &[2, 3], &[1, 2], true));
+        all_pools(&wide, pool(&[3, 3], &[1, 1, 1, 1], &[1, 1], &[], false));
         let x = random(&[2, 3, 9, 27], 1);
         all_pools(&x, pool(&[3, 3], &[1, 1, 1, 1], &[], &[], false));
         all_pools(&x, pool(&[2, 2], &[], &[2, 2], &[], false));
@@ -431,6 +524,14 @@ mod tests {
             ..pool(&[], &[], &[], &[], false)
         };
         all_pools(&x, same);
+    }
+
+    #[test]
+    fn empty_inputs_lower() {
+        all_pools(
+            &random(&[0, 3, 5, 5], 1),
+            pool(&[3, 3], &[1, 1, 1, 1], &[2, 2], &[], false),
+        );
     }
 
     #[test]
@@ -461,6 +562,8 @@ mod tests {
         }
         all_pools(&x, pool(&[2, 2], &[1, 1, 1, 1], &[], &[], false));
         all_pools(&x, pool(&[3, 3], &[], &[], &[], false));
+        all_pools(&x, pool(&[3, 3], &[1, 1, 1, 1], &[2, 2], &[], false));
+        all_pools(&x, pool(&[2, 2], &[0, 0, 0, 0], &[1, 2], &[], true));
         let mut x = Tensor::from_f32(vec![1, 1, 1, 6], vec![f32::NEG_INFINITY; 6]).unwrap();
         all_pools(&x, pool(&[1, 2], &[0, 1, 0, 1], &[], &[], false));
         if let Some(v) = x.as_f32_mut() {

@@ -433,7 +433,10 @@ impl<'k> Verifier<'k> {
                         continue;
                     };
                     if b.kind != BufferKind::Output {
-                        self.error(format!("store to {}, which is not an output", self.buffer_name(*buf)));
+                        self.error(format!(
+                            "store to {}, which is not an output",
+                            self.buffer_name(*buf)
+                        ));
                     }
                     let ok = matches!(
                         (b.dtype, vt),

@@ -44,11 +44,18 @@ fn key(kernel: &Kernel, opt: OptLevel) -> String {
 /// not in the cache. Returns them in order, with the number of hits and misses. With
 /// `shared` false the process-wide cache is neither read nor filled (a cold compile, for
 /// measuring compile time); identical kernels within the batch are still compiled once.
-pub fn get_or_compile(kernels: &[(&Kernel, OptLevel)], shared: bool) -> Result<(Vec<CompiledKernel>, usize, usize)> {
+pub fn get_or_compile(
+    kernels: &[(&Kernel, OptLevel)],
+    shared: bool,
+) -> Result<(Vec<CompiledKernel>, usize, usize)> {
     let keys: Vec<String> = kernels.iter().map(|(k, opt)| key(k, *opt)).collect();
     let mut private = Cache::default();
     let mut guard = if shared {
-        Some(cache().lock().map_err(|_| Error::internal("kernel cache lock poisoned"))?)
+        Some(
+            cache()
+                .lock()
+                .map_err(|_| Error::internal("kernel cache lock poisoned"))?,
+        )
     } else {
         None
     };
@@ -79,7 +86,13 @@ pub fn get_or_compile(kernels: &[(&Kernel, OptLevel)], shared: bool) -> Result<(
     cache.misses += missing.len();
     let result = keys
         .iter()
-        .map(|k| cache.kernels.get(k).cloned().ok_or_else(|| Error::internal("kernel missing from the cache")))
+        .map(|k| {
+            cache
+                .kernels
+                .get(k)
+                .cloned()
+                .ok_or_else(|| Error::internal("kernel missing from the cache"))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok((result, hits, missing.len()))
 }

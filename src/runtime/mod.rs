@@ -72,7 +72,9 @@ impl Compiler {
             .num_threads(self.threads)
             .thread_name(|i| format!("fovea-worker-{i}"))
             .build()
-            .map_err(|e| Error::internal(format!("starting {} worker threads: {e}", self.threads)))?;
+            .map_err(|e| {
+                Error::internal(format!("starting {} worker threads: {e}", self.threads))
+            })?;
         let compiled = CompiledModel {
             graph: Arc::new(model.graph().clone()),
             value_inputs: specialize::value_inputs(model.graph()),
@@ -221,7 +223,9 @@ impl CompiledModel {
         for &id in self.graph.inputs() {
             let ty = &self.graph.value(id).ty;
             match ty.known_shape() {
-                Some(shape) if !self.value_inputs.contains(&id) => inputs.push(Tensor::zeros(ty.dtype, shape)?),
+                Some(shape) if !self.value_inputs.contains(&id) => {
+                    inputs.push(Tensor::zeros(ty.dtype, shape)?)
+                }
                 _ => return Ok(None),
             }
         }
@@ -241,7 +245,10 @@ impl CompiledModel {
                 .map(|(_, t)| t.to_f64_vec().iter().map(|v| v.to_bits()).collect())
                 .collect(),
         };
-        let mut plans = self.plans.lock().map_err(|_| Error::internal("plan cache lock poisoned"))?;
+        let mut plans = self
+            .plans
+            .lock()
+            .map_err(|_| Error::internal("plan cache lock poisoned"))?;
         if let Some(plan) = plans.get(&key) {
             return Ok(plan.clone());
         }
@@ -266,7 +273,8 @@ impl CompiledModel {
         match self.static_inputs()? {
             Some(inputs) => self.plan_for(&inputs.iter().collect::<Vec<_>>()),
             None => Err(Error::Usage(
-                "the model has symbolic or value-dependent input shapes: give concrete shapes".to_string(),
+                "the model has symbolic or value-dependent input shapes: give concrete shapes"
+                    .to_string(),
             )),
         }
     }
@@ -329,7 +337,9 @@ fn data_ptr(t: &Tensor) -> *mut u8 {
 fn data_ptr_mut(t: &mut Tensor) -> *mut u8 {
     match t.as_f32_mut() {
         Some(v) => v.as_mut_ptr().cast(),
-        None => t.as_i64_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr().cast()),
+        None => t
+            .as_i64_mut()
+            .map_or(std::ptr::null_mut(), |v| v.as_mut_ptr().cast()),
     }
 }
 
@@ -362,7 +372,11 @@ fn order_inputs<'t>(graph: &Graph, inputs: &'t [(&str, Tensor)]) -> Result<Vec<&
     let mut bindings = HashMap::new();
     let mut ordered = Vec::with_capacity(graph.inputs().len());
     for (name, _) in inputs {
-        if !graph.inputs().iter().any(|&id| graph.value(id).name == *name) {
+        if !graph
+            .inputs()
+            .iter()
+            .any(|&id| graph.value(id).name == *name)
+        {
             return Err(Error::Input {
                 name: name.to_string(),
                 message: "the model has no input of this name".to_string(),
@@ -387,9 +401,11 @@ fn order_inputs<'t>(graph: &Graph, inputs: &'t [(&str, Tensor)]) -> Result<Vec<&
                 });
             }
         };
-        crate::interp::check_type(tensor, &value.ty, &mut bindings).map_err(|message| Error::Input {
-            name: value.name.clone(),
-            message,
+        crate::interp::check_type(tensor, &value.ty, &mut bindings).map_err(|message| {
+            Error::Input {
+                name: value.name.clone(),
+                message,
+            }
         })?;
         ordered.push(tensor);
     }
@@ -398,7 +414,11 @@ fn order_inputs<'t>(graph: &Graph, inputs: &'t [(&str, Tensor)]) -> Result<Vec<&
 
 /// Specialises, lowers and compiles the graph for these inputs. Returns the plan and the
 /// kernel-cache hits and misses.
-fn build_plan(graph: &Graph, inputs: &[&Tensor], shared_cache: bool) -> Result<(Plan, usize, usize)> {
+fn build_plan(
+    graph: &Graph,
+    inputs: &[&Tensor],
+    shared_cache: bool,
+) -> Result<(Plan, usize, usize)> {
     let concrete = specialize::specialize(graph, inputs)?;
     let mut slots: Vec<Slot> = Vec::new();
     let mut slot_of: HashMap<ValueId, usize> = HashMap::new();
@@ -432,7 +452,12 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor], shared_cache: bool) -> Result<(
             let mut args = Vec::with_capacity(lk.args.len());
             for (buffer, arg) in lk.kernel.buffers.iter().zip(&lk.args) {
                 let slot = match *arg {
-                    Arg::Input(i) => node.inputs.get(i).copied().flatten().and_then(|id| slot_of.get(&id).copied()),
+                    Arg::Input(i) => node
+                        .inputs
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .and_then(|id| slot_of.get(&id).copied()),
                     Arg::Output(i) => node.outputs.get(i).and_then(|id| slot_of.get(id).copied()),
                     Arg::Scratch(i) => (i < lowered.scratch.len()).then_some(scratch_base + i),
                     Arg::Const => match &buffer.kind {
@@ -444,7 +469,10 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor], shared_cache: bool) -> Result<(
                     },
                 };
                 let slot = slot.ok_or_else(|| {
-                    Error::internal(format!("kernel {}: buffer {} has a bad binding {arg:?}", lk.kernel.name, buffer.name))
+                    Error::internal(format!(
+                        "kernel {}: buffer {} has a bad binding {arg:?}",
+                        lk.kernel.name, buffer.name
+                    ))
                 })?;
                 args.push(slot);
             }
@@ -453,7 +481,10 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor], shared_cache: bool) -> Result<(
     }
 
     let (compiled, hits, misses) = cache::get_or_compile(
-        &pending.iter().map(|(k, _)| (k, OptLevel::Speed)).collect::<Vec<_>>(),
+        &pending
+            .iter()
+            .map(|(k, _)| (k, OptLevel::Speed))
+            .collect::<Vec<_>>(),
         shared_cache,
     )?;
     let mut steps = Vec::with_capacity(pending.len());
@@ -483,7 +514,11 @@ fn build_plan(graph: &Graph, inputs: &[&Tensor], shared_cache: bool) -> Result<(
                 .get(&id)
                 .copied()
                 .ok_or_else(|| Error::internal(format!("output {} has no buffer", value.name)))?;
-            Ok((value.name.clone(), slot, value.ty.known_shape().unwrap_or_default()))
+            Ok((
+                value.name.clone(),
+                slot,
+                value.ty.known_shape().unwrap_or_default(),
+            ))
         })
         .collect::<Result<_>>()?;
     Ok((
@@ -506,18 +541,25 @@ pub fn node_info(concrete: &Graph, node_id: NodeId) -> Result<NodeInfo<'_>> {
         let value = concrete.value(id);
         Ok(Operand {
             dtype: value.ty.dtype,
-            shape: value
-                .ty
-                .known_shape()
-                .ok_or_else(|| Error::internal(format!("value {} has no concrete shape", value.name)))?,
+            shape: value.ty.known_shape().ok_or_else(|| {
+                Error::internal(format!("value {} has no concrete shape", value.name))
+            })?,
             value: concrete.constant(id).map(|c| c.tensor.clone()),
         })
     };
     Ok(NodeInfo {
         name: &node.name,
         op: &node.op,
-        inputs: node.inputs.iter().map(|i| i.map(operand).transpose()).collect::<Result<_>>()?,
-        outputs: node.outputs.iter().map(|&o| operand(o)).collect::<Result<_>>()?,
+        inputs: node
+            .inputs
+            .iter()
+            .map(|i| i.map(operand).transpose())
+            .collect::<Result<_>>()?,
+        outputs: node
+            .outputs
+            .iter()
+            .map(|&o| operand(o))
+            .collect::<Result<_>>()?,
     })
 }
 

@@ -19,7 +19,11 @@ use crate::tensor::Tensor;
 /// Whether input `i` of `op` is shape-like: read at compile time, not per element.
 pub fn is_shape_operand(op: &Op, i: usize) -> bool {
     match op {
-        Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::ReduceMean { .. } | Op::Split { .. } => i == 1,
+        Op::Reshape { .. }
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::ReduceMean { .. }
+        | Op::Split { .. } => i == 1,
         Op::Slice | Op::Resize(_) => i >= 1,
         Op::Pad { .. } => i == 1 || i == 3,
         _ => false,
@@ -34,7 +38,9 @@ pub fn value_inputs(graph: &Graph) -> Vec<ValueId> {
         for (i, input) in node.inputs.iter().enumerate() {
             if let Some(id) = input {
                 let shape_like = is_shape_operand(&node.op, i);
-                uses.entry(*id).and_modify(|all| *all &= shape_like).or_insert(shape_like);
+                uses.entry(*id)
+                    .and_modify(|all| *all &= shape_like)
+                    .or_insert(shape_like);
             }
         }
     }
@@ -59,13 +65,17 @@ pub fn specialize(graph: &Graph, inputs: &[&Tensor]) -> Result<Graph> {
         let new = if by_value.contains(&id) {
             out.add_const(value.name.clone(), (*tensor).clone(), ConstInit::Literal)?
         } else {
-            out.add_input(value.name.clone(), TensorType::known(tensor.dtype(), tensor.shape()))?
+            out.add_input(
+                value.name.clone(),
+                TensorType::known(tensor.dtype(), tensor.shape()),
+            )?
         };
         map.insert(id, new);
     }
     for (id, value) in graph.values() {
         if let ValueDef::Const(c) = &value.def {
-            let new = out.add_const(value.name.clone(), Tensor::clone(&c.tensor), c.init.clone())?;
+            let new =
+                out.add_const(value.name.clone(), Tensor::clone(&c.tensor), c.init.clone())?;
             map.insert(id, new);
         }
     }
@@ -74,12 +84,26 @@ pub fn specialize(graph: &Graph, inputs: &[&Tensor]) -> Result<Graph> {
         let inputs: Vec<Option<ValueId>> = node
             .inputs
             .iter()
-            .map(|i| i.map(|id| map.get(&id).copied().ok_or_else(|| Error::internal("value used before definition"))).transpose())
+            .map(|i| {
+                i.map(|id| {
+                    map.get(&id)
+                        .copied()
+                        .ok_or_else(|| Error::internal("value used before definition"))
+                })
+                .transpose()
+            })
             .collect::<Result<_>>()?;
-        let names: Vec<String> = node.outputs.iter().map(|&o| graph.value(o).name.clone()).collect();
+        let names: Vec<String> = node
+            .outputs
+            .iter()
+            .map(|&o| graph.value(o).name.clone())
+            .collect();
         if let Some(folded) = fold(&out, &node.name, &node.op, &inputs, names.len())? {
             for ((&old, name), tensor) in node.outputs.iter().zip(&names).zip(folded) {
-                map.insert(old, out.add_const(name.clone(), tensor, ConstInit::Literal)?);
+                map.insert(
+                    old,
+                    out.add_const(name.clone(), tensor, ConstInit::Literal)?,
+                );
             }
             continue;
         }
@@ -90,7 +114,9 @@ pub fn specialize(graph: &Graph, inputs: &[&Tensor]) -> Result<Graph> {
                 return Err(Error::node(
                     &node.name,
                     node.op.name(),
-                    format!("cannot compile: output type {ty} depends on values known only at run time"),
+                    format!(
+                        "cannot compile: output type {ty} depends on values known only at run time"
+                    ),
                 ));
             }
             map.insert(old, new);
@@ -99,7 +125,11 @@ pub fn specialize(graph: &Graph, inputs: &[&Tensor]) -> Result<Graph> {
     let outputs = graph
         .outputs()
         .iter()
-        .map(|id| map.get(id).copied().ok_or_else(|| Error::internal("graph output not defined")))
+        .map(|id| {
+            map.get(id)
+                .copied()
+                .ok_or_else(|| Error::internal("graph output not defined"))
+        })
         .collect::<Result<Vec<_>>>()?;
     out.set_outputs(outputs);
     Ok(out)
@@ -107,7 +137,13 @@ pub fn specialize(graph: &Graph, inputs: &[&Tensor]) -> Result<Graph> {
 
 /// Evaluates a node at compile time when its result is already determined: `shape` of a
 /// concrete tensor, or any op whose inputs are all constants.
-fn fold(graph: &Graph, name: &str, op: &Op, inputs: &[Option<ValueId>], n_outputs: usize) -> Result<Option<Vec<Tensor>>> {
+fn fold(
+    graph: &Graph,
+    name: &str,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+    n_outputs: usize,
+) -> Result<Option<Vec<Tensor>>> {
     if let (Op::Shape { start, end }, Some(Some(x))) = (op, inputs.first()) {
         let Some(shape) = graph.value(*x).ty.known_shape() else {
             return Ok(None);
@@ -134,7 +170,11 @@ fn fold(graph: &Graph, name: &str, op: &Op, inputs: &[Option<ValueId>], n_output
         Some(s) => s.iter().product::<usize>() > FOLD_LIMIT,
         None => true,
     });
-    if too_big || types.iter().any(|t| t.shape.iter().any(|d| !matches!(d, Dim::Known(_)))) {
+    if too_big
+        || types
+            .iter()
+            .any(|t| t.shape.iter().any(|d| !matches!(d, Dim::Known(_))))
+    {
         return Ok(None);
     }
     let refs: Vec<Option<&Tensor>> = constants.iter().map(|c| c.as_deref()).collect();
