@@ -11,7 +11,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use fovea::bench::{self, Latency, ShapeOverrides};
-use fovea::runtime::CompileStats;
+use fovea::runtime::{CompileStats, OptLevel};
 use fovea::{Compiler, Error, ErrorKind, Model, Result, Tensor};
 
 /// The model `run` and `bench` use when none is given: ResNet-18 from `ir/`, built in.
@@ -76,6 +76,9 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Cranelift optimisation level for every kernel (default: chosen per kernel kind).
+        #[arg(long, value_enum, default_value_t = OptChoice::Auto)]
+        opt_level: OptChoice,
     },
     /// Print the IR of a model at a stage of the pipeline.
     DumpIr {
@@ -107,6 +110,26 @@ enum Stage {
     Loops,
     /// The Cranelift IR of every kernel.
     Clif,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OptChoice {
+    /// Chosen per kernel kind, by measurement.
+    Auto,
+    /// No optimisation (fastest compile).
+    None,
+    /// Optimise for speed.
+    Speed,
+}
+
+impl OptChoice {
+    fn apply(self, compiler: Compiler) -> Compiler {
+        match self {
+            OptChoice::Auto => compiler,
+            OptChoice::None => compiler.opt_level(OptLevel::None),
+            OptChoice::Speed => compiler.opt_level(OptLevel::Speed),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,6 +184,7 @@ fn execute(command: Command) -> Result<()> {
             inputs,
             shapes,
             json,
+            opt_level,
         } => bench(
             model.as_deref(),
             threads,
@@ -170,6 +194,7 @@ fn execute(command: Command) -> Result<()> {
             &inputs,
             &shapes,
             json,
+            opt_level,
         ),
         Command::DumpIr {
             model,
@@ -322,6 +347,7 @@ fn bench(
     input_specs: &[String],
     shape_specs: &[String],
     json: bool,
+    opt_level: OptChoice,
 ) -> Result<()> {
     if iters == 0 {
         return Err(Error::Usage("--iters must be at least 1".to_string()));
@@ -348,7 +374,7 @@ fn bench(
             stats: None,
         }
     } else {
-        let compiled = Compiler::new().threads(threads).compile(&model)?;
+        let compiled = opt_level.apply(Compiler::new().threads(threads)).compile(&model)?;
         // The first run compiles models with symbolic shapes; it belongs to compile time.
         compiled.run(&refs)?;
         let latency = bench::measure(warmup, iters, || compiled.run(&refs))?;

@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::codegen::{CompiledKernel, OptLevel};
+use crate::codegen::CompiledKernel;
+pub use crate::codegen::OptLevel;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, ValueDef, ValueId};
 use crate::lower::{self, Arg, NodeInfo, Operand};
@@ -35,6 +36,7 @@ use crate::tensor::{DType, Tensor};
 pub struct Compiler {
     threads: usize,
     kernel_cache: bool,
+    opt_level: Option<OptLevel>,
 }
 
 impl Default for Compiler {
@@ -49,6 +51,7 @@ impl Compiler {
         Compiler {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kernel_cache: true,
+            opt_level: None,
         }
     }
 
@@ -62,6 +65,13 @@ impl Compiler {
     /// Turning it off compiles every kernel afresh: for measuring cold compile time.
     pub fn kernel_cache(mut self, enabled: bool) -> Compiler {
         self.kernel_cache = enabled;
+        self
+    }
+
+    /// Forces Cranelift's optimisation level for every kernel (by default it is chosen per
+    /// kind of kernel, see [`default_opt_level`]).
+    pub fn opt_level(mut self, level: OptLevel) -> Compiler {
+        self.opt_level = Some(level);
         self
     }
 
@@ -79,7 +89,7 @@ impl Compiler {
             graph: Arc::new(model.graph().clone()),
             value_inputs: specialize::value_inputs(model.graph()),
             threads: self.threads,
-            kernel_cache: self.kernel_cache,
+            options: self.clone(),
             pool,
             plans: Mutex::new(HashMap::new()),
             stats: Mutex::new(CompileStats::default()),
@@ -173,7 +183,7 @@ pub struct CompiledModel {
     /// Inputs the plans specialise on by value (shape-like inputs).
     value_inputs: Vec<ValueId>,
     threads: usize,
-    kernel_cache: bool,
+    options: Compiler,
     pool: rayon::ThreadPool,
     plans: Mutex<HashMap<PlanKey, Arc<Plan>>>,
     stats: Mutex<CompileStats>,
@@ -253,7 +263,7 @@ impl CompiledModel {
             return Ok(plan.clone());
         }
         let start = Instant::now();
-        let (plan, hits, misses) = build_plan(&self.graph, inputs, self.kernel_cache)?;
+        let (plan, hits, misses) = build_plan(&self.graph, inputs, &self.options)?;
         let plan = Arc::new(plan);
         plans.insert(key, plan.clone());
         if let Ok(mut stats) = self.stats.lock() {
@@ -417,7 +427,7 @@ fn order_inputs<'t>(graph: &Graph, inputs: &'t [(&str, Tensor)]) -> Result<Vec<&
 fn build_plan(
     graph: &Graph,
     inputs: &[&Tensor],
-    shared_cache: bool,
+    options: &Compiler,
 ) -> Result<(Plan, usize, usize)> {
     let concrete = specialize::specialize(graph, inputs)?;
     let mut slots: Vec<Slot> = Vec::new();
@@ -476,20 +486,21 @@ fn build_plan(
                 })?;
                 args.push(slot);
             }
-            pending.push((lk.kernel, args));
+            let opt = options.opt_level.unwrap_or_else(|| default_opt_level(&node.op));
+            pending.push((lk.kernel, args, opt));
         }
     }
 
     let (compiled, hits, misses) = cache::get_or_compile(
         &pending
             .iter()
-            .map(|(k, _)| (k, OptLevel::Speed))
+            .map(|(k, _, opt)| (k, *opt))
             .collect::<Vec<_>>(),
-        shared_cache,
+        options.kernel_cache,
     )?;
     let mut steps = Vec::with_capacity(pending.len());
     let mut kernels = Vec::with_capacity(pending.len());
-    for ((kernel, args), compiled) in pending.into_iter().zip(compiled) {
+    for ((kernel, args, _), compiled) in pending.into_iter().zip(compiled) {
         let work = kernel
             .buffers
             .iter()
@@ -532,6 +543,20 @@ fn build_plan(
         hits,
         misses,
     ))
+}
+
+/// Cranelift's optimisation level for the kernels of an op, chosen by measurement (see
+/// ARCHITECTURE.md, "Code generation"): `speed` for kernels whose inner loops recompute
+/// index arithmetic that the e-graph optimiser hoists and shares (convolution, pooling,
+/// matrix products), `none` for the rest, which compile faster and run no slower.
+pub fn default_opt_level(op: &crate::graph::op::Op) -> OptLevel {
+    use crate::graph::op::Op;
+    match op {
+        Op::Conv(_) | Op::ConvTranspose(_) | Op::MaxPool(_) | Op::AveragePool(_) | Op::Gemm { .. } | Op::MatMul => {
+            OptLevel::Speed
+        }
+        _ => OptLevel::None,
+    }
 }
 
 /// A node of a specialised graph (every shape concrete) as lowering sees it.
