@@ -1,5 +1,6 @@
 //! Per model in `ir/`: the interpreter, the JIT on one thread and on all threads, and the
-//! JIT's cold compile time (kernel cache off), each measured apart.
+//! JIT's compile time cold (kernel cache off) and warm (every kernel cached), each measured
+//! apart.
 //!
 //! `cargo bench --bench models` (add a filter such as `resnet18` to run one model).
 
@@ -35,6 +36,16 @@ fn models(c: &mut Criterion) {
                 Compiler::new()
                     .threads(1)
                     .kernel_cache(false)
+                    .compile(black_box(&model))
+                    .unwrap()
+            })
+        });
+        // Warm: every kernel is already in the process-wide cache.
+        Compiler::new().threads(1).compile(&model).unwrap();
+        group.bench_function("compile_warm", |b| {
+            b.iter(|| {
+                Compiler::new()
+                    .threads(1)
                     .compile(black_box(&model))
                     .unwrap()
             })

@@ -374,7 +374,9 @@ fn bench(
             stats: None,
         }
     } else {
-        let compiled = opt_level.apply(Compiler::new().threads(threads)).compile(&model)?;
+        let compiled = opt_level
+            .apply(Compiler::new().threads(threads))
+            .compile(&model)?;
         // The first run compiles models with symbolic shapes; it belongs to compile time.
         compiled.run(&refs)?;
         let latency = bench::measure(warmup, iters, || compiled.run(&refs))?;

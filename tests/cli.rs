@@ -42,9 +42,15 @@ fn relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
     max_diff / max_ref.max(f64::MIN_POSITIVE)
 }
 
-/// Runs `fovea run --interpret` on `dir/NAME.onnx` with `NAME.input.npy` and compares the
-/// single output with `NAME.output.npy`.
+/// Runs `fovea run` (the JIT with 2 threads, and the interpreter) on `dir/NAME.onnx` with
+/// `NAME.input.npy` and compares the single output with `NAME.output.npy`.
 fn run_model_via_cli(dir: &Path, name: &str) {
+    for engine in [&["--threads", "2"][..], &["--interpret"][..]] {
+        run_model_via_cli_with(dir, name, engine);
+    }
+}
+
+fn run_model_via_cli_with(dir: &Path, name: &str, engine: &[&str]) {
     let model = dir.join(format!("{name}.onnx"));
     let loaded = fovea::Model::load(&model).unwrap();
     let input_name = loaded.inputs()[0].0.to_string();
@@ -67,7 +73,10 @@ fn run_model_via_cli(dir: &Path, name: &str) {
     let actual = fovea::npy::read(written[0]).unwrap();
     let expected = fovea::npy::read(dir.join(format!("{name}.output.npy"))).unwrap();
     let error = relative_error(&actual, &expected);
-    println!("{name}: fovea run --interpret max relative error {error:.3e}");
+    println!(
+        "{name}: fovea run {} max relative error {error:.3e}",
+        engine.join(" ")
+    );
     assert!(error <= 1e-4, "{name}: relative error {error}");
 }
 

@@ -187,3 +187,32 @@ fn dynamic_batch_compiles_each_batch_size_once() {
         "a plan is built on the first sight of each batch size only"
     );
 }
+
+#[test]
+fn compiled_models_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<fovea::CompiledModel>();
+    let model = Model::load(manifest_dir().join("ir/tiny_cnn.fovea")).unwrap();
+    let compiled = std::sync::Arc::new(Compiler::new().threads(2).compile(&model).unwrap());
+    let inputs = seeded_inputs(&model, &ShapeOverrides::new(), Vec::new(), 3).unwrap();
+    let expected = bits(
+        &compiled
+            .run(&[(inputs[0].0.as_str(), inputs[0].1.clone())])
+            .unwrap(),
+    );
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (compiled, inputs) = (compiled.clone(), inputs.clone());
+            std::thread::spawn(move || {
+                bits(
+                    &compiled
+                        .run(&[(inputs[0].0.as_str(), inputs[0].1.clone())])
+                        .unwrap(),
+                )
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), expected);
+    }
+}

@@ -486,7 +486,9 @@ fn build_plan(
                 })?;
                 args.push(slot);
             }
-            let opt = options.opt_level.unwrap_or_else(|| default_opt_level(&node.op));
+            let opt = options
+                .opt_level
+                .unwrap_or_else(|| default_opt_level(&node.op));
             pending.push((lk.kernel, args, opt));
         }
     }
@@ -552,9 +554,12 @@ fn build_plan(
 pub fn default_opt_level(op: &crate::graph::op::Op) -> OptLevel {
     use crate::graph::op::Op;
     match op {
-        Op::Conv(_) | Op::ConvTranspose(_) | Op::MaxPool(_) | Op::AveragePool(_) | Op::Gemm { .. } | Op::MatMul => {
-            OptLevel::Speed
-        }
+        Op::Conv(_)
+        | Op::ConvTranspose(_)
+        | Op::MaxPool(_)
+        | Op::AveragePool(_)
+        | Op::Gemm { .. }
+        | Op::MatMul => OptLevel::Speed,
         _ => OptLevel::None,
     }
 }
