@@ -30,6 +30,7 @@ pub mod graph;
 pub mod interp;
 pub mod lower;
 pub mod npy;
+pub mod passes;
 pub mod tensor;
 pub mod tensor_gen;
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use fovea::bench::{self, Latency, ShapeOverrides};
+use fovea::passes::Pipeline;
 use fovea::runtime::{CompileStats, OptLevel};
 use fovea::{Compiler, Error, ErrorKind, Model, Result, Tensor};
 
@@ -93,6 +94,9 @@ enum Command {
         /// Concrete shape for an input with symbolic dims (stages loops and clif).
         #[arg(long = "shape", value_name = "NAME=SHAPE")]
         shapes: Vec<String>,
+        /// With --stage optimized: stop after this pass.
+        #[arg(long, value_name = "PASS")]
+        stop_after: Option<String>,
     },
 }
 
@@ -201,7 +205,8 @@ fn execute(command: Command) -> Result<()> {
             stage,
             format,
             shapes,
-        } => dump_ir(&model, stage, format, &shapes),
+            stop_after,
+        } => dump_ir(&model, stage, format, &shapes, stop_after.as_deref()),
     }
 }
 
@@ -453,23 +458,43 @@ impl BenchReport {
     }
 }
 
-fn dump_ir(path: &Path, stage: Stage, format: Format, shape_specs: &[String]) -> Result<()> {
+fn dump_ir(
+    path: &Path,
+    stage: Stage,
+    format: Format,
+    shape_specs: &[String],
+    stop_after: Option<&str>,
+) -> Result<()> {
     let model = Model::load(path)?;
     let missing = match stage {
-        Stage::Optimized => Some("optimized"),
         Stage::Fused => Some("fused"),
         Stage::Planned => Some("planned"),
-        Stage::Parsed | Stage::Loops | Stage::Clif => None,
+        Stage::Parsed | Stage::Optimized | Stage::Loops | Stage::Clif => None,
     };
     if let Some(name) = missing {
         return Err(Error::Usage(format!(
-            "stage {name} does not exist yet: the optimisation passes are not built; stages parsed, loops and clif are available"
+            "stage {name} does not exist yet: fusion and memory planning are not built; stages parsed, optimized, loops and clif are available"
         )));
     }
-    if stage == Stage::Parsed {
+    if matches!(stage, Stage::Parsed | Stage::Optimized) {
+        let graph = if stage == Stage::Optimized {
+            let (graph, reports) = Pipeline::standard().run(model.graph(), stop_after)?;
+            for r in &reports {
+                eprintln!(
+                    "pass {:<16} {:<9} {:>4} nodes  {:.2} ms",
+                    r.name,
+                    if r.changed { "changed" } else { "unchanged" },
+                    r.nodes,
+                    r.ms
+                );
+            }
+            graph
+        } else {
+            model.graph().clone()
+        };
         match format {
-            Format::Text => print!("{}", fovea::graph::text::print(model.graph())),
-            Format::Dot => print!("{}", fovea::graph::dot::to_dot(model.graph())),
+            Format::Text => print!("{}", fovea::graph::text::print(&graph)),
+            Format::Dot => print!("{}", fovea::graph::dot::to_dot(&graph)),
         }
         return Ok(());
     }

@@ -37,6 +37,7 @@ pub struct Compiler {
     threads: usize,
     kernel_cache: bool,
     opt_level: Option<OptLevel>,
+    optimize: bool,
 }
 
 impl Default for Compiler {
@@ -52,6 +53,7 @@ impl Compiler {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kernel_cache: true,
             opt_level: None,
+            optimize: true,
         }
     }
 
@@ -72,6 +74,13 @@ impl Compiler {
     /// kind of kernel, see [`default_opt_level`]).
     pub fn opt_level(mut self, level: OptLevel) -> Compiler {
         self.opt_level = Some(level);
+        self
+    }
+
+    /// Whether to run the graph passes ([`crate::passes::Pipeline::standard`]) before
+    /// lowering (default true); off, every node of the graph becomes its own kernels.
+    pub fn optimize(mut self, enabled: bool) -> Compiler {
+        self.optimize = enabled;
         self
     }
 
@@ -430,6 +439,11 @@ fn build_plan(
     options: &Compiler,
 ) -> Result<(Plan, usize, usize)> {
     let concrete = specialize::specialize(graph, inputs)?;
+    let concrete = if options.optimize {
+        crate::passes::Pipeline::standard().run(&concrete, None)?.0
+    } else {
+        concrete
+    };
     let mut slots: Vec<Slot> = Vec::new();
     let mut slot_of: HashMap<ValueId, usize> = HashMap::new();
     for (k, &id) in concrete.inputs().iter().enumerate() {
