@@ -1059,29 +1059,9 @@ fn split(
         .collect())
 }
 
-/// The length of a slice of a `dim`-long axis, ONNX semantics (negative indices count from
-/// the end, out-of-range indices clamp).
+/// The length of a slice of a `dim`-long axis (see [`crate::graph::slice::slice_range`]).
 fn slice_len(dim: usize, start: i64, end: i64, step: i64) -> usize {
-    if dim == 0 {
-        return 0;
-    }
-    let d = dim as i128;
-    let (mut start, mut end, step) = (i128::from(start), i128::from(end), i128::from(step));
-    if start < 0 {
-        start += d;
-    }
-    if end < 0 {
-        end += d;
-    }
-    let len = if step > 0 {
-        let (s, e) = (start.clamp(0, d), end.clamp(0, d));
-        if e > s { (e - s + step - 1) / step } else { 0 }
-    } else {
-        let (s, e) = (start.clamp(0, d - 1), end.clamp(-1, d - 1));
-        if s > e { (s - e - step - 1) / -step } else { 0 }
-    };
-    // The length is at most `dim`.
-    usize::try_from(len).unwrap_or(0)
+    crate::graph::slice::slice_range(start, end, step, dim).1
 }
 
 fn slice(inputs: &[Option<Operand<'_>>]) -> R<TensorType> {

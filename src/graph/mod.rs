@@ -17,6 +17,7 @@
 pub mod dot;
 pub mod infer;
 pub mod op;
+pub mod slice;
 pub mod text;
 pub mod types;
 pub mod verify;

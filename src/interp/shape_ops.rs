@@ -11,6 +11,7 @@ use super::layout::{
     take_blocks, tensor,
 };
 use crate::graph::op::PadMode;
+use crate::graph::slice::slice_range;
 use crate::graph::types::format_shape;
 use crate::tensor::{DType, Tensor, TensorData};
 
@@ -313,30 +314,6 @@ pub(super) fn slice(
     }
     let sources = Strided::new(&out_shape, offset, view_strides);
     take(x, out_shape, sources)
-}
-
-/// The first index and the length of `start..end` by `step` on an axis of length `dim`,
-/// with negative indices counted from the end and out-of-range ones clamped (ONNX Slice).
-fn slice_range(start: i64, end: i64, step: i64, dim: usize) -> (usize, usize) {
-    let dim = dim as i128;
-    let resolve = |v: i64| {
-        let v = i128::from(v);
-        if v < 0 { v + dim } else { v }
-    };
-    let (start, end, step) = (resolve(start), resolve(end), i128::from(step));
-    let (start, end) = if step > 0 {
-        (start.max(0).min(dim), end.max(0).min(dim))
-    } else {
-        (start.max(0).min(dim - 1), end.max(-1).min(dim - 1))
-    };
-    let span = if step > 0 { end - start } else { start - end };
-    let len = if span > 0 {
-        (span + step.abs() - 1) / step.abs()
-    } else {
-        0
-    };
-    // Both fit: start is in -1..=dim and len is at most dim.
-    (start.max(0) as usize, len as usize)
 }
 
 /// Pads (or, with negative pads, crops) each axis in `axes` (all when absent).

@@ -25,6 +25,7 @@ use super::ir::{BufId, BufferKind, CmpOp, Expr, KernelBuilder, LoopKind, Ty};
 use super::{Arg, Lowered, LoweredKernel, NodeInfo, Operand};
 use crate::error::{Error, Result};
 use crate::graph::op::{Op, PadMode};
+use crate::graph::slice::slice_range;
 use crate::tensor::{DType, Tensor};
 
 /// Leading axes are fused into the parallel loop until it has at least this many
@@ -798,30 +799,6 @@ fn split(node: &NodeInfo<'_>, axis: i64) -> Result<Lowered> {
     })
 }
 
-/// The first index and the length of `start..end` by `step` on an axis of length `dim`,
-/// with negative indices counted from the end and out-of-range ones clamped (ONNX Slice,
-/// as the interpreter resolves it).
-fn slice_range(start: i64, end: i64, step: i64, dim: usize) -> (usize, usize) {
-    let dim = dim as i128;
-    let resolve = |v: i64| {
-        let v = i128::from(v);
-        if v < 0 { v + dim } else { v }
-    };
-    let (start, end, step) = (resolve(start), resolve(end), i128::from(step));
-    let (start, end) = if step > 0 {
-        (start.max(0).min(dim), end.max(0).min(dim))
-    } else {
-        (start.max(0).min(dim - 1), end.max(-1).min(dim - 1))
-    };
-    let span = if step > 0 { end - start } else { start - end };
-    let len = if span > 0 {
-        (span + step.abs() - 1) / step.abs()
-    } else {
-        0
-    };
-    (start.max(0) as usize, len as usize)
-}
-
 /// Slice: a strided view of the input (negative steps walk backwards).
 fn slice(node: &NodeInfo<'_>) -> Result<Lowered> {
     let x = node.input(0)?;
@@ -1318,6 +1295,7 @@ pub(super) mod testing {
                         next_const += 1;
                         (ptr(&mut consts[n][next_const - 1]), buffer.len)
                     }
+                    Arg::Extra(i) => panic!("unfused kernel binds extra operand {i}"),
                 };
                 assert_eq!(
                     len, buffer.len,
