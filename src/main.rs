@@ -436,6 +436,9 @@ impl BenchReport {
             "kernels_compiled": stats.kernels_compiled,
             "cache_hits": stats.cache_hits,
             "cache_misses": stats.cache_misses,
+            "arena_bytes": stats.arena_bytes,
+            "arena_lower_bound_bytes": stats.arena_lower_bound_bytes,
+            "arena_unshared_bytes": stats.arena_unshared_bytes,
         })
     }
 
@@ -466,16 +469,6 @@ fn dump_ir(
     stop_after: Option<&str>,
 ) -> Result<()> {
     let model = Model::load(path)?;
-    let missing = match stage {
-        Stage::Fused => Some("fused"),
-        Stage::Planned => Some("planned"),
-        Stage::Parsed | Stage::Optimized | Stage::Loops | Stage::Clif => None,
-    };
-    if let Some(name) = missing {
-        return Err(Error::Usage(format!(
-            "stage {name} does not exist yet: fusion and memory planning are not built; stages parsed, optimized, loops and clif are available"
-        )));
-    }
     if matches!(stage, Stage::Parsed | Stage::Optimized) {
         let graph = if stage == Stage::Optimized {
             let (graph, reports) = Pipeline::standard().run(model.graph(), stop_after)?;
@@ -511,6 +504,18 @@ fn dump_ir(
         .filter_map(|(n, _)| inputs.iter().find(|(m, _)| m == n).map(|(_, t)| t))
         .collect();
     let plan = compiled.plan_for(&tensors)?;
+    if stage == Stage::Fused {
+        let groups = fovea::runtime::fuse::fusion_groups(plan.graph());
+        print!(
+            "{}",
+            fovea::runtime::fuse::print_groups(plan.graph(), &groups)
+        );
+        return Ok(());
+    }
+    if stage == Stage::Planned {
+        print!("{}", plan.memory().dump());
+        return Ok(());
+    }
     for kernel in plan.kernels() {
         match stage {
             Stage::Clif => {

@@ -193,12 +193,9 @@ fn dump_ir_dot_draws_every_node() {
 }
 
 #[test]
-fn dump_ir_pass_stages_say_they_do_not_exist_yet() {
+fn dump_ir_fused_marks_the_kernel_groups() {
     let model = manifest_dir().join("ir/tiny_cnn.fovea");
-    let (code, _, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "fused"]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("stage fused does not exist yet"),
-        "{stderr}"
-    );
+    let (code, stdout, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "fused"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("# kernel k0: conv + relu\n"), "{stdout}");
 }

@@ -21,6 +21,7 @@
 //! tap lands inside the input, and the borders before and after it, where taps are clamped
 //! into the input and masked by a select.
 
+use super::epilogue::{Epilogue, StoreAt};
 use super::ir::{CmpOp, UnOp};
 use super::{
     Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo, Operand, Ty,
@@ -387,10 +388,12 @@ pub(super) fn node_error(node: &NodeInfo<'_>, message: String) -> Error {
 }
 
 /// Lowers a node of this family.
-pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
+/// A convolution applies `epi` to every output value before its store; a transposed
+/// convolution takes no epilogue.
+pub(super) fn lower(node: &NodeInfo<'_>, epi: &Epilogue) -> Result<Lowered> {
     match node.op {
-        Op::Conv(attrs) => lower_conv(node, attrs),
-        Op::ConvTranspose(attrs) => lower_conv_transpose(node, attrs),
+        Op::Conv(attrs) => lower_conv(node, attrs, epi),
+        Op::ConvTranspose(attrs) if epi.is_empty() => lower_conv_transpose(node, attrs),
         other => Err(Error::internal(format!(
             "conv lowering called for {}",
             other.name()
@@ -466,7 +469,7 @@ fn check_output(
     Ok(())
 }
 
-fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
+fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lowered> {
     let ops = operands(node)?;
     let (n, c) = (ops.batch, ops.channels);
     let (m, cg) = (ops.w.shape[0], ops.w.shape[1]);
@@ -523,6 +526,7 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv) -> Result<Lowered> {
         w_len: ops.w.len(),
         b_len: ops.b.map(Operand::len),
         y_len: ops.y.len(),
+        epilogue: epi.clone(),
     };
     if axes.last().is_none_or(|a| a.kernel > MAX_ROW_TAPS) {
         return Ok(Lowered::single(
@@ -570,6 +574,8 @@ struct ConvShape {
     w_len: usize,
     b_len: Option<usize>,
     y_len: usize,
+    /// Applied to each output value before its store.
+    epilogue: Epilogue,
 }
 
 /// The buffers of a convolution kernel and what each parallel iteration works on.
@@ -584,16 +590,21 @@ struct ConvFrame {
     /// First element of the iteration's output plane.
     y_base: Expr,
     bias: Option<Expr>,
+    /// The iteration's output channel.
+    channel: Expr,
+    /// The epilogue's extra operands.
+    extras: Vec<super::ir::BufId>,
 }
 
 impl ConvShape {
-    /// The bindings of the kernel's buffers (x, w, [b], y).
+    /// The bindings of the kernel's buffers (x, w, [b], y, extras...).
     fn args(&self, x: Arg) -> Vec<Arg> {
         let mut args = vec![x, Arg::Input(1)];
         if self.b_len.is_some() {
             args.push(Arg::Input(2));
         }
         args.push(Arg::Output(0));
+        args.extend(self.epilogue.args());
         args
     }
 
@@ -611,6 +622,7 @@ impl ConvShape {
             .b_len
             .map(|len| k.buffer("b", DType::F32, len, BufferKind::Input));
         let y = k.buffer("y", DType::F32, self.y_len, BufferKind::Output);
+        let extras = self.epilogue.declare(&mut k);
         let mg = self.m / self.group.max(1);
         k.for_loop(
             0,
@@ -636,7 +648,9 @@ impl ConvShape {
                     ]),
                     w_base: times(mi.clone(), self.cg * self.taps),
                     y_base: times(nm, self.out_plane),
-                    bias: b.map(|b| Expr::load(b, mi)),
+                    bias: b.map(|b| Expr::load(b, mi.clone())),
+                    channel: mi,
+                    extras: extras.clone(),
                 };
                 body(k, &frame);
             },
@@ -656,7 +670,8 @@ impl ConvShape {
             .collect()
     }
 
-    /// Stores the accumulators (plus the bias) at output position `outs`.
+    /// Stores the accumulators (plus the bias, then the epilogue) at output position
+    /// `outs`.
     fn store(
         &self,
         k: &mut KernelBuilder,
@@ -675,6 +690,17 @@ impl ConvShape {
                 Some(b) if vectors > 0 => Expr::Local(*acc).add(b.clone().splat()),
                 Some(b) => Expr::Local(*acc).add(b.clone()),
                 None => Expr::Local(*acc),
+            };
+            let value = if self.epilogue.is_empty() {
+                value
+            } else {
+                let lanes = if vectors > 0 { 4 } else { 1 };
+                let at = StoreAt {
+                    index: index.clone(),
+                    channel: f.channel.clone(),
+                };
+                let extras = self.epilogue.load(&f.extras, &at, lanes);
+                self.epilogue.apply(k, value, &extras, lanes)
             };
             k.store(f.y, index, value);
         }
@@ -1375,6 +1401,7 @@ pub(super) mod testing {
                     Arg::Output(i) => &mut outs[*i],
                     Arg::Scratch(i) => &mut scratch[*i],
                     Arg::Const => &mut consts[*ci],
+                    Arg::Extra(i) => panic!("unfused kernel binds extra operand {i}"),
                 };
                 assert_eq!(data.len(), b.len, "buffer {} length", b.name);
                 ptrs.push(data.ptr());

@@ -34,22 +34,32 @@
 
 use std::sync::Arc;
 
+use super::epilogue::binary_f32;
 use super::ir::{BinOp, CmpOp, UnOp};
 use super::{
-    Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo, Operand, Ty,
+    Arg, BufferKind, Epilogue, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo,
+    Operand, Ty,
 };
 use crate::error::{Error, Result};
 use crate::graph::op::{Binary, Op, Unary};
 use crate::tensor::{DType, Tensor};
 
-/// Lowers a node of this family.
-pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
+/// Lowers a node of this family, applying `epi` to each output element before its store
+/// (its extra operands become more operands of the map).
+pub(super) fn lower(node: &NodeInfo<'_>, epi: &Epilogue) -> Result<Lowered> {
+    if !epi.is_empty() && output(node, 0)?.dtype != DType::F32 {
+        return Err(Error::internal(format!(
+            "node {} ({}): an epilogue needs an f32 output",
+            node.name,
+            node.op.name()
+        )));
+    }
     let kernel = match node.op {
-        Op::Unary(op) => unary(node, *op)?,
-        Op::Binary(op) => binary(node, *op)?,
-        Op::Clip => clip(node)?,
-        Op::BatchNorm { epsilon } => batch_norm(node, *epsilon)?,
-        Op::Cast { to } => cast(node, *to)?,
+        Op::Unary(op) => unary(node, *op, epi)?,
+        Op::Binary(op) => binary(node, *op, epi)?,
+        Op::Clip => clip(node, epi)?,
+        Op::BatchNorm { epsilon } => batch_norm(node, *epsilon, epi)?,
+        Op::Cast { to } => cast(node, *to, epi)?,
         other => {
             return Err(Error::internal(format!(
                 "node {}: {} is not an elementwise op",
@@ -217,11 +227,16 @@ pub(super) fn scalar_ty(dtype: DType) -> Ty {
 
 /// Everything the loop emission needs about a map.
 struct MapPlan<'f> {
-    /// Input buffers, then the output (last).
+    /// Input buffers (the map's operands, then the epilogue's extras), then the output
+    /// (last).
     bufs: Vec<super::ir::BufId>,
     dtypes: Vec<DType>,
     axes: Vec<Axis>,
     f: &'f ElementFn<'f>,
+    /// Applied to `f`'s value before the store.
+    epilogue: &'f Epilogue,
+    /// Number of the map's own operands (the extras follow).
+    operands: usize,
 }
 
 /// Builds a kernel computing `out[i] = f(inputs[i]...)` with broadcasting.
@@ -231,6 +246,33 @@ pub(super) fn map_kernel(
     out: MapOutput<'_>,
     f: &ElementFn<'_>,
 ) -> Result<LoweredKernel> {
+    fused_map(&Epilogue::empty(), kernel_name, inputs, out, f)
+}
+
+/// [`map_kernel`] followed by an epilogue: `out[i] = epi(f(inputs[i]...), extras[i]...)`,
+/// the extras being more operands bound with [`Arg::Extra`].
+pub(super) fn fused_map(
+    epi: &Epilogue,
+    kernel_name: &str,
+    mut inputs: Vec<MapInput>,
+    out: MapOutput<'_>,
+    f: &ElementFn<'_>,
+) -> Result<LoweredKernel> {
+    let operands = inputs.len();
+    if !epi.is_empty() && out.dtype != DType::F32 {
+        return Err(Error::internal(format!(
+            "kernel {kernel_name}: an epilogue needs an f32 value, the map computes {}",
+            out.dtype
+        )));
+    }
+    for (i, extra) in epi.extras.iter().enumerate() {
+        inputs.push(MapInput {
+            name: extra.name.clone(),
+            dtype: DType::F32,
+            shape: extra.shape.clone(),
+            source: Source::Arg(Arg::Extra(i)),
+        });
+    }
     let mut k = KernelBuilder::new(kernel_name);
     let mut args = Vec::new();
     let mut bufs = Vec::new();
@@ -273,6 +315,8 @@ pub(super) fn map_kernel(
             dtypes,
             axes: coalesce(out.shape, &strides),
             f,
+            epilogue: epi,
+            operands,
         };
         let offsets = vec![Expr::Int(0); plan.bufs.len()];
         emit_axis(&mut k, &plan, 0, offsets);
@@ -343,7 +387,8 @@ fn emit_inner(k: &mut KernelBuilder, plan: &MapPlan<'_>, level: usize, offsets: 
                 }
             })
             .collect();
-        let y = (plan.f)(k, &values);
+        let y = (plan.f)(k, &values[..plan.operands]);
+        let y = plan.epilogue.apply(k, y, &values[plan.operands..], 1);
         k.store(
             plan.bufs[out],
             offset(offsets[out].clone(), &j, axis.strides[out]),
@@ -367,7 +412,8 @@ fn emit_inner(k: &mut KernelBuilder, plan: &MapPlan<'_>, level: usize, offsets: 
                     }
                 })
                 .collect();
-            let y = (plan.f)(k, &values);
+            let y = (plan.f)(k, &values[..plan.operands]);
+            let y = plan.epilogue.apply(k, y, &values[plan.operands..], 4);
             k.store(plan.bufs[out], offset(offsets[out].clone(), &j, 1), y);
         });
         if main < axis.extent {
@@ -456,10 +502,11 @@ fn require_f32(node: &NodeInfo<'_>, i: usize) -> Result<()> {
     }
 }
 
-fn unary(node: &NodeInfo<'_>, op: Unary) -> Result<LoweredKernel> {
+fn unary(node: &NodeInfo<'_>, op: Unary, epi: &Epilogue) -> Result<LoweredKernel> {
     require_f32(node, 0)?;
     let inputs = vec![MapInput::input(node, 0, "x")?];
-    map_kernel(
+    fused_map(
+        epi,
         node.name,
         inputs,
         node_output(node, DType::F32)?,
@@ -467,7 +514,7 @@ fn unary(node: &NodeInfo<'_>, op: Unary) -> Result<LoweredKernel> {
     )
 }
 
-fn binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
+fn binary(node: &NodeInfo<'_>, op: Binary, epi: &Epilogue) -> Result<LoweredKernel> {
     let (a, b) = (node.input(0)?, node.input(1)?);
     if op == Binary::PRelu && output(node, 0)?.shape != a.shape {
         return Err(node.unsupported("the slope must broadcast to the shape of x"));
@@ -480,22 +527,9 @@ fn binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
     };
     match (a.dtype, b.dtype) {
         (DType::F32, DType::F32) => {
-            let f = move |_: &mut KernelBuilder, v: &[Expr]| {
-                let (p, q) = (v[0].clone(), v[1].clone());
-                match op {
-                    Binary::Add => p.add(q),
-                    Binary::Sub => p.sub(q),
-                    Binary::Mul => p.mul(q),
-                    Binary::Div => p.div(q),
-                    Binary::Pow => Expr::Binary(BinOp::Pow, Box::new(p), Box::new(q)),
-                    // `p < 0 ? q * p : p`, as the interpreter (NaN stays NaN).
-                    Binary::PRelu => p
-                        .clone()
-                        .cmp(CmpOp::Lt, Expr::Float(0.0))
-                        .select(q.mul(p.clone()), p),
-                }
-            };
-            map_kernel(node.name, both()?, node_output(node, DType::F32)?, &f)
+            let f =
+                move |_: &mut KernelBuilder, v: &[Expr]| binary_f32(op, v[0].clone(), v[1].clone());
+            fused_map(epi, node.name, both()?, node_output(node, DType::F32)?, &f)
         }
         (DType::I64, DType::I64) => int_binary(node, op),
         (DType::F32, DType::I64) if op == Binary::Pow => {
@@ -506,7 +540,7 @@ fn binary(node: &NodeInfo<'_>, op: Binary) -> Result<LoweredKernel> {
                     Box::new(v[1].clone().unary(UnOp::ToF32)),
                 )
             };
-            map_kernel(node.name, both()?, node_output(node, DType::F32)?, &f)
+            fused_map(epi, node.name, both()?, node_output(node, DType::F32)?, &f)
         }
         (DType::I64, DType::F32) if op == Binary::Pow => {
             let f =
@@ -632,7 +666,7 @@ enum Bound {
     Operand,
 }
 
-fn clip(node: &NodeInfo<'_>) -> Result<LoweredKernel> {
+fn clip(node: &NodeInfo<'_>, epi: &Epilogue) -> Result<LoweredKernel> {
     let x = node.input(0)?;
     let mut inputs = vec![MapInput::input(node, 0, "x")?];
     let mut bound = |i: usize, name: &str| -> Result<Bound> {
@@ -684,10 +718,10 @@ fn clip(node: &NodeInfo<'_>) -> Result<LoweredKernel> {
         }
         y
     };
-    map_kernel(node.name, inputs, node_output(node, x.dtype)?, &f)
+    fused_map(epi, node.name, inputs, node_output(node, x.dtype)?, &f)
 }
 
-fn batch_norm(node: &NodeInfo<'_>, epsilon: f32) -> Result<LoweredKernel> {
+fn batch_norm(node: &NodeInfo<'_>, epsilon: f32, epi: &Epilogue) -> Result<LoweredKernel> {
     require_f32(node, 0)?;
     let x = node.input(0)?;
     let Some(&c) = x.shape.get(1) else {
@@ -722,7 +756,7 @@ fn batch_norm(node: &NodeInfo<'_>, epsilon: f32) -> Result<LoweredKernel> {
             MapInput::constant("b", Tensor::from_f32(vec![c], b)?, param_shape),
         ];
         let f = |_: &mut KernelBuilder, v: &[Expr]| v[0].clone().fma(v[1].clone(), v[2].clone());
-        return map_kernel(node.name, inputs, out, &f);
+        return fused_map(epi, node.name, inputs, out, &f);
     }
     // Run-time parameters: the interpreter's formula, (x - mean) / sqrt(var + eps) * scale
     // + bias (the parameters are loaded once per inner loop).
@@ -739,17 +773,18 @@ fn batch_norm(node: &NodeInfo<'_>, epsilon: f32) -> Result<LoweredKernel> {
             .div(denom)
             .fma(v[1].clone(), v[2].clone())
     };
-    map_kernel(node.name, inputs, out, &f)
+    fused_map(epi, node.name, inputs, out, &f)
 }
 
-fn cast(node: &NodeInfo<'_>, to: DType) -> Result<LoweredKernel> {
+fn cast(node: &NodeInfo<'_>, to: DType, epi: &Epilogue) -> Result<LoweredKernel> {
     let from = node.input(0)?.dtype;
     let f = move |_: &mut KernelBuilder, v: &[Expr]| match (from, to) {
         (DType::I64, DType::F32) => v[0].clone().unary(UnOp::ToF32),
         (DType::F32, DType::I64) => v[0].clone().unary(UnOp::ToI64),
         _ => v[0].clone(),
     };
-    map_kernel(
+    fused_map(
+        epi,
         node.name,
         vec![MapInput::input(node, 0, "x")?],
         node_output(node, to)?,

@@ -17,6 +17,7 @@
 //! - every kernel passes [`verify::verify`]: out-of-range positions (padding) use clamped
 //!   indices and selects.
 
+pub mod epilogue;
 pub mod ir;
 pub mod print;
 pub mod verify;
@@ -31,6 +32,7 @@ mod resize;
 
 use std::sync::Arc;
 
+pub use epilogue::Epilogue;
 pub use ir::{BufferKind, Expr, Kernel, KernelBuilder, LoopKind, Stmt, Ty};
 
 use crate::error::{Error, Result};
@@ -124,6 +126,8 @@ pub enum Arg {
     Scratch(usize),
     /// The kernel's own constant data ([`BufferKind::Const`]).
     Const,
+    /// Extra operand `i` of a fused group ([`epilogue::Epilogue::extras`]).
+    Extra(usize),
 }
 
 /// A kernel and the binding of each of its buffers (same order as `kernel.buffers`).
@@ -157,14 +161,52 @@ impl Lowered {
 /// Lowers one node to kernels. Every kernel is verified; a verifier failure is an internal
 /// error (a bug in a lowering).
 pub fn lower_node(node: &NodeInfo<'_>) -> Result<Lowered> {
+    lower_group(node, &Epilogue::empty())
+}
+
+/// Whether [`lower_group`] can compile `op` with a non-empty epilogue (the anchors of fused
+/// groups): the elementwise ops and the convolution.
+pub fn takes_epilogue(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Clip
+            | Op::BatchNorm { .. }
+            | Op::Cast { .. }
+            | Op::Conv(_)
+    )
+}
+
+/// Lowers a fused group: the anchor node `node`, whose kernel applies `epilogue` to its
+/// value before storing it (bound to [`Arg::Output`]`(0)`, which the runtime binds to the
+/// group's last output). An empty epilogue is [`lower_node`]. Every kernel is verified.
+pub fn lower_group(node: &NodeInfo<'_>, epilogue: &Epilogue) -> Result<Lowered> {
+    let bad_extra = epilogue.steps.iter().any(|step| {
+        matches!(step, epilogue::EpilogueStep::Binary { extra, .. } if *extra >= epilogue.extras.len())
+    });
+    if bad_extra {
+        return Err(Error::internal(format!(
+            "node {} ({}): an epilogue step reads a missing extra operand",
+            node.name,
+            node.op.name()
+        )));
+    }
+    if !epilogue.is_empty() && !takes_epilogue(node.op) {
+        return Err(Error::internal(format!(
+            "node {} ({}): fused with an epilogue but cannot apply one",
+            node.name,
+            node.op.name()
+        )));
+    }
     let lowered = match node.op {
         Op::Unary(_) | Op::Binary(_) | Op::Clip | Op::BatchNorm { .. } | Op::Cast { .. } => {
-            elementwise::lower(node)?
+            elementwise::lower(node, epilogue)?
         }
         Op::Softmax { .. } | Op::ReduceMean { .. } | Op::GlobalAveragePool | Op::GlobalMaxPool => {
             reduce::lower(node)?
         }
-        Op::Conv(_) | Op::ConvTranspose(_) => conv::lower(node)?,
+        Op::Conv(_) | Op::ConvTranspose(_) => conv::lower(node, epilogue)?,
         Op::MaxPool(_) | Op::AveragePool(_) => pool::lower(node)?,
         Op::Gemm { .. } | Op::MatMul => linalg::lower(node)?,
         Op::Resize(_) => resize::lower(node)?,

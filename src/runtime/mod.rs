@@ -15,6 +15,8 @@
 //! any thread count.
 
 pub mod cache;
+pub mod fuse;
+pub mod memory;
 pub mod specialize;
 
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ pub struct Compiler {
     kernel_cache: bool,
     opt_level: Option<OptLevel>,
     optimize: bool,
+    fusion: bool,
 }
 
 impl Default for Compiler {
@@ -54,6 +57,7 @@ impl Compiler {
             kernel_cache: true,
             opt_level: None,
             optimize: true,
+            fusion: true,
         }
     }
 
@@ -81,6 +85,13 @@ impl Compiler {
     /// lowering (default true); off, every node of the graph becomes its own kernels.
     pub fn optimize(mut self, enabled: bool) -> Compiler {
         self.optimize = enabled;
+        self
+    }
+
+    /// Whether to fuse elementwise chains into their producers' kernels ([`fuse`]; default
+    /// true; only with [`Compiler::optimize`] on). Off, every node is its own kernels.
+    pub fn fusion(mut self, enabled: bool) -> Compiler {
+        self.fusion = enabled;
         self
     }
 
@@ -126,6 +137,12 @@ pub struct CompileStats {
     pub cache_misses: usize,
     /// Time spent specialising, lowering and compiling, in milliseconds.
     pub compile_ms: f64,
+    /// Bytes of the activation arena of the most recent plan.
+    pub arena_bytes: usize,
+    /// The most recent plan's lower bound on the arena (largest total live at one step).
+    pub arena_lower_bound_bytes: usize,
+    /// The most recent plan's temporaries in total, as if none shared memory.
+    pub arena_unshared_bytes: usize,
 }
 
 /// Where a kernel buffer lives during a run.
@@ -135,7 +152,7 @@ enum Slot {
     Input(usize),
     /// Constant data.
     Const(Arc<Tensor>),
-    /// A buffer allocated for the run.
+    /// A buffer in the run's arena (see [`memory`]).
     Temp { dtype: DType, len: usize },
 }
 
@@ -162,6 +179,11 @@ pub struct Plan {
     outputs: Vec<(String, usize, Vec<usize>)>,
     /// The loop IR of every kernel launch, for dumps.
     kernels: Vec<lower::Kernel>,
+    /// Where the temporaries live in the arena.
+    memory: memory::MemoryPlan,
+    /// For each slot, its arena offset in bytes (`None` for inputs, constants and
+    /// temporaries no kernel touches).
+    offsets: Vec<Option<usize>>,
 }
 
 impl Plan {
@@ -183,6 +205,11 @@ impl Plan {
     /// The name of every kernel launch, in order.
     pub fn kernel_names(&self) -> impl Iterator<Item = &str> {
         self.steps.iter().map(|s| s.name.as_str())
+    }
+
+    /// The arena layout of the plan's temporaries.
+    pub fn memory(&self) -> &memory::MemoryPlan {
+        &self.memory
     }
 }
 
@@ -282,6 +309,9 @@ impl CompiledModel {
             stats.cache_misses += misses;
             stats.kernels_compiled += misses;
             stats.compile_ms += start.elapsed().as_secs_f64() * 1e3;
+            stats.arena_bytes = plan.memory.arena_bytes;
+            stats.arena_lower_bound_bytes = plan.memory.lower_bound_bytes;
+            stats.arena_unshared_bytes = plan.memory.unshared_bytes;
         }
         Ok(plan)
     }
@@ -306,21 +336,34 @@ impl CompiledModel {
     }
 
     fn execute(&self, plan: &Plan, inputs: &[&Tensor]) -> Result<Vec<(String, Tensor)>> {
-        let mut temps: Vec<Option<Tensor>> = vec![None; plan.slots.len()];
-        for (i, slot) in plan.slots.iter().enumerate() {
-            if let Slot::Temp { dtype, len } = slot {
-                temps[i] = Some(Tensor::zeros(*dtype, vec![*len])?);
-            }
+        let mut arena = memory::Arena::new(plan.memory.arena_bytes);
+        self.execute_in(plan, inputs, arena.bytes_mut())
+    }
+
+    /// Runs a plan with its temporaries in `arena` (at least the plan's arena bytes; its
+    /// contents on entry do not matter).
+    fn execute_in(
+        &self,
+        plan: &Plan,
+        inputs: &[&Tensor],
+        arena: &mut [u8],
+    ) -> Result<Vec<(String, Tensor)>> {
+        if arena.len() < plan.memory.arena_bytes {
+            return Err(Error::internal(format!(
+                "arena of {} bytes for a plan that needs {}",
+                arena.len(),
+                plan.memory.arena_bytes
+            )));
         }
+        let base = arena.as_mut_ptr();
         let mut pointers: Vec<*mut u8> = Vec::with_capacity(plan.slots.len());
-        for (i, slot) in plan.slots.iter().enumerate() {
+        for (slot, offset) in plan.slots.iter().zip(&plan.offsets) {
             let ptr = match slot {
                 Slot::Input(k) => data_ptr(inputs[*k]),
                 Slot::Const(t) => data_ptr(t),
-                Slot::Temp { .. } => match temps[i].as_mut() {
-                    Some(t) => data_ptr_mut(t),
-                    None => return Err(Error::internal("temporary buffer missing")),
-                },
+                // In bounds: the planner placed every temporary inside the arena, and
+                // `arena` is at least that long (checked above).
+                Slot::Temp { .. } => base.wrapping_add(offset.unwrap_or(0)),
             };
             pointers.push(ptr);
         }
@@ -333,14 +376,40 @@ impl CompiledModel {
             let tensor = match &plan.slots[*slot] {
                 Slot::Input(k) => inputs[*k].clone(),
                 Slot::Const(t) => Tensor::clone(t),
-                Slot::Temp { .. } => temps[*slot]
-                    .clone()
-                    .ok_or_else(|| Error::internal("output buffer missing"))?
-                    .reshaped(shape.clone())?,
+                Slot::Temp { dtype, len } => {
+                    let offset = plan.offsets[*slot]
+                        .ok_or_else(|| Error::internal(format!("output {name} has no buffer")))?;
+                    let bytes = arena
+                        .get(offset..offset + len * dtype.size_bytes())
+                        .ok_or_else(|| {
+                            Error::internal(format!("output {name} lies outside the arena"))
+                        })?;
+                    tensor_from_bytes(*dtype, shape.clone(), bytes)?
+                }
             };
             outputs.push((name.clone(), tensor));
         }
         Ok(outputs)
+    }
+}
+
+/// A tensor holding a copy of native-endian element bytes.
+fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor> {
+    match dtype {
+        DType::F32 => Tensor::from_f32(
+            shape,
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        DType::I64 => Tensor::from_i64(
+            shape,
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        ),
     }
 }
 
@@ -350,15 +419,6 @@ fn data_ptr(t: &Tensor) -> *mut u8 {
     match t.data() {
         crate::tensor::TensorData::F32(v) => v.as_ptr() as *mut u8,
         crate::tensor::TensorData::I64(v) => v.as_ptr() as *mut u8,
-    }
-}
-
-fn data_ptr_mut(t: &mut Tensor) -> *mut u8 {
-    match t.as_f32_mut() {
-        Some(v) => v.as_mut_ptr().cast(),
-        None => t
-            .as_i64_mut()
-            .map_or(std::ptr::null_mut(), |v| v.as_mut_ptr().cast()),
     }
 }
 
@@ -457,17 +517,33 @@ fn build_plan(
         }
     }
     let mut pending = Vec::new();
-    for &node_id in concrete.node_order() {
+    // Kernel fusion is one of the optimisations: without them every node is its own group.
+    let groups = if options.optimize && options.fusion {
+        fuse::fusion_groups(&concrete)
+    } else {
+        fuse::single_groups(&concrete)
+    };
+    for group in &groups {
+        let node_id = group.anchor();
         let node = concrete.node(node_id);
         let info = node_info(&concrete, node_id)?;
-        for (&out, o) in node.outputs.iter().zip(&info.outputs) {
+        // The group writes the outputs of its last node (the anchor's, if alone); the
+        // values inside a fused group are never stored.
+        let last = concrete.node(group.last());
+        let group_outputs = if group.nodes().len() == 1 {
+            node.outputs.clone()
+        } else {
+            last.outputs.clone()
+        };
+        for &out in &group_outputs {
+            let o = node_info_operand(&concrete, out)?;
             slot_of.insert(out, slots.len());
             slots.push(Slot::Temp {
                 dtype: o.dtype,
                 len: o.len(),
             });
         }
-        let lowered = lower::lower_node(&info)?;
+        let lowered = lower::lower_group(&info, group.epilogue())?;
         let scratch_base = slots.len();
         for &(dtype, len) in &lowered.scratch {
             slots.push(Slot::Temp { dtype, len });
@@ -482,7 +558,8 @@ fn build_plan(
                         .copied()
                         .flatten()
                         .and_then(|id| slot_of.get(&id).copied()),
-                    Arg::Output(i) => node.outputs.get(i).and_then(|id| slot_of.get(id).copied()),
+                    Arg::Output(i) => group_outputs.get(i).and_then(|id| slot_of.get(id).copied()),
+                    Arg::Extra(i) => group.extras().get(i).and_then(|id| slot_of.get(id).copied()),
                     Arg::Scratch(i) => (i < lowered.scratch.len()).then_some(scratch_base + i),
                     Arg::Const => match &buffer.kind {
                         lower::BufferKind::Const(t) => {
@@ -547,7 +624,8 @@ fn build_plan(
                 value.ty.known_shape().unwrap_or_default(),
             ))
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?;
+    let (memory, offsets) = plan_memory(&concrete, &slots, &slot_of, &steps, &outputs)?;
     Ok((
         Plan {
             graph: concrete,
@@ -555,10 +633,52 @@ fn build_plan(
             steps,
             outputs,
             kernels,
+            memory,
+            offsets,
         },
         hits,
         misses,
     ))
+}
+
+/// Liveness and arena offsets for the plan's temporaries (see [`memory`]). Returns the
+/// memory plan and each slot's offset.
+fn plan_memory(
+    concrete: &Graph,
+    slots: &[Slot],
+    slot_of: &HashMap<ValueId, usize>,
+    steps: &[Step],
+    outputs: &[(String, usize, Vec<usize>)],
+) -> Result<(memory::MemoryPlan, Vec<Option<usize>>)> {
+    let touched: Vec<Vec<usize>> = steps.iter().map(|s| s.args.clone()).collect();
+    let output_slots: Vec<usize> = outputs.iter().map(|(_, slot, _)| *slot).collect();
+    let live = memory::liveness(slots.len(), &touched, &output_slots);
+    let mut names: HashMap<usize, String> = slot_of
+        .iter()
+        .map(|(&id, &slot)| (slot, concrete.value(id).name.clone()))
+        .collect();
+    let mut named = Vec::new();
+    let mut planned_slots = Vec::new();
+    for (slot, (kind, range)) in slots.iter().zip(&live).enumerate() {
+        let (Slot::Temp { dtype, len }, Some((first, last))) = (kind, *range) else {
+            continue;
+        };
+        let bytes = len.checked_mul(dtype.size_bytes()).ok_or_else(|| {
+            Error::internal(format!("temporary of {len} {dtype} elements is too large"))
+        })?;
+        let name = names.remove(&slot).unwrap_or_else(|| {
+            let step = steps.get(first).map_or("?", |s| s.name.as_str());
+            format!("scratch of {step}")
+        });
+        named.push((name, memory::Lifetime { bytes, first, last }));
+        planned_slots.push(slot);
+    }
+    let plan = memory::MemoryPlan::new(named);
+    let mut offsets = vec![None; slots.len()];
+    for (&slot, buffer) in planned_slots.iter().zip(&plan.buffers) {
+        offsets[slot] = Some(buffer.offset);
+    }
+    Ok((plan, offsets))
 }
 
 /// Cranelift's optimisation level for the kernels of an op, chosen by measurement (see
@@ -576,6 +696,18 @@ pub fn default_opt_level(op: &crate::graph::op::Op) -> OptLevel {
         | Op::MatMul => OptLevel::Speed,
         _ => OptLevel::None,
     }
+}
+
+/// A value of a specialised graph as lowering sees it.
+fn node_info_operand(concrete: &Graph, id: ValueId) -> Result<Operand> {
+    let value = concrete.value(id);
+    Ok(Operand {
+        dtype: value.ty.dtype,
+        shape: value.ty.known_shape().ok_or_else(|| {
+            Error::internal(format!("value {} has no concrete shape", value.name))
+        })?,
+        value: concrete.constant(id).map(|c| c.tensor.clone()),
+    })
 }
 
 /// A node of a specialised graph (every shape concrete) as lowering sees it.

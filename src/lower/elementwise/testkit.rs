@@ -333,6 +333,7 @@ pub(crate) fn run_node(
                 (Arg::Scratch(i), _) => scratch[*i].clone(),
                 (Arg::Const, BufferKind::Const(t)) => tensor_data(t),
                 (Arg::Const, _) => panic!("const binding of a non-constant buffer"),
+                (Arg::Extra(i), _) => panic!("unfused kernel binds extra operand {i}"),
             })
             .collect();
         let after = run_kernel(&lk.kernel, bufs);
