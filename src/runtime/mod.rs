@@ -559,7 +559,10 @@ fn build_plan(
                         .flatten()
                         .and_then(|id| slot_of.get(&id).copied()),
                     Arg::Output(i) => group_outputs.get(i).and_then(|id| slot_of.get(id).copied()),
-                    Arg::Extra(i) => group.extras().get(i).and_then(|id| slot_of.get(id).copied()),
+                    Arg::Extra(i) => group
+                        .extras()
+                        .get(i)
+                        .and_then(|id| slot_of.get(id).copied()),
                     Arg::Scratch(i) => (i < lowered.scratch.len()).then_some(scratch_base + i),
                     Arg::Const => match &buffer.kind {
                         lower::BufferKind::Const(t) => {
