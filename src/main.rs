@@ -80,6 +80,9 @@ enum Command {
         /// Cranelift optimisation level for every kernel (default: chosen per kernel kind).
         #[arg(long, value_enum, default_value_t = OptChoice::Auto)]
         opt_level: OptChoice,
+        /// Skip the graph passes and fusion: every node runs as its own kernels.
+        #[arg(long)]
+        no_optimize: bool,
     },
     /// Print the IR of a model at a stage of the pipeline.
     DumpIr {
@@ -189,6 +192,7 @@ fn execute(command: Command) -> Result<()> {
             shapes,
             json,
             opt_level,
+            no_optimize,
         } => bench(
             model.as_deref(),
             threads,
@@ -199,6 +203,7 @@ fn execute(command: Command) -> Result<()> {
             &shapes,
             json,
             opt_level,
+            no_optimize,
         ),
         Command::DumpIr {
             model,
@@ -353,6 +358,7 @@ fn bench(
     shape_specs: &[String],
     json: bool,
     opt_level: OptChoice,
+    no_optimize: bool,
 ) -> Result<()> {
     if iters == 0 {
         return Err(Error::Usage("--iters must be at least 1".to_string()));
