@@ -386,7 +386,7 @@ fn bench(
         }
     } else {
         let compiled = opt_level
-            .apply(Compiler::new().threads(threads))
+            .apply(Compiler::new().threads(threads).optimize(!no_optimize))
             .compile(&model)?;
         // The first run compiles models with symbolic shapes; it belongs to compile time.
         compiled.run(&refs)?;
