@@ -199,3 +199,21 @@ fn dump_ir_fused_marks_the_kernel_groups() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("# kernel k0: conv + relu\n"), "{stdout}");
 }
+
+#[test]
+fn dump_ir_loops_and_clif_show_every_kernel() {
+    let model = manifest_dir().join("ir/tiny_cnn.fovea");
+    let (code, loops, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "loops"]);
+    assert_eq!(code, 0, "{stderr}");
+    let kernels = loops.matches("\nkernel ").count() + usize::from(loops.starts_with("kernel "));
+    assert!(kernels >= 3, "{loops}");
+    assert!(loops.contains("parallel for"), "{loops}");
+    let (code, clif, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "clif"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        clif.matches("; kernel ").count(),
+        kernels,
+        "one function per kernel"
+    );
+    assert!(clif.contains("function"), "{clif}");
+}
