@@ -172,15 +172,18 @@ impl Graph {
         tensor: Tensor,
         init: ConstInit,
     ) -> Result<ValueId> {
+        self.add_shared_const(name, Arc::new(tensor), init)
+    }
+
+    /// Adds a constant whose data another graph already holds (no copy).
+    pub fn add_shared_const(
+        &mut self,
+        name: impl Into<String>,
+        tensor: Arc<Tensor>,
+        init: ConstInit,
+    ) -> Result<ValueId> {
         let ty = TensorType::known(tensor.dtype(), tensor.shape());
-        self.add_value(
-            name.into(),
-            ty,
-            ValueDef::Const(Constant {
-                tensor: Arc::new(tensor),
-                init,
-            }),
-        )
+        self.add_value(name.into(), ty, ValueDef::Const(Constant { tensor, init }))
     }
 
     /// Adds a node, inferring its output types from its inputs. Inputs must already exist.

@@ -151,7 +151,7 @@ impl<'g> Rebuild<'g> {
         if let Some(t) = self.pending.remove(&old) {
             let id = self
                 .new
-                .add_const(v.name.clone(), Tensor::clone(&t), ConstInit::Literal)?;
+                .add_shared_const(v.name.clone(), t, ConstInit::Literal)?;
             self.map.insert(old, id);
             return Ok(id);
         }
@@ -159,7 +159,7 @@ impl<'g> Rebuild<'g> {
             ValueDef::Const(c) => {
                 let id =
                     self.new
-                        .add_const(v.name.clone(), Tensor::clone(&c.tensor), c.init.clone())?;
+                        .add_shared_const(v.name.clone(), c.tensor.clone(), c.init.clone())?;
                 self.map.insert(old, id);
                 Ok(id)
             }

@@ -74,8 +74,7 @@ pub fn specialize(graph: &Graph, inputs: &[&Tensor]) -> Result<Graph> {
     }
     for (id, value) in graph.values() {
         if let ValueDef::Const(c) = &value.def {
-            let new =
-                out.add_const(value.name.clone(), Tensor::clone(&c.tensor), c.init.clone())?;
+            let new = out.add_shared_const(value.name.clone(), c.tensor.clone(), c.init.clone())?;
             map.insert(id, new);
         }
     }
