@@ -39,11 +39,11 @@ use onnx_protobuf::{GraphProto, ModelProto, NodeProto, TensorProto};
 use protobuf::Message;
 
 use crate::error::{Error, Result};
-use crate::graph::infer::{self, Operand};
 use crate::graph::op::Op;
 use crate::graph::types::TensorType;
 use crate::graph::{ConstInit, Graph, ValueId};
-use crate::tensor::{Tensor, element_count};
+use crate::passes::{Known, fold_node};
+use crate::tensor::Tensor;
 
 pub use ops::OP_TYPES;
 use ops::{Arg, Env, Lowered};
@@ -55,7 +55,7 @@ pub const MIN_OPSET: i64 = 9;
 pub const MAX_OPSET: i64 = 25;
 /// Constant folding leaves a node in place when one of its outputs would have more
 /// elements than this (64 MiB of `f32`).
-pub const FOLD_LIMIT: usize = 16 << 20;
+pub use crate::passes::FOLD_LIMIT;
 
 /// Imports an ONNX model from its serialized protobuf bytes.
 pub fn import(bytes: &[u8]) -> Result<Graph> {
@@ -446,53 +446,35 @@ impl<'m> Importer<'m> {
         inputs: &[Option<String>],
         outputs: &[String],
     ) -> Result<bool> {
-        if let (Op::Shape { start, end }, [Some(x)]) = (op, inputs)
-            && let Some(Slot::Value(id)) = self.env.get(x.as_str())
-            && let Some(shape) = self.graph.value(*id).ty.known_shape()
-        {
-            let dims = shape_slice(&shape, *start, *end)?;
-            return self.fold_outputs(name, op, outputs, vec![Tensor::vector_i64(dims)]);
+        // What is known of each input: owned here, borrowed by `Known` below.
+        enum Have {
+            Absent,
+            Const(Arc<Tensor>),
+            Value(TensorType),
         }
-
-        let mut values = Vec::with_capacity(inputs.len());
+        let mut have = Vec::with_capacity(inputs.len());
         for input in inputs {
-            values.push(match input {
-                None => None,
-                Some(n) => match self.const_value(n) {
-                    Some(t) => Some(t),
-                    None => return Ok(false),
+            have.push(match input {
+                None => Have::Absent,
+                Some(n) => match (self.const_value(n), self.env.get(n.as_str())) {
+                    (Some(t), _) => Have::Const(t),
+                    (None, Some(Slot::Value(id))) => Have::Value(self.graph.value(*id).ty.clone()),
+                    (None, _) => return Ok(false),
                 },
             });
         }
-        if values.iter().all(Option::is_none) {
-            return Ok(false);
-        }
-        let types: Vec<Option<TensorType>> = values
+        let known: Vec<Known<'_>> = have
             .iter()
-            .map(|v| v.as_ref().map(|t| TensorType::known(t.dtype(), t.shape())))
-            .collect();
-        let operands: Vec<Option<Operand<'_>>> = types
-            .iter()
-            .zip(&values)
-            .map(|(ty, v)| {
-                ty.as_ref().map(|ty| Operand {
-                    ty,
-                    value: v.as_deref(),
-                })
+            .map(|h| match h {
+                Have::Absent => Known::Absent,
+                Have::Const(t) => Known::Const(t),
+                Have::Value(ty) => Known::Value(ty),
             })
             .collect();
-        let out_types = infer::infer(op, name, &operands, outputs.len())?;
-        let small = out_types.iter().all(|ty| {
-            ty.known_shape()
-                .and_then(|s| element_count(&s).ok())
-                .is_some_and(|n| n <= FOLD_LIMIT)
-        });
-        if !small {
-            return Ok(false);
+        match fold_node(op, name, &known, outputs.len())? {
+            Some(results) => self.fold_outputs(name, op, outputs, results),
+            None => Ok(false),
         }
-        let args: Vec<Option<&Tensor>> = values.iter().map(|v| v.as_deref()).collect();
-        let results = crate::interp::eval(op, name, &args, outputs.len())?;
-        self.fold_outputs(name, op, outputs, results)
     }
 
     fn fold_outputs(
@@ -516,23 +498,6 @@ impl<'m> Importer<'m> {
         }
         Ok(true)
     }
-}
-
-/// The dims `[start, end)` of `shape`, with ONNX Shape's clamping of negative and
-/// out-of-range bounds.
-fn shape_slice(shape: &[usize], start: i64, end: Option<i64>) -> Result<Vec<i64>> {
-    let rank = i64::try_from(shape.len()).map_err(|e| Error::internal(e.to_string()))?;
-    let clamp = |i: i64| {
-        let i = if i < 0 { i.saturating_add(rank) } else { i };
-        i.clamp(0, rank) as usize
-    };
-    let (s, e) = (clamp(start), clamp(end.unwrap_or(rank)));
-    shape
-        .get(s..e.max(s))
-        .unwrap_or(&[])
-        .iter()
-        .map(|&d| i64::try_from(d).map_err(|e| Error::internal(e.to_string())))
-        .collect()
 }
 
 /// Makes a node error name the node and its ONNX op type; other errors that do not name

@@ -40,3 +40,31 @@ mod tests {
         assert_eq!(slice_range(0, 5, 1, 0), (0, 0));
     }
 }
+
+/// The dims `[start, end)` of `shape` that ONNX Shape returns: negative bounds count from
+/// the end, and both clamp to `[0, rank]`.
+pub fn shape_dims(shape: &[usize], start: i64, end: Option<i64>) -> Vec<i64> {
+    let rank = shape.len() as i64;
+    let resolve = |v: i64| (if v < 0 { v.saturating_add(rank) } else { v }).clamp(0, rank) as usize;
+    let (s, e) = (resolve(start), resolve(end.unwrap_or(rank)));
+    shape
+        .get(s..e.max(s))
+        .unwrap_or_default()
+        .iter()
+        .map(|&d| d as i64)
+        .collect()
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn shape_dims_clamp_like_onnx() {
+        assert_eq!(shape_dims(&[2, 3, 4], 0, None), [2, 3, 4]);
+        assert_eq!(shape_dims(&[2, 3, 4], -2, None), [3, 4]);
+        assert_eq!(shape_dims(&[2, 3, 4], 1, Some(-1)), [3]);
+        assert_eq!(shape_dims(&[2, 3, 4], 5, Some(1)), Vec::<i64>::new());
+        assert_eq!(shape_dims(&[2, 3, 4], i64::MIN, Some(i64::MAX)), [2, 3, 4]);
+    }
+}

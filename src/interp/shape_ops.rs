@@ -500,19 +500,11 @@ pub(super) fn unsqueeze(x: &Tensor, axes: &Tensor) -> OpResult<Tensor> {
 
 /// The dims `start..end` of `x`'s shape as an `i64` vector.
 pub(super) fn shape(start: i64, end: Option<i64>, x: &Tensor) -> OpResult<Tensor> {
-    let shape = x.shape();
-    let rank = shape.len() as i64;
-    // Negative values count from the end; out-of-range values clamp.
-    let resolve = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-    let start = resolve(start);
-    let end = resolve(end.unwrap_or(rank));
-    let dims = shape
-        .get(start..end.max(start))
-        .unwrap_or_default()
-        .iter()
-        .map(|&d| d as i64)
-        .collect();
-    Ok(Tensor::vector_i64(dims))
+    Ok(Tensor::vector_i64(crate::graph::slice::shape_dims(
+        x.shape(),
+        start,
+        end,
+    )))
 }
 
 /// Picks entries along `axis` at `indices`; the result has the indices' dims in place of

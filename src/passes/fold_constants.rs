@@ -18,9 +18,11 @@ use std::collections::HashMap;
 
 use super::{Pass, Rebuild};
 use crate::error::Result;
+use crate::graph::infer::Operand;
 use crate::graph::op::Op;
-use crate::graph::{Graph, NodeId, ValueId};
-use crate::tensor::Tensor;
+use crate::graph::slice::shape_dims;
+use crate::graph::{Graph, NodeId, TensorType, ValueId};
+use crate::tensor::{Tensor, element_count};
 
 /// Largest tensor (in elements) evaluated at compile time.
 pub const FOLD_LIMIT: usize = 16 << 20;
@@ -101,38 +103,88 @@ impl Pass for FoldConstants {
     }
 }
 
-/// The outputs of a node whose inputs are all constants (in the graph being built, so
-/// chains fold in one pass), if small enough to fold.
-fn evaluate(rb: &Rebuild<'_>, id: NodeId) -> Result<Option<Vec<Tensor>>> {
-    let graph = rb.old;
-    let node = graph.node(id);
-    let mut args = Vec::with_capacity(node.inputs.len());
-    for input in &node.inputs {
+/// What is known at compile time about one input of a node.
+#[derive(Clone, Copy, Debug)]
+pub enum Known<'a> {
+    /// An absent optional input.
+    Absent,
+    /// A constant.
+    Const(&'a Tensor),
+    /// A value computed at run time, of this type.
+    Value(&'a TensorType),
+}
+
+/// A node's outputs when they are known at compile time: `shape` of a value whose dims are
+/// all known, or any op whose inputs are all constants (with outputs of at most
+/// [`FOLD_LIMIT`] elements), evaluated with the interpreter's semantics. `None` otherwise.
+/// The ONNX importer, shape specialisation and this pass all fold through this function.
+pub fn fold_node(
+    op: &Op,
+    name: &str,
+    inputs: &[Known<'_>],
+    n_outputs: usize,
+) -> Result<Option<Vec<Tensor>>> {
+    if let (Op::Shape { start, end }, Some(first)) = (op, inputs.first()) {
+        let shape = match first {
+            Known::Const(t) => Some(t.shape().to_vec()),
+            Known::Value(ty) => ty.known_shape(),
+            Known::Absent => None,
+        };
+        return Ok(shape.map(|s| vec![Tensor::vector_i64(shape_dims(&s, *start, *end))]));
+    }
+    let mut values = Vec::with_capacity(inputs.len());
+    for input in inputs {
         match input {
-            None => args.push(None),
-            Some(v) => match rb.constant(*v) {
-                Some(t) => args.push(Some(t)),
-                None => return Ok(None),
-            },
+            Known::Absent => values.push(None),
+            Known::Const(t) => values.push(Some(*t)),
+            Known::Value(_) => return Ok(None),
         }
     }
-    let small = node.outputs.iter().all(|&o| {
-        graph
-            .value(o)
-            .ty
-            .known_shape()
-            .is_some_and(|s| s.iter().product::<usize>() <= FOLD_LIMIT)
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let types: Vec<Option<TensorType>> = values
+        .iter()
+        .map(|v| v.map(|t| TensorType::known(t.dtype(), t.shape())))
+        .collect();
+    let operands: Vec<Option<Operand<'_>>> = types
+        .iter()
+        .zip(&values)
+        .map(|(ty, v)| ty.as_ref().map(|ty| Operand { ty, value: *v }))
+        .collect();
+    let out_types = crate::graph::infer::infer(op, name, &operands, n_outputs)?;
+    let small = out_types.iter().all(|ty| {
+        ty.known_shape()
+            .and_then(|s| element_count(&s).ok())
+            .is_some_and(|n| n <= FOLD_LIMIT)
     });
     if !small {
         return Ok(None);
     }
-    let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_deref()).collect();
-    Ok(Some(crate::interp::eval(
-        &node.op,
-        &node.name,
-        &refs,
-        node.outputs.len(),
-    )?))
+    Ok(Some(crate::interp::eval(op, name, &values, n_outputs)?))
+}
+
+/// The outputs of a node of the graph being rewritten, if known at compile time (inputs
+/// are looked up in the graph being built, so chains fold in one pass).
+fn evaluate(rb: &Rebuild<'_>, id: NodeId) -> Result<Option<Vec<Tensor>>> {
+    let graph = rb.old;
+    let node = graph.node(id);
+    let constants: Vec<Option<std::sync::Arc<Tensor>>> = node
+        .inputs
+        .iter()
+        .map(|i| i.and_then(|v| rb.constant(v)))
+        .collect();
+    let known: Vec<Known<'_>> = node
+        .inputs
+        .iter()
+        .zip(&constants)
+        .map(|(input, c)| match (input, c) {
+            (None, _) => Known::Absent,
+            (Some(_), Some(t)) => Known::Const(t),
+            (Some(v), None) => Known::Value(&graph.value(*v).ty),
+        })
+        .collect();
+    fold_node(&node.op, &node.name, &known, node.outputs.len())
 }
 
 /// Emits `conv` with the batch normalisation `bn` folded into its weights and bias; the new

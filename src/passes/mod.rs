@@ -14,7 +14,7 @@ mod fold_constants;
 use std::collections::HashMap;
 use std::time::Instant;
 
-pub use fold_constants::FoldConstants;
+pub use fold_constants::{FOLD_LIMIT, FoldConstants, Known, fold_node};
 
 use crate::error::{Error, Result};
 use crate::graph::{ConstInit, Graph, ValueDef, ValueId};

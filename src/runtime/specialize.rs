@@ -9,11 +9,11 @@
 //! do at import for static shapes).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::graph::op::Op;
-use crate::graph::{ConstInit, Dim, Graph, TensorType, ValueDef, ValueId};
+use crate::graph::{ConstInit, Graph, TensorType, ValueDef, ValueId};
+use crate::passes::{Known, fold_node};
 use crate::tensor::Tensor;
 
 /// Whether input `i` of `op` is shape-like: read at compile time, not per element.
@@ -51,9 +51,6 @@ pub fn value_inputs(graph: &Graph) -> Vec<ValueId> {
         .filter(|id| uses.get(id).copied().unwrap_or(false))
         .collect()
 }
-
-/// Largest tensor folded at compile time.
-const FOLD_LIMIT: usize = 16 << 20;
 
 /// A concrete copy of `graph` for the given input tensors (in graph-input order).
 pub fn specialize(graph: &Graph, inputs: &[&Tensor]) -> Result<Graph> {
@@ -134,8 +131,8 @@ pub fn specialize(graph: &Graph, inputs: &[&Tensor]) -> Result<Graph> {
     Ok(out)
 }
 
-/// Evaluates a node at compile time when its result is already determined: `shape` of a
-/// concrete tensor, or any op whose inputs are all constants.
+/// Evaluates a node at compile time when its result is already determined (see
+/// [`crate::passes::fold_node`]).
 fn fold(
     graph: &Graph,
     name: &str,
@@ -143,39 +140,15 @@ fn fold(
     inputs: &[Option<ValueId>],
     n_outputs: usize,
 ) -> Result<Option<Vec<Tensor>>> {
-    if let (Op::Shape { start, end }, Some(Some(x))) = (op, inputs.first()) {
-        let Some(shape) = graph.value(*x).ty.known_shape() else {
-            return Ok(None);
-        };
-        // ONNX Shape: negative bounds count from the end; both clamp to [0, rank].
-        let rank = shape.len() as i64;
-        let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-        let (s, e) = (clamp(*start), clamp(end.unwrap_or(rank)));
-        let dims = shape[s.min(e)..e].iter().map(|&d| d as i64).collect();
-        return Ok(Some(vec![Tensor::vector_i64(dims)]));
-    }
-    let mut constants: Vec<Option<Arc<Tensor>>> = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        match input {
-            None => constants.push(None),
+    let known: Vec<Known<'_>> = inputs
+        .iter()
+        .map(|input| match input {
+            None => Known::Absent,
             Some(id) => match graph.constant(*id) {
-                Some(c) => constants.push(Some(c.tensor.clone())),
-                None => return Ok(None),
+                Some(c) => Known::Const(&c.tensor),
+                None => Known::Value(&graph.value(*id).ty),
             },
-        }
-    }
-    let types = graph.infer_node(name, op, inputs, n_outputs)?;
-    let too_big = types.iter().any(|t| match t.known_shape() {
-        Some(s) => s.iter().product::<usize>() > FOLD_LIMIT,
-        None => true,
-    });
-    if too_big
-        || types
-            .iter()
-            .any(|t| t.shape.iter().any(|d| !matches!(d, Dim::Known(_))))
-    {
-        return Ok(None);
-    }
-    let refs: Vec<Option<&Tensor>> = constants.iter().map(|c| c.as_deref()).collect();
-    Ok(Some(crate::interp::eval(op, name, &refs, n_outputs)?))
+        })
+        .collect();
+    fold_node(op, name, &known, n_outputs)
 }
