@@ -3,44 +3,9 @@
 //! `INSTA_UPDATE=always cargo test --test cli`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use fovea::Tensor;
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fovea(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fovea-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// max |a - b| / max |b|, the models' error measure.
-fn relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
-    assert_eq!(actual.shape(), expected.shape());
-    let (a, b) = (actual.to_f64_vec(), expected.to_f64_vec());
-    let max_diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    let max_ref = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
-    max_diff / max_ref.max(f64::MIN_POSITIVE)
-}
+mod common;
+use common::{fovea, manifest_dir, relative_error, temp_dir};
 
 /// Runs `fovea run` (the JIT with 2 threads, and the interpreter) on `dir/NAME.onnx` with
 /// `NAME.input.npy` and compares the single output with `NAME.output.npy`.

@@ -2,10 +2,12 @@
 //! variant, and that the message names the culprit (file, node, op, input, shape).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use fovea::{DType, Error, ErrorKind, Model, Tensor};
 use onnx_protobuf::{Message, ModelProto};
+
+mod common;
+use common::fovea;
 
 fn data(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -208,18 +210,6 @@ fn binary_file_without_onnx_extension_is_rejected_as_text() {
     let path = temp_file("weights.bin", &[0xff, 0x00, 0xfe, 0x01]);
     let err = Model::load(&path).unwrap_err();
     assert_user_error(&err, &["weights.bin", "UTF-8"]);
-}
-
-fn fovea(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

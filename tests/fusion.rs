@@ -8,17 +8,8 @@ use fovea::runtime::Compiler;
 use fovea::runtime::fuse::{fusion_groups, print_groups};
 use fovea::{Model, Tensor};
 
-/// The largest difference of `a` from `b`, relative to `b`'s largest magnitude.
-fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max).max(1e-30);
-    diff / scale
-}
+mod common;
+use common::relative_error;
 
 /// The fusion groups of `text` as `--stage fused` prints them. Also runs the model fused
 /// and unfused (with two threads) and checks both against the interpreter, and that fusion

@@ -9,29 +9,8 @@ use fovea::bench::{ShapeOverrides, seeded_inputs};
 use fovea::lower::print::code_key;
 use fovea::{Compiler, Model, Tensor};
 
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// max |a - b| / max |b|.
-fn relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
-    assert_eq!(actual.shape(), expected.shape());
-    let (a, b) = (actual.to_f64_vec(), expected.to_f64_vec());
-    let max_diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    let max_ref = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
-    max_diff / max_ref.max(f64::MIN_POSITIVE)
-}
-
-fn bits(outputs: &[(String, Tensor)]) -> Vec<Vec<u64>> {
-    outputs
-        .iter()
-        .map(|(_, t)| t.to_f64_vec().iter().map(|v| v.to_bits()).collect())
-        .collect()
-}
+mod common;
+use common::{bits, manifest_dir, relative_error};
 
 /// Runs `model` in the interpreter and the JIT (1 and 2 threads) on seeded inputs (or the
 /// given ones) and checks they agree; returns the JIT/interpreter relative error.

@@ -8,9 +8,8 @@ use fovea::bench::{ShapeOverrides, seeded_inputs};
 use fovea::runtime::memory::{self, Lifetime, MemoryPlan, Order, align_up};
 use fovea::{Compiler, Model, Tensor};
 
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{fovea, manifest_dir};
 
 /// A small deterministic pseudo-random generator (64-bit LCG).
 struct Lcg(u64);
@@ -195,18 +194,6 @@ fn full_network_arenas_are_within_five_percent_of_the_lower_bound() {
         "over 1.05 x lower bound:\n{}",
         misses.join("\n")
     );
-}
-
-fn fovea(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -19,6 +19,9 @@ use fovea::frontend::onnx::tensor_from_proto_bytes;
 use fovea::tensor::TensorData;
 use fovea::{Model, Tensor};
 
+mod common;
+use common::bits;
+
 const ATOL: f64 = 1e-5;
 const RTOL: f64 = 1e-4;
 
@@ -123,13 +126,6 @@ enum Engine {
     Interpret,
     /// The JIT with 1 and 2 worker threads (which must agree bit for bit).
     Jit,
-}
-
-fn bits(outputs: &[(String, Tensor)]) -> Vec<Vec<u64>> {
-    outputs
-        .iter()
-        .map(|(_, t)| t.to_f64_vec().iter().map(|v| v.to_bits()).collect())
-        .collect()
 }
 
 /// Runs the model on `inputs` with the JIT at 1 and 2 threads, checking that both agree
