@@ -179,7 +179,7 @@ fn every_model_arena_is_within_five_percent_of_the_lower_bound() {
 }
 
 #[test]
-#[ignore = "needs the full networks in ../shared/models (not in the repo)"]
+#[ignore = "needs the full networks in ../shared/models (not in the repo); .ci/run runs it"]
 fn full_network_arenas_are_within_five_percent_of_the_lower_bound() {
     let dir = std::env::var_os("FOVEA_SHARED_MODELS")
         .map(PathBuf::from)

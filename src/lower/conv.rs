@@ -1278,9 +1278,8 @@ pub(super) fn nest(
 /// (splitting each parallel loop in two) and compares with the interpreter.
 #[cfg(test)]
 pub(super) mod testing {
-    use std::sync::Arc;
 
-    use super::super::{Arg, BufferKind, Lowered, NodeInfo, Operand, lower_node};
+    use super::super::{Arg, BufferKind, Lowered};
     use crate::codegen::{OptLevel, compile};
     use crate::graph::op::Op;
     use crate::tensor::{DType, Tensor, TensorData};
@@ -1340,35 +1339,12 @@ pub(super) mod testing {
     /// Lowers `op` on `inputs` (`(tensor, constant)`; `None` for an absent input), runs
     /// the kernels and checks every output against the interpreter. Returns the lowering.
     pub fn check(op: &Op, inputs: &[Option<(Tensor, bool)>], n_outputs: usize) -> Lowered {
-        let refs: Vec<Option<&Tensor>> =
-            inputs.iter().map(|i| i.as_ref().map(|(t, _)| t)).collect();
-        let expected = crate::interp::eval(op, "n", &refs, n_outputs).unwrap();
-        let node = NodeInfo {
-            name: "n",
-            op,
-            inputs: inputs
-                .iter()
-                .map(|i| {
-                    i.as_ref().map(|(t, constant)| Operand {
-                        dtype: t.dtype(),
-                        shape: t.shape().to_vec(),
-                        value: constant.then(|| Arc::new(t.clone())),
-                    })
-                })
-                .collect(),
-            outputs: expected
-                .iter()
-                .map(|t| Operand {
-                    dtype: t.dtype(),
-                    shape: t.shape().to_vec(),
-                    value: None,
-                })
-                .collect(),
-        };
-        let lowered = match lower_node(&node) {
-            Ok(l) => l,
-            Err(e) => panic!("{e}"),
-        };
+        let inputs_ref: Vec<Option<(&Tensor, bool)>> = inputs
+            .iter()
+            .map(|i| i.as_ref().map(|(t, c)| (t, *c)))
+            .collect();
+        let (lowered, expected) =
+            crate::lower::testing::lower_with_reference(op, &inputs_ref, n_outputs);
         let mut ins: Vec<Option<Data>> = inputs
             .iter()
             .map(|i| i.as_ref().map(|(t, _)| Data::of(t)))

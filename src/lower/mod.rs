@@ -248,3 +248,42 @@ pub fn lower_group(node: &NodeInfo<'_>, epilogue: &Epilogue) -> Result<Lowered> 
     }
     Ok(lowered)
 }
+
+/// Test support shared by the lowering tests of every op family.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::{Lowered, NodeInfo, Operand, lower_node};
+    use crate::graph::op::Op;
+    use crate::tensor::Tensor;
+
+    /// Lowers `op` on `inputs` (each a tensor and whether it is a compile-time constant;
+    /// `None` for an absent input). Returns the lowering and the interpreter's outputs,
+    /// which give the output shapes and the expected values.
+    pub(crate) fn lower_with_reference(
+        op: &Op,
+        inputs: &[Option<(&Tensor, bool)>],
+        n_outputs: usize,
+    ) -> (Lowered, Vec<Tensor>) {
+        let refs: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.map(|(t, _)| t)).collect();
+        let expected = crate::interp::eval(op, "n", &refs, n_outputs)
+            .unwrap_or_else(|e| panic!("interpreter: {e}"));
+        let operand = |t: &Tensor, value: Option<Arc<Tensor>>| Operand {
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+            value,
+        };
+        let node = NodeInfo {
+            name: "n",
+            op,
+            inputs: inputs
+                .iter()
+                .map(|i| i.map(|(t, constant)| operand(t, constant.then(|| Arc::new(t.clone())))))
+                .collect(),
+            outputs: expected.iter().map(|t| operand(t, None)).collect(),
+        };
+        let lowered = lower_node(&node).unwrap_or_else(|e| panic!("{e}"));
+        (lowered, expected)
+    }
+}

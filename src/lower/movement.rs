@@ -1144,12 +1144,11 @@ fn gather(node: &NodeInfo<'_>, axis: i64) -> Result<Lowered> {
 /// interpreter.
 #[cfg(test)]
 pub(super) mod testing {
-    use std::sync::Arc;
 
     use crate::codegen::{self, OptLevel};
     use crate::graph::op::Op;
     use crate::lower::ir::BufferKind;
-    use crate::lower::{Arg, Lowered, NodeInfo, Operand, lower_node};
+    use crate::lower::{Arg, Lowered};
     use crate::tensor::{DType, Tensor, TensorData};
 
     /// An input of the node under test: its data, and whether lowering may read it as a
@@ -1189,36 +1188,11 @@ pub(super) mod testing {
 
     /// Lowers `op` on `inputs`, returning the kernels and the interpreter's outputs.
     pub fn lower(op: &Op, inputs: &[Option<In>], n_outputs: usize) -> (Lowered, Vec<Tensor>) {
-        let refs: Vec<Option<&Tensor>> = inputs
+        let inputs_ref: Vec<Option<(&Tensor, bool)>> = inputs
             .iter()
-            .map(|i| i.as_ref().map(|i| &i.tensor))
+            .map(|i| i.as_ref().map(|i| (&i.tensor, i.constant)))
             .collect();
-        let expected =
-            crate::interp::eval(op, "n", &refs, n_outputs).expect("the interpreter runs the node");
-        let node = NodeInfo {
-            name: "n",
-            op,
-            inputs: inputs
-                .iter()
-                .map(|i| {
-                    i.as_ref().map(|i| Operand {
-                        dtype: i.tensor.dtype(),
-                        shape: i.tensor.shape().to_vec(),
-                        value: i.constant.then(|| Arc::new(i.tensor.clone())),
-                    })
-                })
-                .collect(),
-            outputs: expected
-                .iter()
-                .map(|t| Operand {
-                    dtype: t.dtype(),
-                    shape: t.shape().to_vec(),
-                    value: None,
-                })
-                .collect(),
-        };
-        let lowered = lower_node(&node).unwrap_or_else(|e| panic!("{e}"));
-        (lowered, expected)
+        crate::lower::testing::lower_with_reference(op, &inputs_ref, n_outputs)
     }
 
     fn filled(dtype: DType, len: usize) -> TensorData {

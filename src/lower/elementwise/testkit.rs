@@ -3,12 +3,10 @@
 //! reference interpreter. It tests what the lowerings compute, independently of the code
 //! generator.
 
-use std::sync::Arc;
-
 use crate::graph::op::Op;
 use crate::graph::{ConstInit, Graph, TensorType};
+use crate::lower::Arg;
 use crate::lower::ir::{BinOp, BufferKind, CmpOp, Expr, Kernel, Stmt, UnOp};
-use crate::lower::{Arg, NodeInfo, Operand, lower_node};
 use crate::model::Model;
 use crate::runtime::Compiler;
 use crate::tensor::{DType, Tensor, TensorData};
@@ -279,32 +277,11 @@ pub(crate) fn run_node(
     op: &Op,
     inputs: &[Option<(Tensor, bool)>],
 ) -> (Vec<Tensor>, Vec<Tensor>, String) {
-    let refs: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.as_ref().map(|(t, _)| t)).collect();
-    let expected =
-        crate::interp::eval(op, "n", &refs, 1).expect("the interpreter accepts the node");
-    let node = NodeInfo {
-        name: "n",
-        op,
-        inputs: inputs
-            .iter()
-            .map(|i| {
-                i.as_ref().map(|(t, constant)| Operand {
-                    dtype: t.dtype(),
-                    shape: t.shape().to_vec(),
-                    value: constant.then(|| Arc::new(t.clone())),
-                })
-            })
-            .collect(),
-        outputs: expected
-            .iter()
-            .map(|t| Operand {
-                dtype: t.dtype(),
-                shape: t.shape().to_vec(),
-                value: None,
-            })
-            .collect(),
-    };
-    let lowered = lower_node(&node).unwrap_or_else(|e| panic!("{e}"));
+    let inputs_ref: Vec<Option<(&Tensor, bool)>> = inputs
+        .iter()
+        .map(|i| i.as_ref().map(|(t, c)| (t, *c)))
+        .collect();
+    let (lowered, expected) = crate::lower::testing::lower_with_reference(op, &inputs_ref, 1);
     let mut outputs: Vec<Data> = expected
         .iter()
         .map(|t| match t.dtype() {
