@@ -135,20 +135,51 @@ impl Latency {
 }
 
 /// Runs `f` `warmup` times untimed, then `iters` times timed.
-pub fn measure<T>(
+pub fn measure<T>(warmup: usize, iters: usize, f: impl FnMut() -> Result<T>) -> Result<Latency> {
+    measure_with_progress(warmup, iters, f, |_| {})
+}
+
+/// What [`measure_with_progress`] has done so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// `done` of `total` untimed warm-up runs.
+    Warmup {
+        /// Runs finished.
+        done: usize,
+        /// Runs in all.
+        total: usize,
+    },
+    /// `done` of `total` timed runs.
+    Timed {
+        /// Runs finished.
+        done: usize,
+        /// Runs in all.
+        total: usize,
+    },
+}
+
+/// [`measure`], calling `progress` after every run, outside the timed span.
+pub fn measure_with_progress<T>(
     warmup: usize,
     iters: usize,
     mut f: impl FnMut() -> Result<T>,
+    mut progress: impl FnMut(Progress),
 ) -> Result<Latency> {
-    for _ in 0..warmup {
+    for done in 1..=warmup {
         f()?;
+        progress(Progress::Warmup {
+            done,
+            total: warmup,
+        });
     }
-    let mut samples = Vec::with_capacity(iters);
-    for _ in 0..iters.max(1) {
+    let total = iters.max(1);
+    let mut samples = Vec::with_capacity(total);
+    for done in 1..=total {
         let start = Instant::now();
         let out = f()?;
         samples.push(start.elapsed());
         drop(out);
+        progress(Progress::Timed { done, total });
     }
     Ok(Latency::from_samples(&samples))
 }

@@ -4,9 +4,10 @@
 //! 2 for a malformed command line, 3 for an internal error (a bug in Fovea).
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -91,7 +92,7 @@ enum Command {
         /// The stage to print.
         #[arg(long, value_enum, default_value_t = Stage::Parsed)]
         stage: Stage,
-        /// Text IR or a Graphviz DOT graph.
+        /// Text IR or a Graphviz DOT graph (DOT: stages parsed, optimized and fused).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Concrete shape for an input with symbolic dims (stages loops and clif).
@@ -372,8 +373,14 @@ fn bench(
         .iter()
         .map(|(n, t)| (n.as_str(), t.clone()))
         .collect();
+    let mut progress = ProgressLine::new();
     let report = if interpret {
-        let latency = bench::measure(warmup, iters, || model.interpret(&refs))?;
+        let latency = bench::measure_with_progress(
+            warmup,
+            iters,
+            || model.interpret(&refs),
+            |p| progress.update(p),
+        )?;
         BenchReport {
             name,
             mode: "interpret",
@@ -385,12 +392,18 @@ fn bench(
             stats: None,
         }
     } else {
+        progress.show(&format!("compiling {name}"));
         let compiled = opt_level
             .apply(Compiler::new().threads(threads).optimize(!no_optimize))
             .compile(&model)?;
         // The first run compiles models with symbolic shapes; it belongs to compile time.
         compiled.run(&refs)?;
-        let latency = bench::measure(warmup, iters, || compiled.run(&refs))?;
+        let latency = bench::measure_with_progress(
+            warmup,
+            iters,
+            || compiled.run(&refs),
+            |p| progress.update(p),
+        )?;
         BenchReport {
             name,
             mode: "jit",
@@ -402,12 +415,61 @@ fn bench(
             stats: Some(compiled.stats()),
         }
     };
+    progress.clear();
     if json {
         println!("{}", report.json());
     } else {
         report.print_table();
     }
     Ok(())
+}
+
+/// One line of progress on stderr for long commands, shown only when stderr is a terminal
+/// (never in output a script reads, `--json` included), redrawn at most ten times a second
+/// and erased when the command prints its result.
+struct ProgressLine {
+    enabled: bool,
+    last_drawn: Option<Instant>,
+}
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        ProgressLine {
+            enabled: std::io::stderr().is_terminal(),
+            last_drawn: None,
+        }
+    }
+
+    /// Draws `text` now.
+    fn show(&mut self, text: &str) {
+        if self.enabled {
+            eprint!("\r\x1b[2K{text}");
+            self.last_drawn = Some(Instant::now());
+        }
+    }
+
+    /// Draws the runs done so far, unless the line was drawn less than 100 ms ago.
+    fn update(&mut self, progress: bench::Progress) {
+        let recent = self
+            .last_drawn
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+        if !self.enabled || recent {
+            return;
+        }
+        let text = match progress {
+            bench::Progress::Warmup { done, total } => format!("warm-up run {done}/{total}"),
+            bench::Progress::Timed { done, total } => format!("timed run {done}/{total}"),
+        };
+        self.show(&text);
+    }
+
+    /// Erases the line.
+    fn clear(&mut self) {
+        if self.enabled && self.last_drawn.is_some() {
+            eprint!("\r\x1b[2K");
+            self.last_drawn = None;
+        }
+    }
 }
 
 /// What `fovea bench` measured.
@@ -497,9 +559,9 @@ fn dump_ir(
         }
         return Ok(());
     }
-    if format == Format::Dot {
+    if format == Format::Dot && stage != Stage::Fused {
         return Err(Error::Usage(
-            "--format dot draws graphs: use it with --stage parsed".to_string(),
+            "--format dot draws graphs: use it with --stage parsed, optimized or fused".to_string(),
         ));
     }
     let compiled = Compiler::new().threads(1).compile(&model)?;
@@ -512,10 +574,22 @@ fn dump_ir(
     let plan = compiled.plan_for(&tensors)?;
     if stage == Stage::Fused {
         let groups = fovea::runtime::fuse::fusion_groups(plan.graph());
-        print!(
-            "{}",
-            fovea::runtime::fuse::print_groups(plan.graph(), &groups)
-        );
+        if format == Format::Dot {
+            let clusters: Vec<(String, Vec<_>)> = groups
+                .iter()
+                .enumerate()
+                .map(|(k, g)| (format!("kernel k{k}"), g.nodes().to_vec()))
+                .collect();
+            print!(
+                "{}",
+                fovea::graph::dot::to_dot_clustered(plan.graph(), &clusters)
+            );
+        } else {
+            print!(
+                "{}",
+                fovea::runtime::fuse::print_groups(plan.graph(), &groups)
+            );
+        }
         return Ok(());
     }
     if stage == Stage::Planned {

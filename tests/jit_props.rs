@@ -90,6 +90,59 @@ proptest! {
         check(op, &[n, c, h, w], vec![Some(weights(vec![m, c_per, kh, kw], seed)), b], seed)?;
     }
 
+    /// Shapes the register-blocked direct kernel takes (output channels per group a
+    /// multiple of 8, rows of at least 4 outputs), with every padding, stride and
+    /// dilation combination and epilogue-free bias or none.
+    #[test]
+    fn direct_conv_matches(
+        n in 1usize..3, groups in 1usize..3, c_per in 1usize..5, blocks in 1usize..4, wide in any::<bool>(),
+        h in 1usize..12, w in 4usize..14, kh in 1usize..4, kw in 1usize..4,
+        sh in 1usize..3, sw in 1usize..3, dh in 1usize..3, dw in 1usize..3,
+        pads in proptest::collection::vec(0usize..3, 4), bias in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let m_per = blocks * if wide { 12 } else { 8 };
+        let (c, m) = (groups * c_per, groups * m_per);
+        let op = Op::from_parts("conv", &attrs(&[
+            ("kernel_shape", ints(&[kh, kw])), ("strides", ints(&[sh, sw])),
+            ("dilations", ints(&[dh, dw])), ("pads", ints(&pads)), ("group", Attr::Int(groups as i64)),
+        ]), "node").unwrap();
+        let b = bias.then(|| weights(vec![m], seed + 1));
+        check(op, &[n, c, h, w], vec![Some(weights(vec![m, c_per, kh, kw], seed)), b], seed)?;
+    }
+
+    /// Many input channels: the direct kernel sums them chunk by chunk through its
+    /// scratch rows.
+    #[test]
+    fn chunked_direct_conv_matches(
+        c in prop::sample::select(vec![72usize, 128, 160]), blocks in 1usize..3,
+        h in 1usize..7, w in 4usize..11, k in 1usize..4, s in 1usize..3,
+        pad in 0usize..2, seed in 0u64..1000,
+    ) {
+        let pad = pad.min(k - 1);
+        let op = Op::from_parts("conv", &attrs(&[
+            ("kernel_shape", ints(&[k, k])), ("strides", ints(&[s, s])),
+            ("pads", ints(&[pad; 4])),
+        ]), "node").unwrap();
+        let m = 8 * blocks;
+        check(op, &[1, c, h, w], vec![Some(weights(vec![m, c, k, k], seed)), Some(weights(vec![m], seed + 1))], seed)?;
+    }
+
+    /// Depthwise convolutions (one channel per group) with rows long enough for the
+    /// vectorised depthwise kernel, strides 1 and 2, and a fused epilogue-free bias.
+    #[test]
+    fn depthwise_conv_matches(
+        n in 1usize..3, c in 1usize..6, h in 1usize..9, w in 4usize..40, k in 1usize..6,
+        s in 1usize..3, d in 1usize..3, pads in proptest::collection::vec(0usize..3, 4),
+        bias in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let op = Op::from_parts("conv", &attrs(&[
+            ("kernel_shape", ints(&[k, k])), ("strides", ints(&[s, s])),
+            ("dilations", ints(&[d, d])), ("pads", ints(&pads)), ("group", Attr::Int(c as i64)),
+        ]), "node").unwrap();
+        let b = bias.then(|| weights(vec![c], seed + 1));
+        check(op, &[n, c, h, w], vec![Some(weights(vec![c, 1, k, k], seed)), b], seed)?;
+    }
+
     #[test]
     fn conv_1d_and_3d_match(
         rank in 1usize..4, c in 1usize..4, m in 1usize..4, size in 2usize..7, k in 1usize..3,

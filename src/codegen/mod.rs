@@ -13,10 +13,13 @@
 pub mod math;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{AbiParam, Endianness, InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value, types,
+};
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetFrontendConfig};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -53,6 +56,15 @@ pub struct CodeMemory {
     module: Option<JITModule>,
 }
 
+/// Code modules compiled and not yet freed, process-wide.
+static LIVE_MODULES: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of code modules (groups of kernels compiled together) whose executable
+/// memory is mapped now, process-wide: it falls when the last kernel of a module is dropped.
+pub fn live_code_modules() -> usize {
+    LIVE_MODULES.load(Ordering::Relaxed)
+}
+
 // SAFETY: after `finalize_definitions` the module is never used through a shared reference;
 // it is only kept alive so the code stays mapped, and dropped (freeing the code) when the
 // last `Arc<CodeMemory>` goes, at which point no function pointer into it is reachable
@@ -64,6 +76,7 @@ impl Drop for CodeMemory {
         if let Some(module) = self.module.take() {
             // SAFETY: see the `Sync` impl: nothing can call into this memory any more.
             unsafe { module.free_memory() };
+            LIVE_MODULES.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -144,13 +157,19 @@ pub fn compile(kernels: &[(&Kernel, OptLevel)]) -> Result<Vec<CompiledKernel>> {
             let kernel = kernels[i].0;
             module.clear_context(&mut ctx);
             build_function(kernel, &mut ctx.func, &mut fctx, module.target_config())?;
-            let name = format!("k{n}");
+            // The kernel's name (unique within the module): `perf record` shows it, since
+            // the JIT module lists its functions in /tmp/perf-<pid>.map under perf.
+            let name = format!("{} #{n}", kernel.name);
             let id = module
                 .declare_function(&name, Linkage::Local, &ctx.func.signature)
                 .map_err(|e| Error::internal(format!("declaring kernel {}: {e}", kernel.name)))?;
+            ctx.set_disasm(std::env::var_os("FOVEA_DISASM").is_some());
             module
                 .define_function(id, &mut ctx)
                 .map_err(|e| Error::internal(format!("compiling kernel {}: {e:?}", kernel.name)))?;
+            if let Some(text) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                eprintln!("=== {}\n{text}", kernel.name);
+            }
             ids.push((i, id));
         }
         module
@@ -160,6 +179,8 @@ pub fn compile(kernels: &[(&Kernel, OptLevel)]) -> Result<Vec<CompiledKernel>> {
             .iter()
             .map(|&(i, id)| (i, module.get_finalized_function(id)))
             .collect();
+
+        LIVE_MODULES.fetch_add(1, Ordering::Relaxed);
         let memory = Arc::new(CodeMemory {
             module: Some(module),
         });
@@ -219,6 +240,7 @@ fn build_function(
         vars: HashMap::new(),
         locals: HashMap::new(),
         range: (params[1], params[2]),
+        addresses: HashMap::new(),
     };
     g.stmts(&kernel.body, true)?;
     g.b.ins().return_(&[]);
@@ -235,6 +257,28 @@ struct Gen<'a, 'k> {
     locals: HashMap<u32, (Variable, Ty)>,
     /// `lo`, `hi` of the top-level parallel loop.
     range: (Value, Value),
+    /// Addresses computed in the current block, by buffer and index value: accesses at
+    /// the same index plus different constants share one address computation.
+    addresses: HashMap<(u32, Value), Value>,
+}
+
+/// Splits `index` into its non-constant part (`None` if it is a constant) and the sum of
+/// the constants added at its top (`(a + 3) + 5` gives `a` and 8).
+fn split_constant(index: &Expr) -> (Option<&Expr>, i64) {
+    match index {
+        Expr::Int(c) => (None, *c),
+        Expr::Binary(BinOp::Add, a, b) => match (a.as_ref(), b.as_ref()) {
+            (rest, Expr::Int(c)) | (Expr::Int(c), rest) => {
+                let (rest, inner) = split_constant(rest);
+                match inner.checked_add(*c) {
+                    Some(total) => (rest, total),
+                    None => (Some(index), 0),
+                }
+            }
+            _ => (Some(index), 0),
+        },
+        _ => (Some(index), 0),
+    }
 }
 
 fn clif_type(ty: Ty) -> Result<Type> {
@@ -250,6 +294,12 @@ fn clif_type(ty: Ty) -> Result<Type> {
 const MAX_UNROLL: i64 = 16;
 
 impl Gen<'_, '_> {
+    /// Continues in `block`; addresses computed in the previous block are forgotten.
+    fn switch_to(&mut self, block: cranelift_codegen::ir::Block) {
+        self.addresses.clear();
+        self.b.switch_to_block(block);
+    }
+
     fn vector_flags() -> MemFlagsData {
         MemFlagsData::new().with_endianness(Endianness::Little)
     }
@@ -283,32 +333,50 @@ impl Gen<'_, '_> {
                         let body = self.b.create_block();
                         let exit = self.b.create_block();
                         self.b.ins().jump(header, &[]);
-                        self.b.switch_to_block(header);
+                        self.switch_to(header);
                         let v = self.b.use_var(var);
                         let more = self.b.ins().icmp(IntCC::SignedLessThan, v, end);
                         self.b.ins().brif(more, body, &[], exit, &[]);
-                        self.b.switch_to_block(body);
+                        self.switch_to(body);
                         self.stmts(&l.body, false)?;
                         let v = self.b.use_var(var);
                         let next = self.b.ins().iadd_imm_s(v, l.step);
                         self.b.def_var(var, next);
                         self.b.ins().jump(header, &[]);
-                        self.b.switch_to_block(exit);
+                        self.switch_to(exit);
                     }
                     self.vars.remove(&l.var);
                 }
                 Stmt::Store { buf, index, value } => {
                     let (v, _) = self.expr(value)?;
-                    let addr = self.address(buf.0, index)?;
+                    let (addr, offset) = self.address(buf.0, index)?;
                     self.b
                         .ins()
-                        .store(MemFlagsData::new().with_notrap(), v, addr, 0);
+                        .store(MemFlagsData::new().with_notrap(), v, addr, offset);
                 }
                 Stmt::Declare { local, ty, init } => {
                     let var = self.b.declare_var(clif_type(*ty)?);
                     let (v, _) = self.expr(init)?;
                     self.b.def_var(var, v);
                     self.locals.insert(local.0, (var, *ty));
+                }
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    let (c, _) = self.expr(cond)?;
+                    let then_block = self.b.create_block();
+                    let else_block = self.b.create_block();
+                    let merge = self.b.create_block();
+                    self.b.ins().brif(c, then_block, &[], else_block, &[]);
+                    self.switch_to(then_block);
+                    self.stmts(then, false)?;
+                    self.b.ins().jump(merge, &[]);
+                    self.switch_to(else_block);
+                    self.stmts(otherwise, false)?;
+                    self.b.ins().jump(merge, &[]);
+                    self.switch_to(merge);
                 }
                 Stmt::Assign { local, value } => {
                     let (v, _) = self.expr(value)?;
@@ -322,7 +390,8 @@ impl Gen<'_, '_> {
         Ok(())
     }
 
-    fn address(&mut self, buf: u32, index: &Expr) -> Result<Value> {
+    /// The address of element `index` of buffer `buf`, as a base value and a byte offset.
+    fn address(&mut self, buf: u32, index: &Expr) -> Result<(Value, i32)> {
         let buffer = self
             .kernel
             .buffers
@@ -332,9 +401,32 @@ impl Gen<'_, '_> {
             DType::F32 => 2,
             DType::I64 => 3,
         };
-        let (i, _) = self.expr(index)?;
-        let offset = self.b.ins().ishl_imm_s(i, shift);
-        Ok(self.b.ins().iadd(self.bases[buf as usize], offset))
+        // A constant term of the index becomes the access's immediate offset.
+        let (rest, constant) = split_constant(index);
+        let bytes = constant
+            .checked_mul(1 << shift)
+            .and_then(|b| i32::try_from(b).ok());
+        let (rest, bytes) = match bytes {
+            Some(b) => (rest, b),
+            None => (Some(index), 0),
+        };
+        let base = self.bases[buf as usize];
+        let addr = match rest {
+            Some(rest) => {
+                let (i, _) = self.expr(rest)?;
+                match self.addresses.get(&(buf, i)) {
+                    Some(&addr) => addr,
+                    None => {
+                        let offset = self.b.ins().ishl_imm_s(i, shift);
+                        let addr = self.b.ins().iadd(base, offset);
+                        self.addresses.insert((buf, i), addr);
+                        addr
+                    }
+                }
+            }
+            None => base,
+        };
+        Ok((addr, bytes))
     }
 
     fn splat_if(&mut self, (v, t): (Value, Ty), target: Ty) -> Value {
@@ -391,9 +483,9 @@ impl Gen<'_, '_> {
                     (Some(DType::I64), _) => (Ty::I64, types::I64),
                     (None, _) => return Err(Error::internal(format!("unknown buffer b{}", buf.0))),
                 };
-                let addr = self.address(buf.0, index)?;
+                let (addr, offset) = self.address(buf.0, index)?;
                 let flags = MemFlagsData::new().with_notrap();
-                (self.b.ins().load(clif, flags, addr, 0), ty)
+                (self.b.ins().load(clif, flags, addr, offset), ty)
             }
             Expr::Unary(op, a) => {
                 let (x, t) = self.expr(a)?;
@@ -537,6 +629,20 @@ impl Gen<'_, '_> {
                     };
                 }
                 (acc, Ty::F32)
+            }
+            Expr::Shuffle(a, b, lanes) => {
+                let (x, _) = self.expr(a)?;
+                let (y, _) = self.expr(b)?;
+                let flags = Self::vector_flags();
+                let x = self.b.ins().bitcast(types::I8X16, flags, x);
+                let y = self.b.ins().bitcast(types::I8X16, flags, y);
+                let bytes: Vec<u8> = lanes
+                    .iter()
+                    .flat_map(|&l| (0..4).map(move |i| 4 * l + i))
+                    .collect();
+                let mask = self.b.func.dfg.immediates.push(ConstantData::from(bytes));
+                let picked = self.b.ins().shuffle(x, y, mask);
+                (self.b.ins().bitcast(types::F32X4, flags, picked), Ty::F32x4)
             }
         })
     }

@@ -3,10 +3,12 @@
 //! Ops are boxes labelled with the node name and op; graph inputs and outputs are ellipses;
 //! each edge is labelled with the type of the tensor it carries. Constants are not drawn
 //! (weights would swamp the picture); a node lists how many constant inputs it has.
+//! [`to_dot_clustered`] also draws groups of nodes (fused kernels) as labelled boxes around
+//! their nodes.
 
 use std::fmt::Write;
 
-use super::{Graph, ValueDef};
+use super::{Graph, NodeId, ValueDef};
 
 fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -87,4 +89,62 @@ pub fn to_dot(graph: &Graph) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// The graph as a DOT digraph with each cluster of nodes (a label and its nodes, such as one
+/// fused kernel) drawn as a box around them. Clusters of one node are drawn as plain nodes.
+pub fn to_dot_clustered(graph: &Graph, clusters: &[(String, Vec<NodeId>)]) -> String {
+    let mut out = to_dot(graph);
+    // Drop the closing brace, add the clusters, close again. A node declared at the top
+    // level and named again inside a cluster is drawn inside it.
+    if out.ends_with("}\n") {
+        out.truncate(out.len() - 2);
+    }
+    for (k, (label, nodes)) in clusters.iter().enumerate() {
+        if nodes.len() < 2 {
+            continue;
+        }
+        let _ = writeln!(out, "  subgraph cluster_{k} {{");
+        let _ = writeln!(
+            out,
+            "    label={}; style=\"rounded,filled\"; fillcolor=\"#eef3fb\"; fontname=\"monospace\"; fontsize=9;",
+            quote(label)
+        );
+        for node in nodes {
+            let _ = writeln!(out, "    n{};", node.index());
+        }
+        out.push_str("  }\n");
+    }
+    out.push_str("}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_of_two_or_more_nodes_become_boxes() {
+        let graph = crate::graph::text::parse(
+            "graph g(x: f32[2]) -> (z: f32[2]) {
+               y: f32[2] = relu(x)
+               z: f32[2] = sigmoid(y)
+             }",
+        )
+        .expect("parses");
+        let order = graph.node_order().to_vec();
+        let clusters = vec![
+            ("kernel k0".to_string(), order.clone()),
+            ("alone".to_string(), order[..1].to_vec()),
+        ];
+        let dot = to_dot_clustered(&graph, &clusters);
+        assert!(dot.starts_with(&to_dot(&graph)[..to_dot(&graph).len() - 2]));
+        assert!(dot.contains("subgraph cluster_0 {"), "{dot}");
+        assert!(dot.contains("label=\"kernel k0\""), "{dot}");
+        assert!(
+            !dot.contains("alone"),
+            "one-node clusters are not drawn: {dot}"
+        );
+        assert!(dot.ends_with("  }\n}\n"), "{dot}");
+    }
 }

@@ -765,7 +765,8 @@ fn pool(p: &Pool, inputs: &[Option<Operand<'_>>]) -> R<TensorType> {
 
 fn global_pool(inputs: &[Option<Operand<'_>>]) -> R<TensorType> {
     let x = float_input(inputs, 0, "x")?;
-    expect_min_rank(x, 2, "x")?;
+    // A batch, a channel and at least one spatial axis, as for the other pools.
+    expect_min_rank(x, 3, "x")?;
     let mut shape = x.ty.shape[..2].to_vec();
     shape.resize(x.ty.rank(), Dim::Known(1));
     Ok(TensorType::new(DType::F32, shape))

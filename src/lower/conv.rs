@@ -498,6 +498,36 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lower
     let out_plane: usize = geometry.output.iter().product();
     let taps: usize = ops.kernel.iter().product();
     let mut axes = Axis::from_window(&geometry, ops.spatial);
+    if let Some(weights) = &ops.w.value
+        && ops.b.is_none_or(|b| b.value.is_some())
+    {
+        let direct = super::direct_conv::DirectConv {
+            n,
+            c,
+            m,
+            group,
+            axes: &axes,
+            weights,
+            bias: ops.b.and_then(|b| b.value.as_deref()),
+            epilogue: epi,
+        };
+        if let Some(lowered) = super::direct_conv::lower(node, &direct) {
+            return Ok(lowered);
+        }
+        if cg == 1 && m == c && group == c {
+            let depthwise = super::depthwise::Depthwise {
+                n,
+                c,
+                axes: &axes,
+                weights,
+                bias: direct.bias,
+                epilogue: epi,
+            };
+            if let Some(lowered) = super::depthwise::lower(node, &depthwise) {
+                return Ok(lowered);
+            }
+        }
+    }
     let pointwise = axes
         .iter()
         .all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input);

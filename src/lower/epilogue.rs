@@ -11,7 +11,7 @@
 //! Anchors that take an epilogue: every elementwise op (the extras become more operands
 //! of its map kernel) and the convolution (which loads the extras itself at the position
 //! and channel it stores, see [`Epilogue::load`]). The step values are the same
-//! expressions the unfused elementwise kernels compute ([`super::elementwise::activation`]
+//! expressions the unfused elementwise kernels compute (`elementwise::activation`
 //! and the binary and clip formulas), so fusing changes no result.
 
 use super::elementwise::activation;

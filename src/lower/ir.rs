@@ -152,6 +152,18 @@ pub enum Stmt {
         /// The new value.
         value: Expr,
     },
+    /// `if cond { then } else { otherwise }` on a scalar `bool`. Locals declared in a branch
+    /// are local to it. The verifier checks both branches under the same bounds (it does not
+    /// narrow them by the condition), so an access in a branch must be in bounds whatever
+    /// the condition; branches select the cheaper of two correct codes.
+    If {
+        /// The condition (`bool`).
+        cond: Expr,
+        /// Run when `cond` holds.
+        then: Vec<Stmt>,
+        /// Run otherwise.
+        otherwise: Vec<Stmt>,
+    },
 }
 
 /// Elementwise ops of one operand (on `f32`/`f32x4` unless noted).
@@ -257,6 +269,9 @@ pub enum Expr {
     ReduceAdd(Box<Expr>),
     /// The maximum of the four lanes of an `f32x4`, an `f32`.
     ReduceMax(Box<Expr>),
+    /// Lanes picked from two `f32x4`s: lane `i` is lane `lanes[i]` of `a ++ b` (0–3 from
+    /// `a`, 4–7 from `b`).
+    Shuffle(Box<Expr>, Box<Expr>, [u8; 4]),
 }
 
 /// Builders that keep lowering code short.
@@ -314,6 +329,10 @@ impl Expr {
     pub fn scale(self, k: i64) -> Expr {
         if k == 1 { self } else { self.mul(Expr::Int(k)) }
     }
+    /// Lanes of `self ++ b` (see [`Expr::Shuffle`]).
+    pub fn shuffle(self, b: Expr, lanes: [u8; 4]) -> Expr {
+        Expr::Shuffle(Box::new(self), Box::new(b), lanes)
+    }
     /// A scalar load.
     pub fn load(buf: BufId, index: Expr) -> Expr {
         Expr::Load {
@@ -345,6 +364,11 @@ pub struct Kernel {
     pub locals: u32,
     /// The body.
     pub body: Vec<Stmt>,
+    /// For a register-blocked kernel, its schedule in words (the tile shape), printed by
+    /// `dump-ir --stage loops`. Such kernels are laid out by hand (one local per register,
+    /// addresses shared): the runtime compiles them without Cranelift's optimiser, which
+    /// measured both faster to compile and faster to run for them.
+    pub schedule: Option<String>,
 }
 
 impl Kernel {
@@ -364,6 +388,7 @@ pub struct KernelBuilder {
     buffers: Vec<Buffer>,
     vars: u32,
     locals: u32,
+    schedule: Option<String>,
     /// Statement lists under construction, innermost last.
     stack: Vec<Vec<Stmt>>,
 }
@@ -446,9 +471,35 @@ impl KernelBuilder {
         }));
     }
 
+    /// Emits `if cond { then } else { otherwise }`.
+    pub fn if_else(
+        &mut self,
+        cond: Expr,
+        then: impl FnOnce(&mut KernelBuilder),
+        otherwise: impl FnOnce(&mut KernelBuilder),
+    ) {
+        self.stack.push(Vec::new());
+        then(self);
+        let then = self.stack.pop().expect("pushed above");
+        self.stack.push(Vec::new());
+        otherwise(self);
+        let otherwise = self.stack.pop().expect("pushed above");
+        self.push(Stmt::If {
+            cond,
+            then,
+            otherwise,
+        });
+    }
+
     /// `for v in 0..extent` (serial, step 1).
     pub fn range(&mut self, extent: usize, body: impl FnOnce(&mut KernelBuilder, Expr)) {
         self.for_loop(0, extent as i64, 1, LoopKind::Serial, body);
+    }
+
+    /// Marks the kernel register-blocked, with its schedule in words (see
+    /// [`Kernel::schedule`]).
+    pub fn set_schedule(&mut self, schedule: impl Into<String>) {
+        self.schedule = Some(schedule.into());
     }
 
     /// The finished kernel.
@@ -460,6 +511,7 @@ impl KernelBuilder {
             vars: self.vars,
             locals: self.locals,
             body,
+            schedule: self.schedule,
         }
     }
 }

@@ -23,6 +23,8 @@ pub mod print;
 pub mod verify;
 
 mod conv;
+mod depthwise;
+mod direct_conv;
 mod elementwise;
 mod linalg;
 mod movement;

@@ -149,6 +149,13 @@ pub fn write_expr(out: &mut String, e: &Expr) {
             write_expr(out, a);
             out.push(')');
         }
+        Expr::Shuffle(a, b, lanes) => {
+            out.push_str("shuffle(");
+            write_expr(out, a);
+            out.push_str(", ");
+            write_expr(out, b);
+            let _ = write!(out, ", {lanes:?})");
+        }
     }
 }
 
@@ -189,6 +196,25 @@ fn write_stmts(out: &mut String, stmts: &[Stmt], depth: usize) {
                 write_expr(out, value);
                 out.push('\n');
             }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                out.push_str("if ");
+                write_expr(out, cond);
+                out.push_str(" {\n");
+                write_stmts(out, then, depth + 1);
+                out.push_str(&indent);
+                if otherwise.is_empty() {
+                    out.push_str("}\n");
+                } else {
+                    out.push_str("} else {\n");
+                    write_stmts(out, otherwise, depth + 1);
+                    out.push_str(&indent);
+                    out.push_str("}\n");
+                }
+            }
         }
     }
 }
@@ -209,6 +235,9 @@ pub fn print_kernel(kernel: &Kernel) -> String {
         let _ = write!(out, "b{i}: {}[{}] {kind} {}", b.dtype, b.len, b.name);
     }
     out.push_str(") {\n");
+    if let Some(schedule) = &kernel.schedule {
+        let _ = writeln!(out, "  // schedule: {schedule}");
+    }
     write_stmts(&mut out, &kernel.body, 1);
     out.push_str("}\n");
     out
@@ -225,6 +254,9 @@ pub fn code_key(kernel: &Kernel) -> String {
         let _ = write!(out, "{}[{}]{kind},", b.dtype, b.len);
     }
     out.push('\n');
+    if let Some(schedule) = &kernel.schedule {
+        let _ = writeln!(out, "schedule {schedule}");
+    }
     write_stmts(&mut out, &kernel.body, 0);
     out
 }

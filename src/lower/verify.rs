@@ -57,6 +57,11 @@ struct Verifier<'k> {
     vars: HashMap<VarId, Interval>,
     seen_vars: Vec<bool>,
     locals: HashMap<LocalId, Ty>,
+    /// The range of each `i64` local that is declared and never assigned (its value is
+    /// its initial expression's, evaluated where it is declared).
+    local_ranges: HashMap<LocalId, Interval>,
+    /// Locals assigned anywhere in the kernel (their range is unknown).
+    assigned: std::collections::HashSet<LocalId>,
     /// `[min, max]` of each constant `i64` buffer.
     table_ranges: HashMap<BufId, Interval>,
     /// Whether the statements being checked are reachable (no empty loop around them).
@@ -278,6 +283,17 @@ impl<'k> Verifier<'k> {
                 }
                 Some(Ty::F32)
             }
+            Expr::Shuffle(a, b, lanes) => {
+                let (ta, tb) = (self.expr_ty(a)?, self.expr_ty(b)?);
+                if ta != Ty::F32x4 || tb != Ty::F32x4 || lanes.iter().any(|&l| l > 7) {
+                    self.error(format!(
+                        "{}: shuffle takes two f32x4 and lanes 0..8",
+                        describe(e)
+                    ));
+                    return None;
+                }
+                Some(Ty::F32x4)
+            }
         }
     }
 
@@ -286,6 +302,7 @@ impl<'k> Verifier<'k> {
         match e {
             Expr::Int(v) => Interval::point(*v),
             Expr::Var(v) => self.vars.get(v).copied().unwrap_or(Interval::FULL),
+            Expr::Local(l) => self.local_ranges.get(l).copied().unwrap_or(Interval::FULL),
             Expr::Load { buf, .. } => self
                 .table_ranges
                 .get(buf)
@@ -469,6 +486,10 @@ impl<'k> Verifier<'k> {
                         ));
                     }
                     self.locals.insert(*local, *ty);
+                    if *ty == Ty::I64 && !self.assigned.contains(local) {
+                        let range = self.interval(init);
+                        self.local_ranges.insert(*local, range);
+                    }
                 }
                 Stmt::Assign { local, value } => {
                     let declared = self.locals.get(local).copied();
@@ -486,9 +507,51 @@ impl<'k> Verifier<'k> {
                         _ => {}
                     }
                 }
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    if let Some(t) = self.expr_ty(cond)
+                        && t != Ty::Bool
+                    {
+                        self.error(format!("if on {} of type {}", describe(cond), t.name()));
+                    }
+                    // Each branch sees the same bounds; its locals end with it.
+                    for branch in [then, otherwise] {
+                        let before: Vec<LocalId> = self.locals.keys().copied().collect();
+                        self.stmts(branch, false);
+                        self.locals.retain(|l, _| before.contains(l));
+                        self.local_ranges.retain(|l, _| before.contains(l));
+                    }
+                }
             }
         }
     }
+}
+
+/// Every local that some `Assign` in `stmts` writes.
+fn assigned_locals(stmts: &[Stmt]) -> std::collections::HashSet<LocalId> {
+    let mut out = std::collections::HashSet::new();
+    fn walk(stmts: &[Stmt], out: &mut std::collections::HashSet<LocalId>) {
+        for s in stmts {
+            match s {
+                Stmt::Assign { local, .. } => {
+                    out.insert(*local);
+                }
+                Stmt::Loop(l) => walk(&l.body, out),
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    walk(then, out);
+                    walk(otherwise, out);
+                }
+                Stmt::Store { .. } | Stmt::Declare { .. } => {}
+            }
+        }
+    }
+    walk(stmts, &mut out);
+    out
 }
 
 /// Verifies a kernel, returning every problem found.
@@ -521,6 +584,8 @@ pub fn verify(kernel: &Kernel) -> Result<(), Vec<String>> {
         vars: HashMap::new(),
         seen_vars: vec![false; kernel.vars as usize],
         locals: HashMap::new(),
+        local_ranges: HashMap::new(),
+        assigned: assigned_locals(&kernel.body),
         table_ranges,
         live: true,
     };

@@ -18,6 +18,15 @@
 //! Besides the arena size, a plan reports two figures to judge it by: the lower bound (the
 //! largest total of buffers live at one step, which no placement can beat) and the total
 //! without any sharing.
+//!
+//! Values that alias another value's memory ([`super::alias`]: views, concat parts written
+//! in place, elementwise results written over an operand) are not buffers of their own:
+//! each lies inside the buffer of the value it aliases, which lives from the first step
+//! touching any of its values to the last step needing any of them. Aliased values thus
+//! count once in the arena, the lower bound and the no-sharing total; the plan lists them
+//! apart ([`MemoryPlan::aliases`]).
+
+use super::alias::AliasCounts;
 
 /// Alignment of every buffer in the arena, in bytes.
 pub const ALIGN: usize = 64;
@@ -292,11 +301,29 @@ pub struct ArenaBuffer {
     pub last: usize,
 }
 
+/// A value stored inside another value's buffer (see [`super::alias`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AliasedValue {
+    /// The value.
+    pub name: String,
+    /// What it aliases, as dumps print it: `view of x`, `in place of x`,
+    /// `in concat c at +256`.
+    pub how: String,
+    /// Offset in the arena, in bytes (`None` for a view of a graph input or constant).
+    pub offset: Option<usize>,
+    /// Size in bytes.
+    pub bytes: usize,
+}
+
 /// The arena layout of one plan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemoryPlan {
     /// Every buffer in the arena, in slot order.
     pub buffers: Vec<ArenaBuffer>,
+    /// Every value stored in another value's memory, in value order.
+    pub aliases: Vec<AliasedValue>,
+    /// How often each aliasing rule fired.
+    pub alias_counts: AliasCounts,
     /// Bytes the arena needs.
     pub arena_bytes: usize,
     /// The largest total of buffers live at one step.
@@ -326,15 +353,23 @@ impl MemoryPlan {
         MemoryPlan {
             order: (!buffers.is_empty()).then_some(placement.order),
             buffers,
+            aliases: Vec::new(),
+            alias_counts: AliasCounts::default(),
             arena_bytes: placement.arena_bytes,
             lower_bound_bytes: placement.lower_bound,
             unshared_bytes: placement.unshared_bytes,
         }
     }
 
-    /// The plan as text: one line per buffer, then the totals.
+    /// The plan as text: one line per buffer, one per aliased value, then the totals.
     pub fn dump(&self) -> String {
-        let width = self.buffers.iter().map(|b| b.name.len()).max().unwrap_or(0);
+        let width = self
+            .buffers
+            .iter()
+            .map(|b| b.name.len())
+            .chain(self.aliases.iter().map(|a| a.name.len()))
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for b in &self.buffers {
             out.push_str(&format!(
@@ -342,6 +377,18 @@ impl MemoryPlan {
                 b.name, b.offset, b.bytes, b.first, b.last
             ));
         }
+        for a in &self.aliases {
+            let offset = a.offset.map_or("-".to_string(), |o| o.to_string());
+            out.push_str(&format!(
+                "{:<width$}  offset {offset:>10}  bytes {:>10}  {}\n",
+                a.name, a.bytes, a.how
+            ));
+        }
+        let c = &self.alias_counts;
+        out.push_str(&format!(
+            "aliasing     {} views, {} concats in place ({} parts), {} in place\n",
+            c.views, c.concats, c.concat_parts, c.in_place
+        ));
         out.push_str(&format!(
             "arena        {} bytes ({})\n",
             self.arena_bytes,

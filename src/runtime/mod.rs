@@ -1,5 +1,4 @@
-//! The runtime: compiled models, their execution plans, the rayon executor and the kernel
-//! cache.
+//! The runtime: compiled models, their execution plans, the executor and the kernel cache.
 //!
 //! [`Compiler::compile`] turns a [`Model`] into a [`CompiledModel`]. A model whose inputs
 //! all have concrete shapes is specialised, lowered and compiled right away; a model with a
@@ -7,33 +6,54 @@
 //! signature. Either way the result is a [`Plan`]: the kernels in execution order, each with
 //! the buffers it reads and writes. Kernels come from the process-wide kernel cache, keyed
 //! by their loop IR and the CPU features, so a kernel is compiled once per process however
-//! many layers, models or plans use it.
+//! many layers, models or plans use it (while some plan uses it: see [`cache`]).
 //!
-//! A kernel's top-level parallel loop is split into chunks across the compiled model's rayon
-//! pool (`threads` workers); small kernels run on the calling thread. Chunking never changes
-//! results: iterations of a parallel loop are independent, so outputs are bit-identical for
-//! any thread count.
+//! Plans are cached by input signature, at most [`Compiler::plan_capacity`] of them, the
+//! least recently used evicted first; an evicted plan's kernel code is freed once no other
+//! plan uses it. Each plan keeps a pool of run workspaces ([`pool`]): a run takes one, runs
+//! every kernel in it with no lock held, and gives it back, so one `CompiledModel` serves
+//! any number of threads at once and a warm [`CompiledModel::run_into`] allocates nothing.
+//!
+//! A kernel's top-level parallel loop is split into chunks across the model's worker pool
+//! ([`workers`]: `threads - 1` workers and the caller); small kernels run on the calling
+//! thread, and so, by default, do all kernels of a run while as many runs as threads are in
+//! flight ([`Concurrency`]). Chunking never changes results: iterations of a parallel loop are
+//! independent, so outputs are bit-identical for any thread count.
 
+pub mod alias;
 pub mod cache;
 pub mod fuse;
 pub mod memory;
+pub mod pool;
 pub mod specialize;
+pub mod workers;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-use rayon::prelude::*;
 
 use crate::codegen::CompiledKernel;
 pub use crate::codegen::OptLevel;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, NodeId, ValueDef, ValueId};
+use crate::graph::types::format_shape;
+use crate::graph::{Dim, Graph, NodeId, ValueDef, ValueId};
 use crate::lower::{self, Arg, NodeInfo, Operand};
 use crate::model::Model;
 use crate::tensor::{DType, Tensor};
 
 /// Compile options; `Compiler::new().threads(4).compile(&model)`.
+///
+/// # Threads and concurrent callers
+///
+/// `threads(n)` is the total number of threads one run's kernels use: the compiled model
+/// starts `n - 1` worker threads and the caller of a run is the n-th. Any number of host
+/// threads may call [`CompiledModel::run`] or [`CompiledModel::run_into`] on one compiled
+/// model at once (share it with an `Arc`); each run takes its own arena from a pool.
+/// [`Compiler::concurrency`] decides how concurrent runs share the cores; by default
+/// ([`Concurrency::SerialWhenBusy`]) a run splits its kernels across the workers only while
+/// fewer runs than `threads` are in flight, so callers enough to keep the cores busy never
+/// have the workers' threads added to their own.
 #[derive(Clone, Debug)]
 pub struct Compiler {
     threads: usize,
@@ -41,7 +61,34 @@ pub struct Compiler {
     opt_level: Option<OptLevel>,
     optimize: bool,
     fusion: bool,
+    concurrency: Concurrency,
+    plan_capacity: usize,
+    pooled_arenas: usize,
 }
+
+/// How kernel parallelism and concurrent callers of one compiled model share the cores (see
+/// ARCHITECTURE.md, "Concurrency", for measurements).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Concurrency {
+    /// While fewer runs than `threads` are in flight, each splits its large kernels across
+    /// the workers and its caller; once as many callers as `threads` are inside the model,
+    /// each runs its kernels serially on its own thread, as the callers alone keep the cores
+    /// busy (decided per kernel launch). Threads busy: `threads` for one caller, about the
+    /// number of callers for more. The default (see ARCHITECTURE.md, "Concurrency").
+    #[default]
+    SerialWhenBusy,
+    /// Every run splits its large kernels across the model's one pool of workers, whatever
+    /// the number of callers: launches queue in order of arrival, the workers take chunks of
+    /// the oldest, and each caller works on its own. Threads busy: the callers plus
+    /// `threads - 1` workers.
+    SharedPool,
+}
+
+/// Plans cached per compiled model by default ([`Compiler::plan_capacity`]).
+pub const DEFAULT_PLAN_CAPACITY: usize = 16;
+
+/// Idle arenas kept per plan by default ([`Compiler::pooled_arenas`]).
+pub const DEFAULT_POOLED_ARENAS: usize = 16;
 
 impl Default for Compiler {
     fn default() -> Compiler {
@@ -50,7 +97,8 @@ impl Default for Compiler {
 }
 
 impl Compiler {
-    /// Default options: one worker thread per available core.
+    /// Default options: one thread per available core, [`Concurrency::SerialWhenBusy`],
+    /// [`DEFAULT_PLAN_CAPACITY`] plans, [`DEFAULT_POOLED_ARENAS`] idle arenas per plan.
     pub fn new() -> Compiler {
         Compiler {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -58,12 +106,39 @@ impl Compiler {
             opt_level: None,
             optimize: true,
             fusion: true,
+            concurrency: Concurrency::default(),
+            plan_capacity: DEFAULT_PLAN_CAPACITY,
+            pooled_arenas: DEFAULT_POOLED_ARENAS,
         }
     }
 
-    /// Number of worker threads kernels may use (at least 1).
+    /// Total number of threads a run's kernels may use, the caller's included (at least 1):
+    /// the compiled model starts `threads - 1` workers.
     pub fn threads(mut self, threads: usize) -> Compiler {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// How concurrent runs share the cores (default [`Concurrency::SerialWhenBusy`]).
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Compiler {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// How many input signatures' plans a compiled model keeps (at least 1; default
+    /// [`DEFAULT_PLAN_CAPACITY`]). Beyond it the least recently used plan is evicted, and
+    /// its kernels' code is freed unless another plan uses them; running its signature again
+    /// compiles it again.
+    pub fn plan_capacity(mut self, plans: usize) -> Compiler {
+        self.plan_capacity = plans.max(1);
+        self
+    }
+
+    /// How many idle arenas each plan keeps for later runs (at least 1; default
+    /// [`DEFAULT_POOLED_ARENAS`]). A plan makes as many arenas as it has runs in flight at
+    /// once; beyond this many, arenas of finished runs are freed.
+    pub fn pooled_arenas(mut self, arenas: usize) -> Compiler {
+        self.pooled_arenas = arenas.max(1);
         self
     }
 
@@ -98,20 +173,25 @@ impl Compiler {
     /// Compiles a model. Models with concrete input shapes are compiled now; others on the
     /// first run of each input signature.
     pub fn compile(&self, model: &Model) -> Result<CompiledModel> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads)
-            .thread_name(|i| format!("fovea-worker-{i}"))
-            .build()
-            .map_err(|e| {
-                Error::internal(format!("starting {} worker threads: {e}", self.threads))
-            })?;
+        let graph = model.graph();
+        let value_inputs = specialize::value_inputs(graph);
+        let value_positions = graph
+            .inputs()
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| value_inputs.contains(id))
+            .map(|(k, _)| k)
+            .collect();
         let compiled = CompiledModel {
-            graph: Arc::new(model.graph().clone()),
-            value_inputs: specialize::value_inputs(model.graph()),
+            graph: Arc::new(graph.clone()),
+            value_inputs,
+            value_positions,
             threads: self.threads,
             options: self.clone(),
-            pool,
-            plans: Mutex::new(HashMap::new()),
+            workers: workers::Workers::new(self.threads - 1)?,
+            plans: Mutex::new(PlanCache::new(self.plan_capacity)),
+            building: Mutex::new(()),
+            active: AtomicUsize::new(0),
             stats: Mutex::new(CompileStats::default()),
         };
         if let Some(inputs) = compiled.static_inputs()? {
@@ -125,7 +205,7 @@ impl Compiler {
 /// Compilation counters of one compiled model.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CompileStats {
-    /// Plans built (one per input signature seen).
+    /// Plans built (one per input signature seen, again after an eviction).
     pub plans: usize,
     /// Kernel launches in the most recent plan.
     pub kernels: usize,
@@ -143,6 +223,8 @@ pub struct CompileStats {
     pub arena_lower_bound_bytes: usize,
     /// The most recent plan's temporaries in total, as if none shared memory.
     pub arena_unshared_bytes: usize,
+    /// Plans evicted from the bounded plan cache ([`Compiler::plan_capacity`]).
+    pub plans_evicted: usize,
 }
 
 /// Where a kernel buffer lives during a run.
@@ -213,15 +295,23 @@ impl Plan {
     }
 }
 
-/// A compiled model: call [`CompiledModel::run`] from any number of threads.
+/// A compiled model: call [`CompiledModel::run`] or [`CompiledModel::run_into`] from any
+/// number of threads at once (share it with an `Arc`).
 pub struct CompiledModel {
     graph: Arc<Graph>,
     /// Inputs the plans specialise on by value (shape-like inputs).
     value_inputs: Vec<ValueId>,
+    /// Their positions among the graph's inputs.
+    value_positions: Vec<usize>,
     threads: usize,
     options: Compiler,
-    pool: rayon::ThreadPool,
-    plans: Mutex<HashMap<PlanKey, Arc<Plan>>>,
+    workers: workers::Workers,
+    plans: Mutex<PlanCache>,
+    /// Held while a plan is built, so a signature is compiled once even when several callers
+    /// bring it at the same time; runs of cached plans never wait for it.
+    building: Mutex<()>,
+    /// Runs in flight now.
+    active: AtomicUsize,
     stats: Mutex<CompileStats>,
 }
 
@@ -230,36 +320,210 @@ impl std::fmt::Debug for CompiledModel {
         f.debug_struct("CompiledModel")
             .field("model", &self.graph.name)
             .field("threads", &self.threads)
+            .field("concurrency", &self.options.concurrency)
             .finish()
     }
 }
 
+/// A run's inputs, read in the graph's input order without copying or allocating.
+#[derive(Clone, Copy)]
+enum Inputs<'a> {
+    /// Already in graph order.
+    Ordered(&'a [&'a Tensor]),
+    /// Named, each graph input bound exactly once (checked by [`bind_inputs`]).
+    Named {
+        graph: &'a Graph,
+        given: &'a [(&'a str, &'a Tensor)],
+    },
+}
+
+impl<'a> Inputs<'a> {
+    /// The `k`-th graph input's tensor.
+    fn get(&self, k: usize) -> Option<&'a Tensor> {
+        match *self {
+            Inputs::Ordered(tensors) => tensors.get(k).copied(),
+            Inputs::Named { graph, given } => {
+                let name = graph.value(*graph.inputs().get(k)?).name.as_str();
+                // Inputs usually come in graph order.
+                match given.get(k) {
+                    Some(&(n, t)) if n == name => Some(t),
+                    _ => given.iter().find(|(n, _)| *n == name).map(|&(_, t)| t),
+                }
+            }
+        }
+    }
+
+    fn input(&self, k: usize) -> Result<&'a Tensor> {
+        self.get(k)
+            .ok_or_else(|| Error::internal(format!("graph input {k} is not bound")))
+    }
+}
+
 /// Identifies a plan: the shape of every input and the values of shape-like inputs.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct PlanKey {
     shapes: Vec<Vec<usize>>,
+    /// The elements of each shape-like input, as `f64` bits.
     values: Vec<Vec<u64>>,
 }
 
-/// Pointers to a run's buffers, shared by the threads of one kernel launch.
-struct BufferTable(Vec<*mut u8>);
+/// The bits of a tensor's elements as `f64`, as plan keys hold them.
+fn element_bits(t: &Tensor) -> impl Iterator<Item = u64> + '_ {
+    let (floats, ints) = match t.data() {
+        crate::tensor::TensorData::F32(v) => (Some(v), None),
+        crate::tensor::TensorData::I64(v) => (None, Some(v)),
+    };
+    let floats = floats
+        .into_iter()
+        .flatten()
+        .map(|&x| f64::from(x).to_bits());
+    let ints = ints.into_iter().flatten().map(|&x| (x as f64).to_bits());
+    floats.chain(ints)
+}
 
-// SAFETY: the pointers stay valid for the whole launch (the buffers outlive it), and the
-// kernels' parallel iterations write disjoint elements (the loop IR's parallel contract).
-unsafe impl Sync for BufferTable {}
+impl PlanKey {
+    fn new(count: usize, value_positions: &[usize], inputs: Inputs) -> Result<PlanKey> {
+        Ok(PlanKey {
+            shapes: (0..count)
+                .map(|k| inputs.input(k).map(|t| t.shape().to_vec()))
+                .collect::<Result<_>>()?,
+            values: value_positions
+                .iter()
+                .map(|&k| inputs.input(k).map(|t| element_bits(t).collect()))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Whether `inputs` have this signature, compared in place (no allocation).
+    fn matches(&self, value_positions: &[usize], inputs: Inputs) -> bool {
+        let shapes_match = self
+            .shapes
+            .iter()
+            .enumerate()
+            .all(|(k, shape)| inputs.get(k).is_some_and(|t| t.shape() == shape.as_slice()));
+        shapes_match
+            && self.values.len() == value_positions.len()
+            && self.values.iter().zip(value_positions).all(|(bits, &k)| {
+                inputs.get(k).is_some_and(|t| {
+                    t.len() == bits.len() && element_bits(t).eq(bits.iter().copied())
+                })
+            })
+    }
+}
+
+/// A plan with the pool of workspaces its runs use.
+struct Prepared {
+    plan: Arc<Plan>,
+    arenas: pool::ArenaPool,
+}
+
+/// A cached plan and when it was last used.
+struct CachedPlan {
+    key: PlanKey,
+    prepared: Arc<Prepared>,
+    used: u64,
+}
+
+/// The plans of one compiled model, bounded, the least recently used evicted first. Few
+/// enough that a linear scan is the fastest lookup, and one that allocates nothing.
+struct PlanCache {
+    entries: Vec<CachedPlan>,
+    capacity: usize,
+    /// Lookups so far: the time stamp of `used`.
+    clock: u64,
+}
+
+impl PlanCache {
+    fn new(capacity: usize) -> PlanCache {
+        let capacity = capacity.max(1);
+        PlanCache {
+            entries: Vec::with_capacity(capacity),
+            capacity,
+            clock: 0,
+        }
+    }
+
+    /// The plan for `inputs`, if cached.
+    fn get(&mut self, value_positions: &[usize], inputs: Inputs) -> Option<Arc<Prepared>> {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self
+            .entries
+            .iter_mut()
+            .find(|e| e.key.matches(value_positions, inputs))?;
+        entry.used = clock;
+        Some(entry.prepared.clone())
+    }
+
+    /// Adds a plan; returns the one evicted to make room, if any (to drop, freeing its
+    /// code, once the cache's lock is released).
+    fn insert(&mut self, key: PlanKey, prepared: Arc<Prepared>) -> Option<Arc<Prepared>> {
+        let evicted = if self.entries.len() >= self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(i, _)| i);
+            oldest.map(|i| self.entries.swap_remove(i).prepared)
+        } else {
+            None
+        };
+        self.clock += 1;
+        self.entries.push(CachedPlan {
+            key,
+            prepared,
+            used: self.clock,
+        });
+        evicted
+    }
+}
+
+/// Counts a run in flight for as long as it lives.
+struct Active<'a>(&'a AtomicUsize);
+
+impl<'a> Active<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Active<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Active(counter)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Kernels writing fewer elements than this run on the calling thread.
 const SERIAL_THRESHOLD: usize = 16 * 1024;
 
 impl CompiledModel {
-    /// Number of worker threads.
+    /// Total number of threads a run may use (the caller's included).
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// How concurrent runs share the cores.
+    pub fn concurrency(&self) -> Concurrency {
+        self.options.concurrency
     }
 
     /// Compilation counters so far.
     pub fn stats(&self) -> CompileStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Plans in the plan cache now (at most [`Compiler::plan_capacity`]).
+    pub fn cached_plans(&self) -> usize {
+        self.plans.lock().map_or(0, |p| p.entries.len())
+    }
+
+    /// Arenas idle in the pools of the cached plans now.
+    pub fn idle_arenas(&self) -> usize {
+        self.plans.lock().map_or(0, |p| {
+            p.entries.iter().map(|e| e.prepared.arenas.idle()).sum()
+        })
     }
 
     /// Zero tensors of the declared input shapes, if every input shape is concrete and no
@@ -278,32 +542,53 @@ impl CompiledModel {
         Ok(Some(inputs))
     }
 
-    /// The plan for the static input shapes, or for the given ones.
+    /// The plan for the given inputs (in graph input order), building it if it is not
+    /// cached.
     pub fn plan_for(&self, inputs: &[&Tensor]) -> Result<Arc<Plan>> {
-        let key = PlanKey {
-            shapes: inputs.iter().map(|t| t.shape().to_vec()).collect(),
-            values: self
-                .graph
-                .inputs()
-                .iter()
-                .zip(inputs)
-                .filter(|(id, _)| self.value_inputs.contains(id))
-                .map(|(_, t)| t.to_f64_vec().iter().map(|v| v.to_bits()).collect())
-                .collect(),
-        };
-        let mut plans = self
-            .plans
+        self.prepared(Inputs::Ordered(inputs))
+            .map(|p| p.plan.clone())
+    }
+
+    fn lock_plans(&self) -> Result<std::sync::MutexGuard<'_, PlanCache>> {
+        self.plans
             .lock()
-            .map_err(|_| Error::internal("plan cache lock poisoned"))?;
-        if let Some(plan) = plans.get(&key) {
-            return Ok(plan.clone());
+            .map_err(|_| Error::internal("plan cache lock poisoned"))
+    }
+
+    /// The cached plan for `inputs`, or a new one. A hit allocates nothing.
+    fn prepared(&self, inputs: Inputs) -> Result<Arc<Prepared>> {
+        if let Some(p) = self.lock_plans()?.get(&self.value_positions, inputs) {
+            return Ok(p);
         }
+        let _building = self
+            .building
+            .lock()
+            .map_err(|_| Error::internal("plan build lock poisoned"))?;
+        // Another caller may have built it while this one waited.
+        if let Some(p) = self.lock_plans()?.get(&self.value_positions, inputs) {
+            return Ok(p);
+        }
+        let count = self.graph.inputs().len();
+        let ordered = (0..count)
+            .map(|k| inputs.input(k))
+            .collect::<Result<Vec<_>>>()?;
+        let key = PlanKey::new(count, &self.value_positions, inputs)?;
         let start = Instant::now();
-        let (plan, hits, misses) = build_plan(&self.graph, inputs, &self.options)?;
-        let plan = Arc::new(plan);
-        plans.insert(key, plan.clone());
+        let (plan, hits, misses) = build_plan(&self.graph, &ordered, &self.options)?;
+        let table_len = plan.steps.iter().map(|s| s.args.len()).sum();
+        let prepared = Arc::new(Prepared {
+            arenas: pool::ArenaPool::new(
+                plan.memory.arena_bytes,
+                table_len,
+                self.options.pooled_arenas,
+            ),
+            plan: Arc::new(plan),
+        });
+        let evicted = self.lock_plans()?.insert(key, prepared.clone());
         if let Ok(mut stats) = self.stats.lock() {
+            let plan = &prepared.plan;
             stats.plans += 1;
+            stats.plans_evicted += usize::from(evicted.is_some());
             stats.kernels = plan.steps.len();
             stats.cache_hits += hits;
             stats.cache_misses += misses;
@@ -313,7 +598,10 @@ impl CompiledModel {
             stats.arena_lower_bound_bytes = plan.memory.lower_bound_bytes;
             stats.arena_unshared_bytes = plan.memory.unshared_bytes;
         }
-        Ok(plan)
+        // The evicted plan (and, unless other plans use them, its kernels' code) is freed
+        // here, outside the locks, or when its last run in flight ends.
+        drop(evicted);
+        Ok(prepared)
     }
 
     /// The plan for the model's static input shapes (models with symbolic dims need
@@ -329,25 +617,67 @@ impl CompiledModel {
     }
 
     /// Runs the model on named inputs; returns the outputs in order with their names.
+    ///
+    /// The output tensors are allocated for each call; [`CompiledModel::run_into`] writes
+    /// into tensors the caller keeps instead, and allocates nothing once warm.
     pub fn run(&self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>> {
-        let ordered = order_inputs(&self.graph, inputs)?;
-        let plan = self.plan_for(&ordered)?;
-        self.execute(&plan, &ordered)
+        let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (*n, t)).collect();
+        let bound = bind_inputs(&self.graph, &named)?;
+        let prepared = self.prepared(bound)?;
+        let mut outputs = output_tensors(&prepared.plan)?;
+        self.execute(&prepared, bound, &mut outputs)?;
+        Ok(prepared
+            .plan
+            .outputs
+            .iter()
+            .map(|(name, _, _)| name.clone())
+            .zip(outputs)
+            .collect())
     }
 
-    fn execute(&self, plan: &Plan, inputs: &[&Tensor]) -> Result<Vec<(String, Tensor)>> {
-        let mut arena = memory::Arena::new(plan.memory.arena_bytes);
-        self.execute_in(plan, inputs, arena.bytes_mut())
+    /// Runs the model on named inputs, writing the outputs, in the model's output order, into
+    /// `outputs`: one tensor per output, each of the output's dtype and of its shape for these
+    /// inputs (a user error otherwise; [`CompiledModel::output_tensors`] makes them).
+    ///
+    /// Once the inputs' signature has been run before (its plan cached and an arena idle in
+    /// its pool), this allocates nothing: the plan is found by comparing shapes in place, the
+    /// arena and kernel pointer table come from the plan's pool, and the outputs are copied
+    /// into the given tensors.
+    pub fn run_into(&self, inputs: &[(&str, &Tensor)], outputs: &mut [Tensor]) -> Result<()> {
+        let bound = bind_inputs(&self.graph, inputs)?;
+        let prepared = self.prepared(bound)?;
+        self.execute(&prepared, bound, outputs)
     }
 
-    /// Runs a plan with its temporaries in `arena` (at least the plan's arena bytes; its
-    /// contents on entry do not matter).
+    /// Zero tensors shaped for the outputs of a run on these inputs, in the model's output
+    /// order, for [`CompiledModel::run_into`] (builds the inputs' plan if needed).
+    pub fn output_tensors(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        let bound = bind_inputs(&self.graph, inputs)?;
+        output_tensors(&self.prepared(bound)?.plan)
+    }
+
+    /// Runs a plan with a workspace from its pool, writing its outputs into `outputs`.
+    fn execute(&self, prepared: &Prepared, inputs: Inputs, outputs: &mut [Tensor]) -> Result<()> {
+        let plan = &prepared.plan;
+        check_outputs(plan, outputs)?;
+        let _active = Active::enter(&self.active);
+        let mut workspace = prepared.arenas.take();
+        let result = self.execute_in(plan, inputs, &mut workspace, outputs);
+        prepared.arenas.give(workspace);
+        result
+    }
+
+    /// Runs a plan with its temporaries in `workspace` (an arena of at least the plan's bytes,
+    /// whose contents on entry do not matter, and a table of every launch's buffers).
     fn execute_in(
         &self,
         plan: &Plan,
-        inputs: &[&Tensor],
-        arena: &mut [u8],
-    ) -> Result<Vec<(String, Tensor)>> {
+        inputs: Inputs,
+        workspace: &mut pool::Workspace,
+        outputs: &mut [Tensor],
+    ) -> Result<()> {
+        let pool::Workspace { arena, table } = workspace;
+        let arena = arena.bytes_mut();
         if arena.len() < plan.memory.arena_bytes {
             return Err(Error::internal(format!(
                 "arena of {} bytes for a plan that needs {}",
@@ -356,61 +686,103 @@ impl CompiledModel {
             )));
         }
         let base = arena.as_mut_ptr();
-        let mut pointers: Vec<*mut u8> = Vec::with_capacity(plan.slots.len());
-        for (slot, offset) in plan.slots.iter().zip(&plan.offsets) {
-            let ptr = match slot {
-                Slot::Input(k) => data_ptr(inputs[*k]),
-                Slot::Const(t) => data_ptr(t),
-                // In bounds: the planner placed every temporary inside the arena, and
-                // `arena` is at least that long (checked above).
-                Slot::Temp { .. } => base.wrapping_add(offset.unwrap_or(0)),
-            };
-            pointers.push(ptr);
-        }
+        let mut entries = table.iter_mut();
         for step in &plan.steps {
-            let table = BufferTable(step.args.iter().map(|&s| pointers[s]).collect());
-            run_step(&self.pool, self.threads, step, &table);
+            for &slot in &step.args {
+                let entry = entries
+                    .next()
+                    .ok_or_else(|| Error::internal("pointer table too short for the plan"))?;
+                *entry = slot_bytes(plan, slot, inputs, base)?.0;
+            }
         }
-        let mut outputs = Vec::with_capacity(plan.outputs.len());
-        for (name, slot, shape) in &plan.outputs {
-            let tensor = match &plan.slots[*slot] {
-                Slot::Input(k) => inputs[*k].clone(),
-                Slot::Const(t) => Tensor::clone(t),
-                Slot::Temp { dtype, len } => {
-                    let offset = plan.offsets[*slot]
-                        .ok_or_else(|| Error::internal(format!("output {name} has no buffer")))?;
-                    let bytes = arena
-                        .get(offset..offset + len * dtype.size_bytes())
-                        .ok_or_else(|| {
-                            Error::internal(format!("output {name} lies outside the arena"))
-                        })?;
-                    tensor_from_bytes(*dtype, shape.clone(), bytes)?
-                }
+        let mut at = 0;
+        for step in &plan.steps {
+            let end = at + step.args.len();
+            let launch = table
+                .get(at..end)
+                .ok_or_else(|| Error::internal("pointer table too short for the plan"))?;
+            at = end;
+            let split = match self.options.concurrency {
+                Concurrency::SharedPool => true,
+                Concurrency::SerialWhenBusy => self.active.load(Ordering::Relaxed) < self.threads,
             };
-            outputs.push((name.clone(), tensor));
+            run_step(&self.workers, self.threads, step, launch, split);
         }
-        Ok(outputs)
+        for ((name, slot, _), out) in plan.outputs.iter().zip(outputs.iter_mut()) {
+            let (src, bytes) = slot_bytes(plan, *slot, inputs, base)?;
+            let (dst, room) = tensor_bytes_mut(out);
+            if room != bytes {
+                return Err(Error::internal(format!(
+                    "output {name}: {bytes} bytes computed for a tensor of {room}"
+                )));
+            }
+            // SAFETY: `src` points at `bytes` readable bytes (an input, a constant, or a
+            // temporary the planner placed inside the arena, checked long enough above);
+            // `dst` is the output tensor's own storage of the same length, borrowed
+            // exclusively, so the ranges do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(src.cast_const(), dst, bytes) };
+        }
+        Ok(())
     }
 }
 
-/// A tensor holding a copy of native-endian element bytes.
-fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor> {
-    match dtype {
-        DType::F32 => Tensor::from_f32(
-            shape,
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        DType::I64 => Tensor::from_i64(
-            shape,
-            bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
+/// The address and byte length of a slot's data for one run.
+fn slot_bytes(plan: &Plan, slot: usize, inputs: Inputs, base: *mut u8) -> Result<(*mut u8, usize)> {
+    match plan.slots.get(slot) {
+        Some(Slot::Input(k)) => {
+            let t = inputs.input(*k)?;
+            Ok((data_ptr(t), t.len() * t.dtype().size_bytes()))
+        }
+        Some(Slot::Const(t)) => Ok((data_ptr(t), t.len() * t.dtype().size_bytes())),
+        Some(Slot::Temp { dtype, len }) => {
+            let offset = plan.offsets.get(slot).copied().flatten().unwrap_or(0);
+            // In bounds: the planner placed every temporary inside the arena, and the
+            // arena is at least that long (checked by the caller).
+            Ok((base.wrapping_add(offset), len * dtype.size_bytes()))
+        }
+        None => Err(Error::internal(format!("slot {slot} is not in the plan"))),
     }
+}
+
+/// Zero tensors of a plan's output dtypes and shapes.
+fn output_tensors(plan: &Plan) -> Result<Vec<Tensor>> {
+    plan.outputs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, shape))| Tensor::zeros(output_dtype(plan, i)?, shape.clone()))
+        .collect()
+}
+
+/// The dtype of a plan's `i`-th output.
+fn output_dtype(plan: &Plan, i: usize) -> Result<DType> {
+    plan.graph
+        .outputs()
+        .get(i)
+        .map(|&id| plan.graph.value(id).ty.dtype)
+        .ok_or_else(|| Error::internal(format!("plan output {i} is not a graph output")))
+}
+
+/// Checks that caller-provided output tensors fit the plan's outputs.
+fn check_outputs(plan: &Plan, outputs: &[Tensor]) -> Result<()> {
+    if outputs.len() != plan.outputs.len() {
+        return Err(Error::Usage(format!(
+            "{} output tensors given for a model with {} outputs",
+            outputs.len(),
+            plan.outputs.len()
+        )));
+    }
+    for (i, ((name, _, shape), out)) in plan.outputs.iter().zip(outputs).enumerate() {
+        let dtype = output_dtype(plan, i)?;
+        if out.dtype() != dtype || out.shape() != shape.as_slice() {
+            return Err(Error::Usage(format!(
+                "output {name}: expected a {dtype}{} tensor, got {}{}",
+                format_shape(shape),
+                out.dtype(),
+                format_shape(out.shape())
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn data_ptr(t: &Tensor) -> *mut u8 {
@@ -422,32 +794,108 @@ fn data_ptr(t: &Tensor) -> *mut u8 {
     }
 }
 
-fn run_step(pool: &rayon::ThreadPool, threads: usize, step: &Step, table: &BufferTable) {
-    let call = |lo: i64, hi: i64| {
-        // SAFETY: the kernel passed the loop verifier for exactly these buffer lengths, the
-        // table holds one live pointer per kernel buffer, and `lo..hi` is a sub-range of the
-        // kernel's parallel loop aligned to its step.
-        unsafe { (step.kernel.func)(table.0.as_ptr(), lo, hi) }
-    };
-    match step.parallel {
-        Some((start, end, stride)) if threads > 1 && step.work >= SERIAL_THRESHOLD => {
-            let trips = ((end - start).max(0) + stride - 1) / stride;
-            let chunks = trips.min(threads as i64 * 4).max(1);
-            pool.install(|| {
-                (0..chunks).into_par_iter().for_each(|c| {
-                    let lo = start + trips * c / chunks * stride;
-                    let hi = (start + trips * (c + 1) / chunks * stride).min(end);
-                    call(lo, hi);
-                });
-            });
-        }
-        Some((start, end, _)) => call(start, end),
-        None => call(0, 0),
+/// A tensor's storage as a byte pointer and length, borrowed for writing.
+fn tensor_bytes_mut(t: &mut Tensor) -> (*mut u8, usize) {
+    if let Some(v) = t.as_f32_mut() {
+        (v.as_mut_ptr().cast(), std::mem::size_of_val(v))
+    } else if let Some(v) = t.as_i64_mut() {
+        (v.as_mut_ptr().cast(), std::mem::size_of_val(v))
+    } else {
+        (std::ptr::null_mut(), 0)
     }
 }
 
-/// The inputs in graph order, checked against the declared types.
-fn order_inputs<'t>(graph: &Graph, inputs: &'t [(&str, Tensor)]) -> Result<Vec<&'t Tensor>> {
+/// Runs one kernel launch: split across `workers` and the calling thread when `split`
+/// allows it and the kernel is large enough to pay for it, else on the calling thread.
+fn run_step(
+    workers: &workers::Workers,
+    threads: usize,
+    step: &Step,
+    table: &[*mut u8],
+    split: bool,
+) {
+    match step.parallel {
+        Some((start, end, stride)) if split && threads > 1 && step.work >= SERIAL_THRESHOLD => {
+            let trips = ((end - start).max(0) + stride - 1) / stride.max(1);
+            let chunks = trips.min(threads as i64 * 4).max(1) as usize;
+            // SAFETY: the kernel passed the loop verifier for exactly these buffer lengths,
+            // the table holds one live pointer per kernel buffer for the whole launch, and
+            // `start..end` is the kernel's parallel loop, whose iterations are independent.
+            unsafe {
+                workers.launch(
+                    step.kernel.func,
+                    table.as_ptr(),
+                    (start, end, stride),
+                    chunks,
+                )
+            }
+        }
+        // SAFETY: as above; the whole loop (or a kernel without one) on this thread.
+        Some((start, end, _)) => unsafe { (step.kernel.func)(table.as_ptr(), start, end) },
+        None => unsafe { (step.kernel.func)(table.as_ptr(), 0, 0) },
+    }
+}
+
+/// Checks named inputs against the graph's declared inputs (each given once, with the
+/// declared dtype and a shape that fits the declared dims, symbolic dims bound
+/// consistently) without allocating; on a mismatch, the error names the input.
+fn bind_inputs<'a>(graph: &'a Graph, given: &'a [(&'a str, &'a Tensor)]) -> Result<Inputs<'a>> {
+    let bound = Inputs::Named { graph, given };
+    if inputs_fit(graph, bound, given) {
+        return Ok(bound);
+    }
+    Err(match order_inputs(graph, given) {
+        Err(e) => e,
+        Ok(_) => Error::internal("inputs rejected without a reason"),
+    })
+}
+
+/// Whether the named inputs bind every graph input exactly once with a fitting type.
+fn inputs_fit(graph: &Graph, bound: Inputs, given: &[(&str, &Tensor)]) -> bool {
+    let declared = graph.inputs();
+    if given.len() != declared.len() {
+        return false;
+    }
+    for (k, &id) in declared.iter().enumerate() {
+        let value = graph.value(id);
+        if given.iter().filter(|(n, _)| *n == value.name).count() != 1 {
+            return false;
+        }
+        let Some(t) = bound.get(k) else {
+            return false;
+        };
+        if t.dtype() != value.ty.dtype || t.rank() != value.ty.rank() {
+            return false;
+        }
+        for (&actual, dim) in t.shape().iter().zip(&value.ty.shape) {
+            let fits = match dim {
+                Dim::Known(n) => *n == actual,
+                // The first input dim with the symbol binds it.
+                Dim::Sym(s) => symbol_size(graph, bound, s) == Some(actual),
+                Dim::Unknown => true,
+            };
+            if !fits {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The size a symbolic dim is bound to: that of the first input dim declared with it.
+fn symbol_size(graph: &Graph, bound: Inputs, symbol: &str) -> Option<usize> {
+    graph.inputs().iter().enumerate().find_map(|(k, &id)| {
+        let declared = &graph.value(id).ty.shape;
+        let d = declared
+            .iter()
+            .position(|dim| matches!(dim, Dim::Sym(s) if s == symbol))?;
+        bound.get(k)?.shape().get(d).copied()
+    })
+}
+
+/// The inputs in graph order, checked against the declared types (reports the first
+/// mismatch, naming the input).
+fn order_inputs<'t>(graph: &Graph, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>> {
     let mut bindings = HashMap::new();
     let mut ordered = Vec::with_capacity(graph.inputs().len());
     for (name, _) in inputs {
@@ -466,7 +914,7 @@ fn order_inputs<'t>(graph: &Graph, inputs: &'t [(&str, Tensor)]) -> Result<Vec<&
         let value = graph.value(id);
         let mut matching = inputs.iter().filter(|(n, _)| *n == value.name);
         let tensor = match (matching.next(), matching.next()) {
-            (Some((_, t)), None) => t,
+            (Some(&(_, t)), None) => t,
             (Some(_), Some(_)) => {
                 return Err(Error::Input {
                     name: value.name.clone(),
@@ -523,27 +971,62 @@ fn build_plan(
     } else {
         fuse::single_groups(&concrete)
     };
-    for group in &groups {
+    // Views, concats written in place and in-place elementwise kernels (see [`alias`]).
+    let aliases = if options.optimize {
+        alias::Aliases::plan(&concrete, &groups)
+    } else {
+        alias::Aliases::none(groups.len())
+    };
+    for (g, group) in groups.iter().enumerate() {
         let node_id = group.anchor();
         let node = concrete.node(node_id);
-        let info = node_info(&concrete, node_id)?;
         // The group writes the outputs of its last node (the anchor's, if alone); the
         // values inside a fused group are never stored.
-        let last = concrete.node(group.last());
-        let group_outputs = if group.nodes().len() == 1 {
-            node.outputs.clone()
-        } else {
-            last.outputs.clone()
-        };
+        let group_outputs = concrete.node(group.last()).outputs.clone();
         for &out in &group_outputs {
-            let o = node_info_operand(&concrete, out)?;
-            slot_of.insert(out, slots.len());
-            slots.push(Slot::Temp {
-                dtype: o.dtype,
-                len: o.len(),
-            });
+            let slot = match aliases.home(out) {
+                Some(alias::Home::Shared { of, .. }) => {
+                    slot_of.get(&of).copied().ok_or_else(|| {
+                        Error::internal(format!(
+                            "value {} aliases {}, which has no buffer",
+                            concrete.value(out).name,
+                            concrete.value(of).name
+                        ))
+                    })?
+                }
+                _ => {
+                    let o = node_info_operand(&concrete, out)?;
+                    slots.push(Slot::Temp {
+                        dtype: o.dtype,
+                        len: o.len(),
+                    });
+                    slots.len() - 1
+                }
+            };
+            slot_of.insert(out, slot);
         }
+        if aliases.skips(g) {
+            continue;
+        }
+        let info = node_info(&concrete, node_id)?;
         let lowered = lower::lower_group(&info, group.epilogue())?;
+        let in_place = group_outputs.iter().any(|&out| {
+            matches!(
+                aliases.home(out),
+                Some(alias::Home::Shared {
+                    how: alias::Sharing::InPlace,
+                    ..
+                })
+            )
+        });
+        if in_place && (lowered.kernels.len() != 1 || !lowered.scratch.is_empty()) {
+            return Err(Error::internal(format!(
+                "node {} ({}): written in place but lowered to {} kernels",
+                node.name,
+                node.op.name(),
+                lowered.kernels.len()
+            )));
+        }
         let scratch_base = slots.len();
         for &(dtype, len) in &lowered.scratch {
             slots.push(Slot::Temp { dtype, len });
@@ -580,9 +1063,13 @@ fn build_plan(
                 })?;
                 args.push(slot);
             }
-            let opt = options
-                .opt_level
-                .unwrap_or_else(|| default_opt_level(&node.op));
+            let opt = options.opt_level.unwrap_or_else(|| {
+                if lk.kernel.schedule.is_some() {
+                    OptLevel::None
+                } else {
+                    default_opt_level(&node.op)
+                }
+            });
             pending.push((lk.kernel, args, opt));
         }
     }
@@ -628,7 +1115,7 @@ fn build_plan(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let (memory, offsets) = plan_memory(&concrete, &slots, &slot_of, &steps, &outputs)?;
+    let (memory, offsets) = plan_memory(&concrete, &slots, &slot_of, &steps, &outputs, &aliases)?;
     Ok((
         Plan {
             graph: concrete,
@@ -644,43 +1131,136 @@ fn build_plan(
     ))
 }
 
-/// Liveness and arena offsets for the plan's temporaries (see [`memory`]). Returns the
-/// memory plan and each slot's offset.
+/// Liveness and arena offsets for the plan's temporaries (see [`memory`]). A slot holding
+/// a concat part lies inside the concat's buffer ([`alias::Home::Inside`]); every other
+/// temporary is a buffer of its own, live while any slot inside it is. Returns the memory
+/// plan and each slot's offset.
 fn plan_memory(
     concrete: &Graph,
     slots: &[Slot],
     slot_of: &HashMap<ValueId, usize>,
     steps: &[Step],
     outputs: &[(String, usize, Vec<usize>)],
+    aliases: &alias::Aliases,
 ) -> Result<(memory::MemoryPlan, Vec<Option<usize>>)> {
     let touched: Vec<Vec<usize>> = steps.iter().map(|s| s.args.clone()).collect();
     let output_slots: Vec<usize> = outputs.iter().map(|(_, slot, _)| *slot).collect();
     let live = memory::liveness(slots.len(), &touched, &output_slots);
+    let slot = |value: ValueId| -> Result<usize> {
+        slot_of.get(&value).copied().ok_or_else(|| {
+            Error::internal(format!(
+                "value {} has no buffer",
+                concrete.value(value).name
+            ))
+        })
+    };
+    let temp_bytes = |s: usize| -> Result<usize> {
+        match slots.get(s) {
+            Some(Slot::Temp { dtype, len }) => {
+                len.checked_mul(dtype.size_bytes()).ok_or_else(|| {
+                    Error::internal(format!("temporary of {len} {dtype} elements is too large"))
+                })
+            }
+            _ => Err(Error::internal(format!("slot {s} is not a temporary"))),
+        }
+    };
+    // The slot each concat part lies in, and where.
+    let mut parent: Vec<Option<(usize, usize)>> = vec![None; slots.len()];
+    for (value, home) in aliases.homes() {
+        if let alias::Home::Inside { block, byte_offset } = home {
+            let (part, block_slot) = (slot(value)?, slot(block)?);
+            if byte_offset + temp_bytes(part)? > temp_bytes(block_slot)? {
+                return Err(Error::internal(format!(
+                    "{} does not fit in {} at +{byte_offset}",
+                    concrete.value(value).name,
+                    concrete.value(block).name
+                )));
+            }
+            parent[part] = Some((block_slot, byte_offset));
+        }
+    }
+    // Each slot's buffer (the slot at the end of the chain of parents) and offset in it.
+    let mut within = Vec::with_capacity(slots.len());
+    for start in 0..slots.len() {
+        let (mut s, mut offset) = (start, 0);
+        let mut hops = 0;
+        while let Some((p, o)) = parent[s] {
+            (s, offset, hops) = (p, offset + o, hops + 1);
+            if hops > slots.len() {
+                return Err(Error::internal("concat parts nest in a cycle"));
+            }
+        }
+        within.push((s, offset));
+    }
+    // A buffer lives from the first step touching any slot in it to the last needing one.
+    let mut span: Vec<Option<(usize, usize)>> = vec![None; slots.len()];
+    for (&(buffer, _), range) in within.iter().zip(&live) {
+        if let Some((first, last)) = *range {
+            span[buffer] = Some(match span[buffer] {
+                Some((f, l)) => (f.min(first), l.max(last)),
+                None => (first, last),
+            });
+        }
+    }
+    // Buffers are named after the value that owns the slot (aliases share it).
     let mut names: HashMap<usize, String> = slot_of
         .iter()
+        .filter(|&(&id, _)| !matches!(aliases.home(id), Some(alias::Home::Shared { .. })))
         .map(|(&id, &slot)| (slot, concrete.value(id).name.clone()))
         .collect();
     let mut named = Vec::new();
     let mut planned_slots = Vec::new();
-    for (slot, (kind, range)) in slots.iter().zip(&live).enumerate() {
-        let (Slot::Temp { dtype, len }, Some((first, last))) = (kind, *range) else {
+    for (s, (kind, range)) in slots.iter().zip(&span).enumerate() {
+        let (Slot::Temp { .. }, Some((first, last))) = (kind, *range) else {
             continue;
         };
-        let bytes = len.checked_mul(dtype.size_bytes()).ok_or_else(|| {
-            Error::internal(format!("temporary of {len} {dtype} elements is too large"))
-        })?;
-        let name = names.remove(&slot).unwrap_or_else(|| {
+        let bytes = temp_bytes(s)?;
+        let name = names.remove(&s).unwrap_or_else(|| {
             let step = steps.get(first).map_or("?", |s| s.name.as_str());
             format!("scratch of {step}")
         });
         named.push((name, memory::Lifetime { bytes, first, last }));
-        planned_slots.push(slot);
+        planned_slots.push(s);
     }
-    let plan = memory::MemoryPlan::new(named);
-    let mut offsets = vec![None; slots.len()];
-    for (&slot, buffer) in planned_slots.iter().zip(&plan.buffers) {
-        offsets[slot] = Some(buffer.offset);
+    let mut plan = memory::MemoryPlan::new(named);
+    let mut buffer_offsets = vec![None; slots.len()];
+    for (&s, buffer) in planned_slots.iter().zip(&plan.buffers) {
+        buffer_offsets[s] = Some(buffer.offset);
     }
+    let offsets: Vec<Option<usize>> = within
+        .iter()
+        .zip(slots)
+        .map(|(&(buffer, offset), kind)| match kind {
+            Slot::Temp { .. } => buffer_offsets[buffer].map(|o| o + offset),
+            _ => None,
+        })
+        .collect();
+    for (value, home) in aliases.homes() {
+        let name = |v: ValueId| concrete.value(v).name.as_str();
+        let how = match home {
+            alias::Home::Shared {
+                of,
+                how: alias::Sharing::View,
+            } => format!("view of {}", name(of)),
+            alias::Home::Shared {
+                of,
+                how: alias::Sharing::InPlace,
+            } => format!("in place of {}", name(of)),
+            alias::Home::Inside { block, byte_offset } => {
+                format!("in concat {} at +{byte_offset}", name(block))
+            }
+        };
+        let s = slot(value)?;
+        let ty = &concrete.value(value).ty;
+        let len: usize = ty.known_shape().unwrap_or_default().iter().product();
+        plan.aliases.push(memory::AliasedValue {
+            name: name(value).to_string(),
+            how,
+            offset: offsets.get(s).copied().flatten(),
+            bytes: len * ty.dtype.size_bytes(),
+        });
+    }
+    plan.alias_counts = aliases.counts();
     Ok((plan, offsets))
 }
 

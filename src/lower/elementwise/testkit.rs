@@ -211,6 +211,13 @@ impl Eval<'_> {
                         .fold(f32::NEG_INFINITY, |m, x| float_bin(BinOp::Max, x, m)),
                 )
             }
+            Expr::Shuffle(a, b, picks) => {
+                let (a, b) = (lanes(self.expr(a)), lanes(self.expr(b)));
+                Value::V(std::array::from_fn(|i| {
+                    let p = picks[i] as usize;
+                    if p < 4 { a[p] } else { b[p - 4] }
+                }))
+            }
         }
     }
 
@@ -239,6 +246,15 @@ impl Eval<'_> {
                     let v = self.expr(init);
                     self.locals[local.0 as usize] = Some(v);
                 }
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                } => match self.expr(cond) {
+                    Value::B(true) => self.stmts(then),
+                    Value::B(false) => self.stmts(otherwise),
+                    v => panic!("if on {v:?}"),
+                },
             }
         }
     }

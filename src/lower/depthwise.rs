@@ -1,0 +1,382 @@
+//! Depthwise convolution (2-D, one output channel per input channel), reading the
+//! unpadded input, vectorised along the output row.
+//!
+//! The parallel loop runs over (batch and channel, output row). A row is computed in
+//! vectors of 4 output pixels; the interior of the row (every tap inside the input) in
+//! steps of [`VECTORS`] vectors with independent accumulators, so the FMA chains overlap.
+//! The kernel's weights are splatted once per row. With stride 1 the taps of 4 pixels are
+//! 4 consecutive inputs (one load); with stride 2 they are every other input of 7 (two
+//! loads and a shuffle). Vectors at the ends of a row that reach outside the input are at
+//! known positions: their loads are moved inside the row and a shuffle puts each lane in
+//! place, with zero for lanes outside. Rows whose tap rows leave the input clamp the tap
+//! row and select zero, as in [`super::direct_conv`]. Each output sums its taps row-major
+//! from the bias; the fused epilogue runs on the vector before its store.
+
+use super::conv::{Axis, plus, split, sum, times};
+use super::direct_conv::{input_at, interior};
+use super::epilogue::StoreAt;
+use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
+use super::{Arg, BufferKind, Epilogue, Kernel, Lowered, LoweredKernel, NodeInfo};
+use crate::tensor::{DType, Tensor};
+
+/// Vectors computed together in the interior of a row.
+const VECTORS: usize = 4;
+
+/// A depthwise convolution.
+pub(super) struct Depthwise<'a> {
+    /// Batch.
+    pub n: usize,
+    /// Channels (= groups = output channels).
+    pub c: usize,
+    /// The two spatial axes (rows, then columns).
+    pub axes: &'a [Axis],
+    /// Weights `[C, 1, KH, KW]`.
+    pub weights: &'a Tensor,
+    /// Bias `[C]`, if any.
+    pub bias: Option<&'a Tensor>,
+    /// Applied to each output value before its store.
+    pub epilogue: &'a Epilogue,
+}
+
+/// The depthwise kernel, or `None` when it does not apply (not 2-D, a stride along the
+/// row other than 1 or 2, rows too short for its vectors, non-constant weights or bias).
+pub(super) fn lower(node: &NodeInfo<'_>, conv: &Depthwise<'_>) -> Option<Lowered> {
+    let [rows, cols] = conv.axes else {
+        return None;
+    };
+    let min_input = if cols.stride == 1 { 4 } else { 8 };
+    if cols.output < 4 || cols.input < min_input || !(1..=2).contains(&cols.stride) {
+        return None;
+    }
+    if conv.weights.shape() != [conv.c, 1, rows.kernel, cols.kernel] {
+        return None;
+    }
+    conv.weights.as_f32()?;
+    let bias = match conv.bias {
+        Some(b) if b.len() == conv.c => b.as_f32()?.to_vec(),
+        Some(_) => return None,
+        None => vec![0.0; conv.c],
+    };
+    let dw = Dw { conv, rows, cols };
+    // Every static vector must be expressible with its two loads.
+    for start in dw.static_starts() {
+        for kx in 0..cols.kernel {
+            dw.static_picks(start, kx)?;
+        }
+    }
+    let bias = Tensor::from_f32(vec![conv.c], bias).ok()?;
+    let kernel = dw.kernel(node.name, std::sync::Arc::new(bias));
+    let mut args = vec![Arg::Input(0), Arg::Input(1), Arg::Const, Arg::Output(0)];
+    args.extend(conv.epilogue.args());
+    Some(Lowered {
+        kernels: vec![LoweredKernel { kernel, args }],
+        scratch: Vec::new(),
+    })
+}
+
+struct Dw<'a> {
+    conv: &'a Depthwise<'a>,
+    rows: &'a Axis,
+    cols: &'a Axis,
+}
+
+/// How a vector at a known position gathers the taps of one kernel column: two loads
+/// (element offsets within the input row), the lanes picked from them (0–7), then the
+/// lanes kept (the others become zero).
+struct Picks {
+    loads: [i64; 2],
+    lanes: [u8; 4],
+    keep: [bool; 4],
+}
+
+/// The buffers and position of one parallel iteration.
+struct Frame {
+    x: BufId,
+    b: BufId,
+    y: BufId,
+    extras: Vec<BufId>,
+    /// The channel.
+    channel: Expr,
+    /// First element of the output row.
+    y_row: Expr,
+    /// Each tap row's first element, and for border rows whether it lies in the input.
+    tap_rows: Vec<(Expr, Option<Expr>)>,
+    /// The splatted weights, row-major.
+    weights: Vec<LocalId>,
+}
+
+impl Dw<'_> {
+    /// Starts of the vectors at known positions: those with a pixel whose taps leave the
+    /// row, and the last one (which may overlap the one before).
+    fn static_starts(&self) -> Vec<usize> {
+        let (lo, hi) = interior(self.cols);
+        let out = self.cols.output;
+        let mut starts = Vec::new();
+        let mut x = 0;
+        while x < lo && x + 4 <= out {
+            starts.push(x);
+            x += 4;
+        }
+        let (_, end) = self.interior_vectors(x, hi);
+        let mut x = end.max(x);
+        while x < out {
+            let start = x.min(out - 4);
+            starts.push(start);
+            x = start + 4;
+        }
+        starts
+    }
+
+    /// The interior vectors after `from`: a range `from..end` of whole vectors whose taps
+    /// all lie in the row.
+    fn interior_vectors(&self, from: usize, hi: usize) -> (usize, usize) {
+        if from + 4 > hi {
+            (from, from)
+        } else {
+            (from, from + (hi - from) / 4 * 4)
+        }
+    }
+
+    /// The loads and lane picks of the vector of pixels `start..start + 4`, kernel column
+    /// `kx` (`None` if two loads inside the row cannot cover its taps).
+    fn static_picks(&self, start: usize, kx: usize) -> Option<Picks> {
+        let cols = self.cols;
+        let w = cols.input as i64;
+        let taps: Vec<i64> = (0..4).map(|i| input_at(cols, start + i, kx)).collect();
+        let keep: [bool; 4] = std::array::from_fn(|i| taps[i] >= 0 && taps[i] < w);
+        let first = taps[0].clamp(0, w - 4);
+        let second = (taps[0] + 3).clamp(0, w - 4);
+        let mut lanes = [0u8; 4];
+        for i in 0..4 {
+            if !keep[i] {
+                continue;
+            }
+            lanes[i] = if (first..first + 4).contains(&taps[i]) {
+                (taps[i] - first) as u8
+            } else if (second..second + 4).contains(&taps[i]) {
+                (taps[i] - second + 4) as u8
+            } else {
+                return None;
+            };
+        }
+        Some(Picks {
+            loads: [first, second],
+            lanes,
+            keep,
+        })
+    }
+
+    fn kernel(&self, name: &str, bias: std::sync::Arc<Tensor>) -> Kernel {
+        let conv = self.conv;
+        let (rows, cols) = (self.rows, self.cols);
+        let plane = rows.input * cols.input;
+        let out_plane = rows.output * cols.output;
+        let taps = rows.kernel * cols.kernel;
+        let mut k = KernelBuilder::new(name);
+        k.set_schedule(format!(
+            "depthwise, rows of f32x4 along the output row ({VECTORS} vectors together in \
+             the interior), {} channels x {} rows in parallel",
+            conv.n * conv.c,
+            rows.output
+        ));
+        let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
+        let w = k.buffer("w", DType::F32, conv.c * taps, BufferKind::Input);
+        let b = k.buffer("b", DType::F32, conv.c, BufferKind::Const(bias));
+        let y = k.buffer(
+            "y",
+            DType::F32,
+            conv.n * conv.c * out_plane,
+            BufferKind::Output,
+        );
+        let extras = conv.epilogue.declare(&mut k);
+        let (row_lo, row_hi) = interior(rows);
+        k.for_loop(
+            0,
+            (conv.n * conv.c * rows.output) as i64,
+            1,
+            LoopKind::Parallel,
+            |k, it| {
+                let (nc, oy) = split(it, conv.n * conv.c, rows.output);
+                let nc = Expr::Local(k.declare(Ty::I64, nc));
+                let oy = Expr::Local(k.declare(Ty::I64, oy));
+                let channel = if conv.n == 1 {
+                    nc.clone()
+                } else {
+                    split(nc.clone(), conv.n, conv.c).1
+                };
+                let channel = Expr::Local(k.declare(Ty::I64, channel));
+                let weights: Vec<LocalId> = (0..taps)
+                    .map(|t| {
+                        let at = plus(times(channel.clone(), taps), t as i64);
+                        k.declare(Ty::F32x4, Expr::load(w, at).splat())
+                    })
+                    .collect();
+                let x_plane = Expr::Local(k.declare(Ty::I64, times(nc.clone(), plane)));
+                let y_row = sum([times(nc, out_plane), times(oy.clone(), cols.output)]);
+                let y_row = Expr::Local(k.declare(Ty::I64, y_row));
+                let row = |k: &mut KernelBuilder, oy: Expr, border: bool| {
+                    let tap_rows = (0..rows.kernel)
+                        .map(|ky| {
+                            let iy = sum([
+                                times(oy.clone(), rows.stride),
+                                Expr::Int((ky * rows.dilation) as i64 - rows.pad as i64),
+                            ]);
+                            let iy = Expr::Local(k.declare(Ty::I64, iy));
+                            if !border {
+                                let at = sum([x_plane.clone(), times(iy, cols.input)]);
+                                return (Expr::Local(k.declare(Ty::I64, at)), None);
+                            }
+                            let clamped = iy.clone().clamp(0, rows.input as i64 - 1);
+                            let clamped = Expr::Local(k.declare(Ty::I64, clamped));
+                            let at = sum([x_plane.clone(), times(clamped.clone(), cols.input)]);
+                            let inside = clamped.cmp(CmpOp::Eq, iy);
+                            (Expr::Local(k.declare(Ty::I64, at)), Some(inside))
+                        })
+                        .collect();
+                    let frame = Frame {
+                        x,
+                        b,
+                        y,
+                        extras: extras.clone(),
+                        channel: channel.clone(),
+                        y_row: y_row.clone(),
+                        tap_rows,
+                        weights: weights.clone(),
+                    };
+                    self.row(k, &frame);
+                };
+                let inner = row_lo < row_hi;
+                let border = row_lo > 0 || row_hi < rows.output;
+                match (inner, border) {
+                    (true, false) => {
+                        let oy = oy.clone().clamp(row_lo as i64, row_hi as i64 - 1);
+                        row(k, oy, false)
+                    }
+                    (false, _) => row(k, oy.clone(), true),
+                    (true, true) => {
+                        let clamped = oy.clone().clamp(row_lo as i64, row_hi as i64 - 1);
+                        let is_interior = clamped.clone().cmp(CmpOp::Eq, oy.clone());
+                        k.if_else(
+                            is_interior,
+                            |k| {
+                                let oy = Expr::Local(k.declare(Ty::I64, clamped));
+                                row(k, oy, false)
+                            },
+                            |k| row(k, oy.clone(), true),
+                        );
+                    }
+                }
+            },
+        );
+        k.finish()
+    }
+
+    /// One output row: the static vectors at its ends, the interior in groups of
+    /// [`VECTORS`] vectors, then single vectors.
+    fn row(&self, k: &mut KernelBuilder, f: &Frame) {
+        let cols = self.cols;
+        let (lo, hi) = interior(cols);
+        let statics = self.static_starts();
+        let left: Vec<usize> = statics.iter().copied().filter(|&s| s < lo).collect();
+        let from = left.last().map_or(0, |s| s + 4);
+        let (from, end) = self.interior_vectors(from, hi);
+        for &start in &left {
+            self.vectors(k, f, &[Expr::Int(start as i64)], Some(start));
+        }
+        let group = 4 * VECTORS;
+        let grouped = from + (end - from) / group * group;
+        if grouped > from {
+            k.for_loop(
+                from as i64,
+                grouped as i64,
+                group as i64,
+                LoopKind::Serial,
+                |k, ox| {
+                    let starts: Vec<Expr> = (0..VECTORS)
+                        .map(|v| plus(ox.clone(), 4 * v as i64))
+                        .collect();
+                    self.vectors(k, f, &starts, None);
+                },
+            );
+        }
+        if end > grouped {
+            k.for_loop(grouped as i64, end as i64, 4, LoopKind::Serial, |k, ox| {
+                self.vectors(k, f, &[ox], None);
+            });
+        }
+        for &start in statics.iter().filter(|&&s| s >= lo) {
+            self.vectors(k, f, &[Expr::Int(start as i64)], Some(start));
+        }
+    }
+
+    /// Vectors of 4 pixels from each of `starts` (interior ones, or the one at the known
+    /// position `fixed`), accumulated over the taps, through the epilogue, stored.
+    fn vectors(&self, k: &mut KernelBuilder, f: &Frame, starts: &[Expr], fixed: Option<usize>) {
+        let cols = self.cols;
+        let bias = Expr::load(f.b, f.channel.clone()).splat();
+        let acc: Vec<LocalId> = starts
+            .iter()
+            .map(|_| k.declare(Ty::F32x4, bias.clone()))
+            .collect();
+        let cols_at: Vec<Expr> = starts
+            .iter()
+            .map(|ox| {
+                let at = plus(times(ox.clone(), cols.stride), -(cols.pad as i64));
+                Expr::Local(k.declare(Ty::I64, at))
+            })
+            .collect();
+        for (ky, (row_at, inside)) in f.tap_rows.iter().enumerate() {
+            for kx in 0..cols.kernel {
+                let weight = Expr::Local(f.weights[ky * cols.kernel + kx]);
+                for (v, col) in cols_at.iter().enumerate() {
+                    let tap = (kx * cols.dilation) as i64;
+                    let mut value = match fixed {
+                        Some(start) => {
+                            let Some(p) = self.static_picks(start, kx) else {
+                                continue;
+                            };
+                            if !p.keep.iter().any(|&k| k) {
+                                continue;
+                            }
+                            let load = |o: i64| Expr::load4(f.x, plus(row_at.clone(), o));
+                            let mut value = load(p.loads[0]).shuffle(load(p.loads[1]), p.lanes);
+                            if !p.keep.iter().all(|&k| k) {
+                                let zero_lanes: [u8; 4] =
+                                    std::array::from_fn(|i| if p.keep[i] { i as u8 } else { 4 });
+                                value = value.shuffle(Expr::Float(0.0).splat(), zero_lanes);
+                            }
+                            value
+                        }
+                        None if cols.stride == 1 => {
+                            Expr::load4(f.x, sum([row_at.clone(), col.clone(), Expr::Int(tap)]))
+                        }
+                        None => {
+                            let base = sum([row_at.clone(), col.clone()]);
+                            let base = Expr::Local(k.declare(Ty::I64, base));
+                            Expr::load4(f.x, plus(base.clone(), tap))
+                                .shuffle(Expr::load4(f.x, plus(base, tap + 3)), [0, 2, 5, 7])
+                        }
+                    };
+                    if let Some(inside) = inside {
+                        value = inside.clone().select(value, Expr::Float(0.0).splat());
+                    }
+                    let a = acc[v];
+                    k.assign(a, value.fma(weight.clone(), Expr::Local(a)));
+                }
+            }
+        }
+        for (v, ox) in starts.iter().enumerate() {
+            let index = Expr::Local(k.declare(Ty::I64, sum([f.y_row.clone(), ox.clone()])));
+            let mut value = Expr::Local(acc[v]);
+            if !self.conv.epilogue.is_empty() {
+                let at = StoreAt {
+                    index: index.clone(),
+                    channel: f.channel.clone(),
+                };
+                let extras = self.conv.epilogue.load(&f.extras, &at, 4);
+                value = self.conv.epilogue.apply(k, value, &extras, 4);
+            }
+            k.store(f.y, index, value);
+        }
+    }
+}

@@ -1,0 +1,667 @@
+//! Register-blocked direct convolution (2-D), reading the unpadded input.
+//!
+//! The output is computed in *tiles* of 4 consecutive output pixels of one row × `4·Q`
+//! output channels, held in `4·Q` `f32x4` accumulators (one per pixel and channel vector;
+//! `Q` = 3 or 2, so 12 or 8 of the 16 xmm registers). For every input channel and kernel
+//! tap the tile loads `Q` vectors of packed weights and broadcasts 4 input values, then
+//! issues `4·Q` FMAs: every value loaded is used `Q` or 4 times. The weights are repacked
+//! once, at compile time, as `[M / 4Q][C / group][KH][KW][4Q]` (the tile's channels
+//! adjacent), and the accumulators start from the bias. At the end the 4 × 4 blocks of
+//! each channel vector are transposed (8 shuffles) into vectors along the row, so the fused
+//! epilogue and the stores work on four pixels of one channel, exactly as elsewhere.
+//!
+//! Padding costs no copy and no check in the interior:
+//! - along a row, tiles are either *interior* (every tap of every pixel lands in the input;
+//!   a loop over tile positions) or *static* (at a known position, so each pixel's
+//!   in-bounds taps are known at compile time and the others are skipped); the last tile
+//!   of a row may overlap the one before it (its pixels are recomputed, same values);
+//! - the parallel loop runs over (batch, channel block, output row); a row whose every
+//!   tap row lies in the input takes the interior code, any other row the border code,
+//!   which clamps each tap row and zeroes the inputs of the rows outside (an `if` on the
+//!   row picks the code).
+//!
+//! The sum runs over input channels, then kernel rows, then kernel columns, starting from
+//! the bias; the interpreter adds the bias last, so results agree to rounding.
+
+use std::sync::Arc;
+
+use super::conv::{Axis, plus, split, sum, times};
+use super::epilogue::StoreAt;
+use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
+use super::{Arg, BufferKind, Epilogue, Kernel, Lowered, LoweredKernel, NodeInfo};
+use crate::tensor::{DType, Tensor};
+
+/// Output pixels per tile (one `f32x4` along the row after the transpose).
+const PIXELS: usize = 4;
+
+/// A convolution this kernel computes.
+pub(super) struct DirectConv<'a> {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Output channels.
+    pub m: usize,
+    /// Groups.
+    pub group: usize,
+    /// The two spatial axes (rows, then columns).
+    pub axes: &'a [Axis],
+    /// Weights `[M, C / group, KH, KW]`.
+    pub weights: &'a Tensor,
+    /// Bias `[M]`, if any.
+    pub bias: Option<&'a Tensor>,
+    /// Applied to each output value before its store.
+    pub epilogue: &'a Epilogue,
+}
+
+/// Channel vectors per tile for `channels` output channels per group, if the direct kernel
+/// takes them (a multiple of 8).
+fn channel_vectors(channels: usize) -> Option<usize> {
+    // Two: 8 accumulators, 2 weight vectors, the broadcast and a copy of it fit the 16
+    // registers; three (12 accumulators) measured no faster and spill.
+    channels.is_multiple_of(8).then_some(2)
+}
+
+/// Emits `body(ci)` for `ci` in `0..count`: in a loop unrolled so that each trip does at
+/// least 4 taps' worth of FMAs (a 1×1 kernel unrolls 4 channels), which spreads the loop's
+/// overhead and the shuffling of accumulators between registers at its back edge.
+fn channel_loop(
+    k: &mut KernelBuilder,
+    count: usize,
+    taps: usize,
+    body: &dyn Fn(&mut KernelBuilder, Expr),
+) {
+    if count == 1 {
+        body(k, Expr::Int(0));
+        return;
+    }
+    let mut unroll = 4usize.div_ceil(taps).max(1);
+    while !count.is_multiple_of(unroll) {
+        unroll -= 1;
+    }
+    k.for_loop(0, count as i64, unroll as i64, LoopKind::Serial, |k, c| {
+        for u in 0..unroll {
+            body(k, plus(c.clone(), u as i64));
+        }
+    });
+}
+
+/// The direct kernel for `conv`, or `None` when it does not apply (not 2-D, rows shorter
+/// than a tile, output channels per group not a multiple of 8, weights or bias not
+/// constant). `node` supplies the name and the bindings.
+pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
+    let [rows, cols] = conv.axes else {
+        return None;
+    };
+    if cols.output < PIXELS || conv.group == 0 || !conv.m.is_multiple_of(conv.group) {
+        return None;
+    }
+    let q = channel_vectors(conv.m / conv.group)?;
+    let cg = conv.c / conv.group;
+    let taps = rows.kernel * cols.kernel;
+    if conv.weights.shape() != [conv.m, cg, rows.kernel, cols.kernel] {
+        return None;
+    }
+    let w = conv.weights.as_f32()?;
+    let width = 4 * q;
+    let blocks = conv.m / width;
+    // [block][ci][tap][j] = w[block * width + j][ci][tap]
+    let mut packed = vec![0f32; conv.m * cg * taps];
+    for block in 0..blocks {
+        for ci in 0..cg {
+            for tap in 0..taps {
+                for j in 0..width {
+                    let oc = block * width + j;
+                    packed[((block * cg + ci) * taps + tap) * width + j] =
+                        w[(oc * cg + ci) * taps + tap];
+                }
+            }
+        }
+    }
+    let bias = match conv.bias {
+        Some(b) => b.as_f32()?.to_vec(),
+        None => vec![0.0; conv.m],
+    };
+    if bias.len() != conv.m {
+        return None;
+    }
+    let packed = Tensor::from_f32(vec![packed.len()], packed).ok()?;
+    let bias = Tensor::from_f32(vec![conv.m], bias).ok()?;
+    let tile = Tile {
+        conv,
+        rows,
+        cols,
+        q,
+        cg,
+        blocks,
+        chunk: chunk(cg, taps * width * 4),
+    };
+    let kernel = tile.kernel(node.name, Arc::new(packed), Arc::new(bias));
+    let mut args = vec![Arg::Input(0), Arg::Const, Arg::Const, Arg::Output(0)];
+    let mut scratch = Vec::new();
+    if tile.chunked() {
+        args.push(Arg::Scratch(0));
+        scratch.push((DType::F32, tile.scratch_len()));
+    }
+    args.extend(conv.epilogue.args());
+    Some(Lowered {
+        kernels: vec![LoweredKernel { kernel, args }],
+        scratch,
+    })
+}
+
+/// Bytes of one chunk's packed weights that fit the L1 data cache with room for the
+/// inputs and accumulators.
+const CHUNK_BYTES: usize = 20 * 1024;
+
+/// Input channels per chunk: the largest divisor of `cg` whose weights (`bytes_per_channel`
+/// each) fit [`CHUNK_BYTES`], or `cg` when all of them fit (or no divisor does).
+fn chunk(cg: usize, bytes_per_channel: usize) -> usize {
+    if cg * bytes_per_channel <= CHUNK_BYTES {
+        return cg;
+    }
+    (1..cg)
+        .rev()
+        .find(|&d| cg.is_multiple_of(d) && d * bytes_per_channel <= CHUNK_BYTES && d >= 8)
+        .unwrap_or(cg)
+}
+
+/// The geometry of the tiled kernel.
+struct Tile<'a> {
+    conv: &'a DirectConv<'a>,
+    rows: &'a Axis,
+    cols: &'a Axis,
+    /// Channel vectors per tile.
+    q: usize,
+    /// Input channels per group.
+    cg: usize,
+    /// Channel blocks (`M / 4Q`).
+    blocks: usize,
+    /// Input channels per chunk: when less than `cg`, a row's sums are kept in a scratch
+    /// row and the channels visited chunk by chunk, so each chunk's weights stay in L1
+    /// across the row's tiles.
+    chunk: usize,
+}
+
+/// The buffers and the position of one parallel iteration (indices in `i64` locals, so
+/// that the unoptimised code computes each once).
+struct Frame {
+    x: BufId,
+    w: BufId,
+    b: BufId,
+    y: BufId,
+    extras: Vec<BufId>,
+    /// First output channel of the iteration's block.
+    channel: Expr,
+    /// First element of the iteration's input group.
+    x_base: Expr,
+    /// First packed weight of the iteration's block.
+    w_base: Expr,
+    /// First element of the block's first output channel plane.
+    y_base: Expr,
+    /// The scratch rows of partial sums (chunked kernels), and this iteration's first
+    /// element in it.
+    scratch: Option<(BufId, Expr)>,
+}
+
+/// Where a tile's sums start and end.
+enum Part {
+    /// From the bias, over every input channel, to the output.
+    Whole,
+    /// From the scratch row, over `chunk` input channels from `first`, back to the
+    /// scratch row for pixels `keep..` (the earlier ones belong to the previous tile).
+    Chunk { first: Expr, keep: usize },
+    /// From the scratch row to the output.
+    Finish,
+}
+
+/// Where a tile starts along the row.
+#[derive(Clone, Copy)]
+enum TileAt {
+    /// At a fixed column; its pixels before `keep` overlap the previous tile.
+    Static { start: usize, keep: usize },
+    /// Every 4 columns in `from..end`.
+    Loop { from: usize, end: usize },
+}
+
+/// How one output row reads its tap rows.
+enum RowTaps {
+    /// Every tap row is inside the input; `oy` is the (clamped) row.
+    Interior(Expr),
+    /// Some may not be: `oy` is the row, each tap row is clamped and checked.
+    Border(Expr),
+}
+
+/// One tap row of an output row: the offset of its first element in an input plane, and
+/// for border rows, the unclamped and clamped input rows (equal when inside).
+struct TapRow {
+    offset: Expr,
+    check: Option<(Expr, Expr)>,
+}
+
+/// One pixel of a tile: its offset from the tile's first pixel, and which kernel columns
+/// land inside the input (`None`: all of them).
+struct Pixel {
+    delta: usize,
+    valid: Option<Vec<bool>>,
+}
+
+/// The interior range `[lo, hi)` of output positions along `axis` whose taps all land
+/// inside the input.
+pub(super) fn interior(axis: &Axis) -> (usize, usize) {
+    let lo = axis.pad.div_ceil(axis.stride).min(axis.output);
+    let span = (axis.kernel - 1) * axis.dilation;
+    let hi = if axis.input + axis.pad < span + 1 {
+        0
+    } else {
+        ((axis.input + axis.pad - span - 1) / axis.stride + 1).min(axis.output)
+    };
+    (lo, hi.max(lo))
+}
+
+/// The input position of output `o` and tap `t` along `axis` (before clamping).
+pub(super) fn input_at(axis: &Axis, o: usize, t: usize) -> i64 {
+    (o * axis.stride + t * axis.dilation) as i64 - axis.pad as i64
+}
+
+impl Tile<'_> {
+    fn width(&self) -> usize {
+        4 * self.q
+    }
+
+    fn chunked(&self) -> bool {
+        self.chunk < self.cg
+    }
+
+    /// Elements of the scratch rows: one row of `4Q` sums per pixel per parallel iteration.
+    fn scratch_len(&self) -> usize {
+        self.conv.n * self.blocks * self.rows.output * self.cols.output * self.width()
+    }
+
+    fn kernel(&self, name: &str, packed: Arc<Tensor>, bias: Arc<Tensor>) -> Kernel {
+        let conv = self.conv;
+        let (rows, cols) = (self.rows, self.cols);
+        let plane = rows.input * cols.input;
+        let out_plane = rows.output * cols.output;
+        let width = self.width();
+        let mut k = KernelBuilder::new(name);
+        k.set_schedule(format!(
+            "direct, tile {PIXELS} pixels x {width} channels ({} accumulators), \
+             {} channel blocks x {} rows in parallel, input channels in chunks of {}",
+            PIXELS * self.q,
+            self.blocks,
+            rows.output,
+            self.chunk
+        ));
+        let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
+        let w = k.buffer(
+            "w_packed",
+            DType::F32,
+            packed.len(),
+            BufferKind::Const(packed),
+        );
+        let b = k.buffer("b", DType::F32, conv.m, BufferKind::Const(bias));
+        let y = k.buffer(
+            "y",
+            DType::F32,
+            conv.n * conv.m * out_plane,
+            BufferKind::Output,
+        );
+        let scratch = self.chunked().then(|| {
+            k.buffer(
+                "partial_sums",
+                DType::F32,
+                self.scratch_len(),
+                BufferKind::Output,
+            )
+        });
+        let extras = conv.epilogue.declare(&mut k);
+        let blocks_per_group = self.blocks / conv.group;
+        let (row_lo, row_hi) = interior(rows);
+        k.for_loop(
+            0,
+            (conv.n * self.blocks * rows.output) as i64,
+            1,
+            LoopKind::Parallel,
+            |k, it| {
+                let scratch = scratch.map(|buf| {
+                    let first = times(it.clone(), cols.output * width);
+                    (buf, Expr::Local(k.declare(Ty::I64, first)))
+                });
+                let (nb, oy) = split(it, conv.n * self.blocks, rows.output);
+                let nb = Expr::Local(k.declare(Ty::I64, nb));
+                let oy = Expr::Local(k.declare(Ty::I64, oy));
+                let (batch, block) = split(nb, conv.n, self.blocks);
+                let batch = Expr::Local(k.declare(Ty::I64, batch));
+                let block = Expr::Local(k.declare(Ty::I64, block));
+                let g = if conv.group == 1 {
+                    Expr::Int(0)
+                } else {
+                    block.clone().div(Expr::Int(blocks_per_group as i64))
+                };
+                let x_base = sum([
+                    times(batch.clone(), conv.c * plane),
+                    times(g, self.cg * plane),
+                ]);
+                let y_base = sum([
+                    times(batch, conv.m * out_plane),
+                    times(block.clone(), width * out_plane),
+                ]);
+                let frame = Frame {
+                    x,
+                    w,
+                    b,
+                    y,
+                    extras: extras.clone(),
+                    channel: Expr::Local(k.declare(Ty::I64, times(block.clone(), width))),
+                    x_base: Expr::Local(k.declare(Ty::I64, x_base)),
+                    w_base: Expr::Local(k.declare(
+                        Ty::I64,
+                        times(block, self.cg * rows.kernel * cols.kernel * width),
+                    )),
+                    y_base: Expr::Local(k.declare(Ty::I64, y_base)),
+                    scratch,
+                };
+                let inner = row_lo < row_hi;
+                let border = row_lo > 0 || row_hi < rows.output;
+                let interior_row = |k: &mut KernelBuilder| {
+                    let oy = oy.clone().clamp(row_lo as i64, row_hi as i64 - 1);
+                    let oy = Expr::Local(k.declare(Ty::I64, oy));
+                    self.row(k, &frame, &RowTaps::Interior(oy));
+                };
+                let border_row = |k: &mut KernelBuilder| {
+                    self.row(k, &frame, &RowTaps::Border(oy.clone()));
+                };
+                match (inner, border) {
+                    (true, false) => interior_row(k),
+                    (false, _) => border_row(k),
+                    (true, true) => {
+                        let is_interior = oy
+                            .clone()
+                            .clamp(row_lo as i64, row_hi as i64 - 1)
+                            .cmp(CmpOp::Eq, oy.clone());
+                        k.if_else(is_interior, interior_row, border_row);
+                    }
+                }
+            },
+        );
+        k.finish()
+    }
+
+    /// One output row: static tiles where a pixel has taps outside the input, a loop over
+    /// the interior tiles between them.
+    fn row(&self, k: &mut KernelBuilder, f: &Frame, taps: &RowTaps) {
+        let (rows, cols) = (self.rows, self.cols);
+        let oy = match taps {
+            RowTaps::Interior(oy) | RowTaps::Border(oy) => oy.clone(),
+        };
+        // Each tap row's offset in an input plane, computed once per output row.
+        let tap_rows: Vec<TapRow> = (0..rows.kernel)
+            .map(|ky| {
+                let iy = sum([
+                    times(oy.clone(), rows.stride),
+                    Expr::Int((ky * rows.dilation) as i64 - rows.pad as i64),
+                ]);
+                match taps {
+                    RowTaps::Interior(_) => TapRow {
+                        offset: Expr::Local(k.declare(Ty::I64, times(iy, cols.input))),
+                        check: None,
+                    },
+                    RowTaps::Border(_) => {
+                        let iy = Expr::Local(k.declare(Ty::I64, iy));
+                        let clamped = iy.clone().clamp(0, rows.input as i64 - 1);
+                        let clamped = Expr::Local(k.declare(Ty::I64, clamped));
+                        TapRow {
+                            offset: Expr::Local(
+                                k.declare(Ty::I64, times(clamped.clone(), cols.input)),
+                            ),
+                            check: Some((iy, clamped)),
+                        }
+                    }
+                }
+            })
+            .collect();
+        let y_row =
+            Expr::Local(k.declare(Ty::I64, sum([f.y_base.clone(), times(oy, cols.output)])));
+        let tiles = self.tiles();
+        let pixels_at = |start: usize, fixed: bool| -> Vec<Pixel> {
+            (0..PIXELS)
+                .map(|delta| Pixel {
+                    delta,
+                    valid: fixed.then(|| {
+                        (0..cols.kernel)
+                            .map(|t| {
+                                let ix = input_at(cols, start + delta, t);
+                                ix >= 0 && ix < cols.input as i64
+                            })
+                            .collect()
+                    }),
+                })
+                .collect()
+        };
+        let each_tile = |k: &mut KernelBuilder, part: &dyn Fn(usize) -> Part| {
+            for &at in &tiles {
+                match at {
+                    TileAt::Static { start, keep } => {
+                        let pixels = pixels_at(start, true);
+                        let ox = Expr::Int(start as i64);
+                        self.tile(k, f, &tap_rows, &y_row, ox, &pixels, part(keep));
+                    }
+                    TileAt::Loop { from, end } => {
+                        let pixels = pixels_at(from, false);
+                        k.for_loop(
+                            from as i64,
+                            end as i64,
+                            PIXELS as i64,
+                            LoopKind::Serial,
+                            |k, ox| self.tile(k, f, &tap_rows, &y_row, ox, &pixels, part(0)),
+                        );
+                    }
+                }
+            }
+        };
+        let Some((scratch, first)) = &f.scratch else {
+            each_tile(k, &|_| Part::Whole);
+            return;
+        };
+        // The bias into the scratch row, the chunks' sums onto it, then the output.
+        k.range(cols.output, |k, ox| {
+            let at = Expr::Local(k.declare(Ty::I64, sum([first.clone(), times(ox, self.width())])));
+            for v in 0..self.q {
+                let bias = Expr::load4(f.b, plus(f.channel.clone(), 4 * v as i64));
+                k.store(*scratch, plus(at.clone(), 4 * v as i64), bias);
+            }
+        });
+        k.range(self.cg / self.chunk, |k, c| {
+            let first = Expr::Local(k.declare(Ty::I64, times(c, self.chunk)));
+            each_tile(k, &|keep| Part::Chunk {
+                first: first.clone(),
+                keep,
+            });
+        });
+        each_tile(k, &|_| Part::Finish);
+    }
+
+    /// The tiles of a row: static ones where a pixel has taps outside the input, a loop
+    /// over the interior ones between them; the last may overlap the one before.
+    fn tiles(&self) -> Vec<TileAt> {
+        let cols = self.cols;
+        let (lo, hi) = interior(cols);
+        let mut tiles = Vec::new();
+        let mut x = 0;
+        while x < lo && x + PIXELS <= cols.output {
+            tiles.push(TileAt::Static { start: x, keep: 0 });
+            x += PIXELS;
+        }
+        if x + PIXELS <= hi {
+            let end = x + (hi - x) / PIXELS * PIXELS;
+            tiles.push(TileAt::Loop { from: x, end });
+            x = end;
+        }
+        while x < cols.output {
+            let start = x.min(cols.output - PIXELS);
+            tiles.push(TileAt::Static {
+                start,
+                keep: x - start,
+            });
+            x = start + PIXELS;
+        }
+        tiles
+    }
+
+    /// One tile at output column `ox`: 4 pixels × `4Q` channels, summed over the input
+    /// channels and taps of `part`; the whole sum is transposed, passed through the
+    /// epilogue and stored to the output, a partial one kept in the scratch row.
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        tap_rows: &[TapRow],
+        y_row: &Expr,
+        ox: Expr,
+        pixels: &[Pixel],
+        part: Part,
+    ) {
+        let (rows, cols) = (self.rows, self.cols);
+        let width = self.width();
+        let q = self.q;
+        let tap_count = rows.kernel * cols.kernel;
+        let plane = rows.input * cols.input;
+        // The tile's sums in the scratch row (pixel-major, `4Q` per pixel).
+        let partial = f.scratch.as_ref().map(|(buf, first)| {
+            let at = sum([first.clone(), times(ox.clone(), width)]);
+            (*buf, Expr::Local(k.declare(Ty::I64, at)))
+        });
+        // acc[p][v]: pixel p, channels 4v..4v+4 of the block.
+        let acc: Vec<Vec<LocalId>> = pixels
+            .iter()
+            .map(|pixel| {
+                (0..q)
+                    .map(|v| {
+                        let init = match (&part, &partial) {
+                            (Part::Whole, _) | (_, None) => {
+                                Expr::load4(f.b, plus(f.channel.clone(), 4 * v as i64))
+                            }
+                            (_, Some((buf, at))) => Expr::load4(
+                                *buf,
+                                plus(at.clone(), (pixel.delta * width + 4 * v) as i64),
+                            ),
+                        };
+                        k.declare(Ty::F32x4, init)
+                    })
+                    .collect()
+            })
+            .collect();
+        let (first, count) = match &part {
+            Part::Whole => (Expr::Int(0), self.cg),
+            Part::Chunk { first, .. } => (first.clone(), self.chunk),
+            Part::Finish => (Expr::Int(0), 0),
+        };
+        if count > 0 {
+            // The input column of the tile's first pixel and first tap.
+            let x_col = Expr::Local(k.declare(
+                Ty::I64,
+                plus(times(ox.clone(), cols.stride), -(cols.pad as i64)),
+            ));
+            let body = |k: &mut KernelBuilder, ci: Expr| {
+                let ci = sum([first.clone(), ci]);
+                let x_channel = sum([f.x_base.clone(), times(ci.clone(), plane), x_col.clone()]);
+                let x_channel = Expr::Local(k.declare(Ty::I64, x_channel));
+                let w_channel = sum([f.w_base.clone(), times(ci, tap_count * width)]);
+                let w_channel = Expr::Local(k.declare(Ty::I64, w_channel));
+                for (ky, tap_row) in tap_rows.iter().enumerate() {
+                    let x_row = sum([x_channel.clone(), tap_row.offset.clone()]);
+                    let x_row = Expr::Local(k.declare(Ty::I64, x_row));
+                    for kx in 0..cols.kernel {
+                        let live: Vec<&Pixel> = pixels
+                            .iter()
+                            .filter(|p| p.valid.as_ref().is_none_or(|v| v[kx]))
+                            .collect();
+                        if live.is_empty() {
+                            continue;
+                        }
+                        let tap = ky * cols.kernel + kx;
+                        let weights: Vec<LocalId> = (0..q)
+                            .map(|v| {
+                                let at = plus(w_channel.clone(), (tap * width + 4 * v) as i64);
+                                k.declare(Ty::F32x4, Expr::load4(f.w, at))
+                            })
+                            .collect();
+                        for pixel in live {
+                            let at = plus(
+                                x_row.clone(),
+                                (pixel.delta * cols.stride + kx * cols.dilation) as i64,
+                            );
+                            let mut value = Expr::load(f.x, at);
+                            if let Some((iy, clamped)) = &tap_row.check {
+                                value = clamped
+                                    .clone()
+                                    .cmp(CmpOp::Eq, iy.clone())
+                                    .select(value, Expr::Float(0.0));
+                            }
+                            let xs = k.declare(Ty::F32x4, value.splat());
+                            for (v, &wv) in weights.iter().enumerate() {
+                                let a = acc[pixel.delta][v];
+                                k.assign(a, Expr::Local(xs).fma(Expr::Local(wv), Expr::Local(a)));
+                            }
+                        }
+                    }
+                }
+            };
+            channel_loop(k, count, tap_count, &body);
+        }
+        match (part, partial) {
+            (Part::Chunk { keep, .. }, Some((buf, at))) => {
+                for pixel in &pixels[keep..] {
+                    for (v, a) in acc[pixel.delta].iter().enumerate() {
+                        let index = plus(at.clone(), (pixel.delta * width + 4 * v) as i64);
+                        k.store(buf, index, Expr::Local(*a));
+                    }
+                }
+            }
+            _ => {
+                let at = Expr::Local(k.declare(Ty::I64, sum([y_row.clone(), ox])));
+                self.store(k, f, &at, &acc);
+            }
+        }
+    }
+
+    /// Transposes each channel vector's 4 × 4 block and stores four pixels per channel,
+    /// from output element `at` of the block's first channel, through the epilogue.
+    fn store(&self, k: &mut KernelBuilder, f: &Frame, at: &Expr, acc: &[Vec<LocalId>]) {
+        let out_plane = self.rows.output * self.cols.output;
+        for v in 0..self.q {
+            let r: Vec<Expr> = acc.iter().map(|pixel| Expr::Local(pixel[v])).collect();
+            // [r0c0 r1c0 r0c1 r1c1], [r0c2 r1c2 r0c3 r1c3], and the same for r2, r3.
+            let mut pair = |a: usize, b: usize, lanes: [u8; 4]| {
+                k.declare(Ty::F32x4, r[a].clone().shuffle(r[b].clone(), lanes))
+            };
+            let lo01 = pair(0, 1, [0, 4, 1, 5]);
+            let hi01 = pair(0, 1, [2, 6, 3, 7]);
+            let lo23 = pair(2, 3, [0, 4, 1, 5]);
+            let hi23 = pair(2, 3, [2, 6, 3, 7]);
+            let columns = [
+                Expr::Local(lo01).shuffle(Expr::Local(lo23), [0, 1, 4, 5]),
+                Expr::Local(lo01).shuffle(Expr::Local(lo23), [2, 3, 6, 7]),
+                Expr::Local(hi01).shuffle(Expr::Local(hi23), [0, 1, 4, 5]),
+                Expr::Local(hi01).shuffle(Expr::Local(hi23), [2, 3, 6, 7]),
+            ];
+            for (c, value) in columns.into_iter().enumerate() {
+                let lane = 4 * v + c;
+                let index = plus(at.clone(), (lane * out_plane) as i64);
+                let value = if self.conv.epilogue.is_empty() {
+                    value
+                } else {
+                    let store_at = StoreAt {
+                        index: index.clone(),
+                        channel: plus(f.channel.clone(), lane as i64),
+                    };
+                    let extras = self.conv.epilogue.load(&f.extras, &store_at, 4);
+                    self.conv.epilogue.apply(k, value, &extras, 4)
+                };
+                k.store(f.y, index, value);
+            }
+        }
+    }
+}
