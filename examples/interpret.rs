@@ -3,17 +3,31 @@
 //!
 //! `cargo run --release --example interpret -- [MODEL]` (default: ir/tiny_cnn.fovea).
 
+use std::error::Error;
+use std::io::Write;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use fovea::bench::{ShapeOverrides, seeded_inputs};
 
-fn main() -> fovea::Result<()> {
+fn main() -> ExitCode {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/ir/tiny_cnn.fovea").to_string());
-    let model = fovea::Model::load(&path)?;
+    match run(&path, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Interprets the model at `path` on a seeded input, writing the report to `out`.
+pub fn run(path: &str, out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
+    let model = fovea::Model::load(path)?;
     for (name, ty) in model.inputs() {
-        println!("input  {name}: {ty}");
+        writeln!(out, "input  {name}: {ty}")?;
     }
     let inputs = seeded_inputs(&model, &ShapeOverrides::new(), Vec::new(), 42)?;
     let refs: Vec<(&str, fovea::Tensor)> = inputs
@@ -22,11 +36,12 @@ fn main() -> fovea::Result<()> {
         .collect();
     let start = Instant::now();
     let outputs = model.interpret(&refs)?;
-    println!(
+    writeln!(
+        out,
         "ran {} nodes in {:.2} ms",
         model.graph().node_count(),
         start.elapsed().as_secs_f64() * 1e3
-    );
+    )?;
     for (name, tensor) in &outputs {
         let values = tensor.to_f64_vec();
         let mut order: Vec<usize> = (0..values.len()).collect();
@@ -36,11 +51,12 @@ fn main() -> fovea::Result<()> {
             .take(5)
             .map(|&i| format!("{i}: {:.4}", values[i]))
             .collect();
-        println!(
+        writeln!(
+            out,
             "output {name}: {:?}, largest [{}]",
             tensor.shape(),
             top.join(", ")
-        );
+        )?;
     }
     Ok(())
 }

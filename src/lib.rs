@@ -201,6 +201,11 @@ pub use model::Model;
 pub use runtime::{CompiledModel, Compiler};
 pub use tensor::{DType, Tensor};
 
+/// The README's Rust example, compiled and run as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The `ndarray` crate this build converts to and from (feature `ndarray`), so callers can
 /// name the same version.
 #[cfg(feature = "ndarray")]

@@ -95,7 +95,7 @@ enum Command {
         /// Text IR or a Graphviz DOT graph (DOT: stages parsed, optimized and fused).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
-        /// Concrete shape for an input with symbolic dims (stages loops and clif).
+        /// Concrete shape for an input with symbolic dims (stages loops, clif and asm).
         #[arg(long = "shape", value_name = "NAME=SHAPE")]
         shapes: Vec<String>,
         /// With --stage optimized: stop after this pass.
@@ -118,6 +118,8 @@ enum Stage {
     Loops,
     /// The Cranelift IR of every kernel.
     Clif,
+    /// The machine code of every kernel, at the optimisation level the runtime uses.
+    Asm,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,6 +151,13 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`fovea dump-ir ... | head`)
+    // would panic; the default action ends the process quietly, as other CLI tools do.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -596,11 +605,15 @@ fn dump_ir(
         print!("{}", plan.memory().dump());
         return Ok(());
     }
-    for kernel in plan.kernels() {
+    for (kernel, opt) in plan.kernels().iter().zip(plan.opt_levels()) {
         match stage {
             Stage::Clif => {
                 println!("; kernel {}", kernel.name);
                 print!("{}", fovea::codegen::clif_text(kernel)?);
+            }
+            Stage::Asm => {
+                println!("; kernel {} (opt_level {opt:?})", kernel.name);
+                print!("{}", fovea::codegen::asm_text(kernel, opt)?);
             }
             _ => print!("{kernel}"),
         }

@@ -181,4 +181,40 @@ fn dump_ir_loops_and_clif_show_every_kernel() {
         "one function per kernel"
     );
     assert!(clif.contains("function"), "{clif}");
+    let (code, asm, stderr) = fovea(&["dump-ir", model.to_str().unwrap(), "--stage", "asm"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        asm.matches("; kernel ").count(),
+        kernels,
+        "one listing per kernel"
+    );
+    // The convolution is register-blocked: compiled without the optimiser, with FMAs.
+    assert!(asm.contains("; kernel conv (opt_level None)"), "{asm}");
+    assert!(asm.contains("vfmadd") || !fovea::codegen::cpu_features().contains("has_fma"));
+}
+
+/// Output piped into a reader that stops early (`fovea dump-ir ... | head`) ends the
+/// process quietly: no panic message, no backtrace.
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fovea"))
+        .args(["dump-ir", "--stage", "loops"])
+        .arg(manifest_dir().join("ir/resnet18.fovea"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The read end is closed here; the rest of the output has nowhere to go.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        first.starts_with(b"kernel "),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }

@@ -1,4 +1,5 @@
-//! The examples in `examples/`, run in a small configuration with their output checked.
+//! The examples `compile_and_run`, `dynamic_batch` and `interpret`, run in a small
+//! configuration with their output checked.
 //!
 //! Each example is a thin `main` around a `run(args, out)` function; this file includes the
 //! example's source as a module and calls `run` with arguments parsed as its command line
@@ -13,6 +14,10 @@ mod compile_and_run;
 #[allow(dead_code)]
 #[path = "../examples/dynamic_batch.rs"]
 mod dynamic_batch;
+
+#[allow(dead_code)]
+#[path = "../examples/interpret.rs"]
+mod interpret;
 
 const TINY_CNN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ir/tiny_cnn.fovea");
 const DYNAMIC_BATCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ir/dynamic_batch.fovea");
@@ -146,4 +151,18 @@ fn dynamic_batch_builds_one_plan_per_batch_size_and_matches_the_interpreter() {
 fn dynamic_batch_rejects_a_model_without_a_batch_dim() {
     let error = dynamic_batch(&[TINY_CNN]).expect_err("tiny_cnn has a fixed batch");
     assert!(error.contains("not symbolic"), "{error}");
+}
+
+#[test]
+fn interpret_prints_inputs_node_count_and_largest_outputs() {
+    let mut out = Vec::new();
+    interpret::run(TINY_CNN, &mut out).expect("runs");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.contains("input  input: f32[1,3,32,32]"), "{text}");
+    assert!(text.contains("ran 6 nodes in "), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("output logits: [1, 10], largest ["))
+        .unwrap_or_else(|| panic!("no output line in:\n{text}"));
+    assert_eq!(line.matches(": ").count(), 1 + 5, "five entries: {line}");
 }

@@ -127,10 +127,16 @@ fn window_attrs(w: &Window) -> Vec<(&'static str, Attr)> {
     let pads: Vec<usize> = (0..4).map(|i| w.pads[i] as usize % k[i % 2]).collect();
     let mut out = vec![
         ("kernel_shape", ints(&k)),
-        ("strides", ints(&[1 + w.strides[0] as usize % 2, 1 + w.strides[1] as usize % 2])),
+        (
+            "strides",
+            ints(&[1 + w.strides[0] as usize % 2, 1 + w.strides[1] as usize % 2]),
+        ),
         (
             "dilations",
-            ints(&[1 + w.dilations[0] as usize % 2, 1 + w.dilations[1] as usize % 2]),
+            ints(&[
+                1 + w.dilations[0] as usize % 2,
+                1 + w.dilations[1] as usize % 2,
+            ]),
         ),
     ];
     match w.auto_pad % 4 {
@@ -271,7 +277,11 @@ impl Builder {
             Step::Binary { a, b, mul } => {
                 let (a, _) = self.pick(*a);
                 let (b, _) = self.pick(*b);
-                self.node(if *mul { "mul" } else { "add" }, vec![], vec![Some(a), Some(b)]);
+                self.node(
+                    if *mul { "mul" } else { "add" },
+                    vec![],
+                    vec![Some(a), Some(b)],
+                );
             }
             Step::BinaryConst {
                 a,
@@ -412,7 +422,10 @@ fuzz_target!(|case: Case| {
         .kernel_cache(false)
         .optimize(case.optimize)
         .fusion(case.fusion);
-    let jit = match compiler.compile(&model).and_then(|c| c.run(&[("x", input)])) {
+    let jit = match compiler
+        .compile(&model)
+        .and_then(|c| c.run(&[("x", input)]))
+    {
         Ok(j) => j,
         Err(e) => panic!("the JIT fails where the interpreter runs: {e}"),
     };

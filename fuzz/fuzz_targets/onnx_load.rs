@@ -50,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
     let Some(inputs) = zero_inputs(&model) else {
         return;
     };
-    let named: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let named: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
     user_error_only(model.interpret(&named), "interpret");
     let compiler = Compiler::new().threads(1).kernel_cache(false);
     if let Some(compiled) = user_error_only(compiler.compile(&model), "compile") {

@@ -32,5 +32,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(again) => again,
         Err(e) => panic!("the printed text does not parse back: {e}\n{printed}"),
     };
-    assert_eq!(print(again.graph()), printed, "the round trip changed the text");
+    assert_eq!(
+        print(again.graph()),
+        printed,
+        "the round trip changed the text"
+    );
 });

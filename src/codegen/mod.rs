@@ -163,13 +163,9 @@ pub fn compile(kernels: &[(&Kernel, OptLevel)]) -> Result<Vec<CompiledKernel>> {
             let id = module
                 .declare_function(&name, Linkage::Local, &ctx.func.signature)
                 .map_err(|e| Error::internal(format!("declaring kernel {}: {e}", kernel.name)))?;
-            ctx.set_disasm(std::env::var_os("FOVEA_DISASM").is_some());
             module
                 .define_function(id, &mut ctx)
                 .map_err(|e| Error::internal(format!("compiling kernel {}: {e:?}", kernel.name)))?;
-            if let Some(text) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-                eprintln!("=== {}\n{text}", kernel.name);
-            }
             ids.push((i, id));
         }
         module
@@ -197,6 +193,20 @@ pub fn compile(kernels: &[(&Kernel, OptLevel)]) -> Result<Vec<CompiledKernel>> {
         .into_iter()
         .map(|r| r.ok_or_else(|| Error::internal("a kernel was not compiled")))
         .collect()
+}
+
+/// The machine code of a kernel compiled at `opt`, as Cranelift's disassembly of its final
+/// instructions (`fovea dump-ir --stage asm`).
+pub fn asm_text(kernel: &Kernel, opt: OptLevel) -> Result<String> {
+    let isa = host_isa(opt)?;
+    let mut ctx = cranelift_codegen::Context::new();
+    let mut fctx = FunctionBuilderContext::new();
+    build_function(kernel, &mut ctx.func, &mut fctx, isa.frontend_config())?;
+    ctx.set_disasm(true);
+    let compiled = ctx
+        .compile(&*isa, &mut Default::default())
+        .map_err(|e| Error::internal(format!("compiling kernel {}: {:?}", kernel.name, e.inner)))?;
+    Ok(compiled.vcode.clone().unwrap_or_default())
 }
 
 /// The Cranelift IR of a kernel, as text (`fovea dump-ir --stage clif`).

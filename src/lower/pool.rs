@@ -207,7 +207,11 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
     };
     // Interior vectors read a layout where strided taps are consecutive (no indices: those
     // are computed one position at a time).
-    let layout = (!with_indices).then(|| Layout::new(&plan.axes, plan.planes));
+    // With a stride of 1 or 2 along the row, interior vectors read the input itself (two
+    // loads and a shuffle gather every other element); other strides read the layout.
+    let row_stride = plan.axes.last().map_or(1, |a| a.stride);
+    let direct = !with_indices && row_stride <= 2;
+    let layout = (!with_indices && !direct).then(|| Layout::new(&plan.axes, plan.planes));
 
     let mut lowered = Lowered::default();
     let mut k = KernelBuilder::new(node.name);
@@ -255,10 +259,36 @@ fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
             walk_row(
                 k,
                 segment,
-                interior && layout.is_some(),
+                interior && (layout.is_some() || direct),
                 &mut |k, o, vectors| {
                     let outs = segment.coords(o.clone());
                     let position = sum([y_base.clone(), out_position(&plan, &outs)]);
+                    if direct && vectors > 0 {
+                        // Interior vectors from the input: the first tap, then `v > best`.
+                        let load = |offset: &Expr, u: usize| {
+                            let at = sum([x_base.clone(), offset.clone()]);
+                            if row_stride == 1 {
+                                Expr::load4(xb, plus(at, 4 * u as i64))
+                            } else {
+                                let at = plus(at, 8 * u as i64);
+                                Expr::load4(xb, at.clone())
+                                    .shuffle(Expr::load4(xb, plus(at, 3)), [0, 2, 5, 7])
+                            }
+                        };
+                        let (first, _) = first_tap(&plan, &outs);
+                        let best: Vec<LocalId> = (0..vectors)
+                            .map(|u| k.declare(Ty::F32x4, load(&first, u)))
+                            .collect();
+                        for_each_tap(k, &plan.axes, &outs, &mut |k, tap| {
+                            for (u, b) in best.iter().enumerate() {
+                                k.assign(*b, load(&tap.offset, u).max(Expr::Local(*b)));
+                            }
+                        });
+                        for (u, b) in best.iter().enumerate() {
+                            k.store(yb, plus(position.clone(), 4 * u as i64), Expr::Local(*b));
+                        }
+                        return;
+                    }
                     if let (Some(layout), Some(lb), true) = (&layout, lb, vectors > 0) {
                         // Interior vectors: start from the first tap, then `v > best` replaces.
                         let base = times(p.clone(), layout.plane_len());

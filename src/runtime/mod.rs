@@ -249,6 +249,8 @@ struct Step {
     parallel: Option<(i64, i64, i64)>,
     /// Elements the kernel writes, to decide whether splitting pays.
     work: usize,
+    /// The optimisation level it was compiled at.
+    opt: OptLevel,
 }
 
 /// An execution plan for one input signature.
@@ -277,6 +279,11 @@ impl Plan {
     /// The loop IR of every kernel launch, in order.
     pub fn kernels(&self) -> &[lower::Kernel] {
         &self.kernels
+    }
+
+    /// The optimisation level each kernel launch was compiled at, in order.
+    pub fn opt_levels(&self) -> impl Iterator<Item = OptLevel> + '_ {
+        self.steps.iter().map(|s| s.opt)
     }
 
     /// Number of kernel launches.
@@ -1083,7 +1090,7 @@ fn build_plan(
     )?;
     let mut steps = Vec::with_capacity(pending.len());
     let mut kernels = Vec::with_capacity(pending.len());
-    for ((kernel, args, _), compiled) in pending.into_iter().zip(compiled) {
+    for ((kernel, args, opt), compiled) in pending.into_iter().zip(compiled) {
         let work = kernel
             .buffers
             .iter()
@@ -1096,6 +1103,7 @@ fn build_plan(
             args,
             parallel: kernel.parallel_loop().map(|l| (l.start, l.end, l.step)),
             work,
+            opt,
         });
         kernels.push(kernel);
     }

@@ -1,7 +1,7 @@
 //! The worker pool that splits a kernel's parallel loop across threads.
 //!
 //! A compiled model with `threads = n` owns `n - 1` worker threads; the caller of a run is
-//! the n-th: it posts a kernel launch as a [`Launch`] (the kernel, its pointer table and its
+//! the n-th: it posts a kernel launch as a `Launch` (the kernel, its pointer table and its
 //! parallel loop cut into chunks), then takes chunks itself alongside the workers until all
 //! are done. Launches of several concurrent callers queue up in order of arrival; workers
 //! take chunks from the oldest.
