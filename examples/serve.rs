@@ -1,7 +1,9 @@
 //! Serving one compiled model to many host threads: each caller pushes a stream of generated
 //! images through a shared `Arc<CompiledModel>` with `run_into`, and the example prints the
-//! throughput (inferences/s) and the latency percentiles for each number of callers and each
-//! concurrency policy.
+//! throughput (inferences/s), the latency percentiles, and the process's CPU time per
+//! inference (user + system, all threads, spinning included) for each number of callers and
+//! each concurrency policy. On a machine shared with other work, CPU time per inference is
+//! the steadier figure: with the cores saturated, throughput is cores / CPU time.
 //!
 //! ```sh
 //! cargo run --release --example serve -- ir/resnet18.fovea --callers 1,2,4,8 --runs 20
@@ -67,8 +69,8 @@ fn main() -> fovea::Result<()> {
         args.model, threads, runs
     );
     println!(
-        "{:<18} {:>7} {:>13} {:>9} {:>9} {:>9}",
-        "policy", "callers", "inferences/s", "p50 ms", "p90 ms", "p99 ms"
+        "{:<18} {:>7} {:>13} {:>9} {:>9} {:>9} {:>12}",
+        "policy", "callers", "inferences/s", "p50 ms", "p90 ms", "p99 ms", "cpu ms/inf"
     );
     for &policy in &policies {
         let compiled = Arc::new(compiler.clone().concurrency(policy).compile(&model)?);
@@ -103,6 +105,7 @@ fn main() -> fovea::Result<()> {
                 .collect();
             barrier.wait();
             let start = Instant::now();
+            let cpu_start = cpu_time();
             let mut latencies = Vec::new();
             for handle in handles {
                 let caller = handle
@@ -111,21 +114,37 @@ fn main() -> fovea::Result<()> {
                 latencies.extend(caller);
             }
             let wall = start.elapsed().as_secs_f64();
+            let cpu = cpu_time() - cpu_start;
             latencies.sort();
             let ms = |q: f64| {
                 let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len());
                 latencies[i - 1].as_secs_f64() * 1e3
             };
             println!(
-                "{:<18} {:>7} {:>13.1} {:>9.2} {:>9.2} {:>9.2}",
+                "{:<18} {:>7} {:>13.1} {:>9.2} {:>9.2} {:>9.2} {:>12.2}",
                 format!("{policy:?}"),
                 callers,
                 latencies.len() as f64 / wall,
                 ms(0.50),
                 ms(0.90),
-                ms(0.99)
+                ms(0.99),
+                cpu * 1e3 / latencies.len() as f64
             );
         }
     }
     Ok(())
+}
+
+/// CPU time used by this process so far (all threads, user and system), in seconds.
+fn cpu_time() -> f64 {
+    // SAFETY: `getrusage` only writes the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return 0.0;
+        }
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

@@ -84,6 +84,10 @@ enum Command {
         /// Skip the graph passes and fusion: every node runs as its own kernels.
         #[arg(long)]
         no_optimize: bool,
+        /// Also time every kernel launch over the timed runs: name, fused ops, shape,
+        /// time, GFLOP/s and share of the total (JIT only).
+        #[arg(long)]
+        profile: bool,
     },
     /// Print the IR of a model at a stage of the pipeline.
     DumpIr {
@@ -203,12 +207,16 @@ fn execute(command: Command) -> Result<()> {
             json,
             opt_level,
             no_optimize,
+            profile,
         } => bench(
             model.as_deref(),
-            threads,
-            iters,
-            warmup,
-            interpret,
+            BenchOptions {
+                threads,
+                iters,
+                warmup,
+                interpret,
+                profile,
+            },
             &inputs,
             &shapes,
             json,
@@ -358,20 +366,38 @@ fn summarize(name: &str, tensor: &Tensor) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(
-    path: Option<&Path>,
+/// How `fovea bench` runs.
+struct BenchOptions {
     threads: usize,
     iters: usize,
     warmup: usize,
     interpret: bool,
+    profile: bool,
+}
+
+fn bench(
+    path: Option<&Path>,
+    options: BenchOptions,
     input_specs: &[String],
     shape_specs: &[String],
     json: bool,
     opt_level: OptChoice,
     no_optimize: bool,
 ) -> Result<()> {
+    let BenchOptions {
+        threads,
+        iters,
+        warmup,
+        interpret,
+        profile,
+    } = options;
     if iters == 0 {
         return Err(Error::Usage("--iters must be at least 1".to_string()));
+    }
+    if profile && interpret {
+        return Err(Error::Usage(
+            "--profile times compiled kernels: it cannot be used with --interpret".to_string(),
+        ));
     }
     let load_start = Instant::now();
     let (model, name) = load(path)?;
@@ -399,6 +425,7 @@ fn bench(
             latency,
             nodes: model.graph().node_count(),
             stats: None,
+            profile: None,
         }
     } else {
         progress.show(&format!("compiling {name}"));
@@ -422,6 +449,12 @@ fn bench(
             latency,
             nodes: model.graph().node_count(),
             stats: Some(compiled.stats()),
+            profile: if profile {
+                let named: Vec<(&str, &Tensor)> = refs.iter().map(|(n, t)| (*n, t)).collect();
+                Some(compiled.profile(&named, iters)?)
+            } else {
+                None
+            },
         }
     };
     progress.clear();
@@ -491,6 +524,7 @@ struct BenchReport {
     latency: Latency,
     nodes: usize,
     stats: Option<CompileStats>,
+    profile: Option<Vec<fovea::runtime::KernelTime>>,
 }
 
 impl BenchReport {
@@ -516,6 +550,19 @@ impl BenchReport {
             "arena_bytes": stats.arena_bytes,
             "arena_lower_bound_bytes": stats.arena_lower_bound_bytes,
             "arena_unshared_bytes": stats.arena_unshared_bytes,
+            "profile": self.profile.as_ref().map(|kernels| {
+                kernels
+                    .iter()
+                    .map(|k| serde_json::json!({
+                        "kernel": k.name,
+                        "ops": k.about.ops,
+                        "shape": k.about.shape,
+                        "ms": k.ms,
+                        "flops": k.about.flops,
+                        "gflop_per_s": if k.ms > 0.0 { k.about.flops / (k.ms * 1e6) } else { 0.0 },
+                    }))
+                    .collect::<Vec<_>>()
+            }),
         })
     }
 
@@ -535,7 +582,59 @@ impl BenchReport {
             "latency   median {:.2} ms   min {:.2} ms   mean {:.2} ms   max {:.2} ms   ({} runs)",
             l.median_ms, l.min_ms, l.mean_ms, l.max_ms, l.iters
         );
+        if let Some(kernels) = &self.profile {
+            print_profile(kernels);
+        }
     }
+}
+
+/// The per-kernel table of `fovea bench --profile`, in launch order.
+fn print_profile(kernels: &[fovea::runtime::KernelTime]) {
+    let total: f64 = kernels.iter().map(|k| k.ms).sum();
+    println!();
+    println!(
+        "{:<32} {:<24} {:<18} {:>9} {:>8} {:>6}",
+        "kernel", "ops", "shape", "ms", "GFLOP/s", "share"
+    );
+    let clip = |s: &str, n: usize| -> String {
+        if s.chars().count() <= n {
+            s.to_string()
+        } else {
+            let tail: String = s
+                .chars()
+                .rev()
+                .take(n - 1)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("…{tail}")
+        }
+    };
+    for k in kernels {
+        let shape = k
+            .about
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        let rate = if k.about.flops > 0.0 && k.ms > 0.0 {
+            format!("{:.1}", k.about.flops / (k.ms * 1e6))
+        } else {
+            "-".to_string()
+        };
+        println!(
+            "{:<32} {:<24} {:<18} {:>9.3} {:>8} {:>5.1}%",
+            clip(&k.name, 32),
+            clip(&k.about.ops, 24),
+            shape,
+            k.ms,
+            rate,
+            100.0 * k.ms / total.max(f64::MIN_POSITIVE)
+        );
+    }
+    println!("{:<76} {:>9.3}", "total (kernels only)", total);
 }
 
 fn dump_ir(

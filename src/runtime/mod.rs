@@ -251,6 +251,64 @@ struct Step {
     work: usize,
     /// The optimisation level it was compiled at.
     opt: OptLevel,
+    /// What it computes, for profiles.
+    about: KernelAbout,
+}
+
+/// What one kernel launch computes, for profiles ([`CompiledModel::profile`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelAbout {
+    /// The ops of its fusion group, in order (`conv+add+relu`).
+    pub ops: String,
+    /// The shape it writes (its group's output).
+    pub shape: Vec<usize>,
+    /// Floating-point operations of its anchor (multiply and add counted apart; 0 for
+    /// kernels that only move or compare data, and for a group's helper kernels).
+    pub flops: f64,
+}
+
+/// One kernel launch's share of a profiled run ([`CompiledModel::profile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's name (its anchor node's).
+    pub name: String,
+    /// What it computes.
+    pub about: KernelAbout,
+    /// Mean time per run, in milliseconds.
+    pub ms: f64,
+}
+
+/// The floating-point operations of a node (the anchor of a group): 2 per multiply-add of
+/// a convolution or matrix product, 0 for anything else.
+fn anchor_flops(graph: &Graph, node_id: NodeId) -> f64 {
+    let node = graph.node(node_id);
+    let shape = |id: Option<&Option<ValueId>>| {
+        id.copied()
+            .flatten()
+            .and_then(|v| graph.value(v).ty.known_shape())
+    };
+    let out = node
+        .outputs
+        .first()
+        .and_then(|&v| graph.value(v).ty.known_shape());
+    match (&node.op, out) {
+        (crate::graph::op::Op::Conv(_), Some(out)) => {
+            // Each output sums C/group × kernel taps products: the weight's shape after M.
+            let per_output: usize =
+                shape(node.inputs.get(1)).map_or(0, |w| w.iter().skip(1).product());
+            2.0 * (out.iter().product::<usize>() * per_output) as f64
+        }
+        (crate::graph::op::Op::Gemm { trans_a, .. }, Some(out)) => {
+            let a = shape(node.inputs.first()).unwrap_or_default();
+            let k = if *trans_a { a.first() } else { a.last() };
+            2.0 * (out.iter().product::<usize>() * k.copied().unwrap_or(0)) as f64
+        }
+        (crate::graph::op::Op::MatMul, Some(out)) => {
+            let k = shape(node.inputs.first()).map_or(0, |a| a.last().copied().unwrap_or(0));
+            2.0 * (out.iter().product::<usize>() * k) as f64
+        }
+        _ => 0.0,
+    }
 }
 
 /// An execution plan for one input signature.
@@ -656,6 +714,37 @@ impl CompiledModel {
         self.execute(&prepared, bound, outputs)
     }
 
+    /// Runs the model `runs` times on named inputs (after one warm-up run) timing every
+    /// kernel launch; returns each launch's mean time, in launch order (`fovea bench
+    /// --profile`). The timing adds a clock read around each launch, nothing else.
+    pub fn profile(&self, inputs: &[(&str, &Tensor)], runs: usize) -> Result<Vec<KernelTime>> {
+        let bound = bind_inputs(&self.graph, inputs)?;
+        let prepared = self.prepared(bound)?;
+        let plan = &prepared.plan;
+        let mut outputs = output_tensors(plan)?;
+        self.execute(&prepared, bound, &mut outputs)?;
+        let mut totals = vec![0.0; plan.steps.len()];
+        let runs = runs.max(1);
+        for _ in 0..runs {
+            let _active = Active::enter(&self.active);
+            let mut workspace = prepared.arenas.take();
+            let result =
+                self.execute_in(plan, bound, &mut workspace, &mut outputs, Some(&mut totals));
+            prepared.arenas.give(workspace);
+            result?;
+        }
+        Ok(plan
+            .steps
+            .iter()
+            .zip(totals)
+            .map(|(step, total)| KernelTime {
+                name: step.name.clone(),
+                about: step.about.clone(),
+                ms: total / runs as f64,
+            })
+            .collect())
+    }
+
     /// Zero tensors shaped for the outputs of a run on these inputs, in the model's output
     /// order, for [`CompiledModel::run_into`] (builds the inputs' plan if needed).
     pub fn output_tensors(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
@@ -669,7 +758,7 @@ impl CompiledModel {
         check_outputs(plan, outputs)?;
         let _active = Active::enter(&self.active);
         let mut workspace = prepared.arenas.take();
-        let result = self.execute_in(plan, inputs, &mut workspace, outputs);
+        let result = self.execute_in(plan, inputs, &mut workspace, outputs, None);
         prepared.arenas.give(workspace);
         result
     }
@@ -682,6 +771,7 @@ impl CompiledModel {
         inputs: Inputs,
         workspace: &mut pool::Workspace,
         outputs: &mut [Tensor],
+        mut timings: Option<&mut [f64]>,
     ) -> Result<()> {
         let pool::Workspace { arena, table } = workspace;
         let arena = arena.bytes_mut();
@@ -703,7 +793,7 @@ impl CompiledModel {
             }
         }
         let mut at = 0;
-        for step in &plan.steps {
+        for (index, step) in plan.steps.iter().enumerate() {
             let end = at + step.args.len();
             let launch = table
                 .get(at..end)
@@ -713,7 +803,14 @@ impl CompiledModel {
                 Concurrency::SharedPool => true,
                 Concurrency::SerialWhenBusy => self.active.load(Ordering::Relaxed) < self.threads,
             };
-            run_step(&self.workers, self.threads, step, launch, split);
+            match timings.as_deref_mut().and_then(|t| t.get_mut(index)) {
+                Some(total) => {
+                    let start = Instant::now();
+                    run_step(&self.workers, self.threads, step, launch, split);
+                    *total += start.elapsed().as_secs_f64() * 1e3;
+                }
+                None => run_step(&self.workers, self.threads, step, launch, split),
+            }
         }
         for ((name, slot, _), out) in plan.outputs.iter().zip(outputs.iter_mut()) {
             let (src, bytes) = slot_bytes(plan, *slot, inputs, base)?;
@@ -1038,7 +1135,30 @@ fn build_plan(
         for &(dtype, len) in &lowered.scratch {
             slots.push(Slot::Temp { dtype, len });
         }
-        for lk in lowered.kernels {
+        let about = KernelAbout {
+            ops: group
+                .nodes()
+                .iter()
+                .map(|&n| concrete.node(n).op.name())
+                .collect::<Vec<_>>()
+                .join("+"),
+            shape: group_outputs
+                .first()
+                .and_then(|&v| concrete.value(v).ty.known_shape())
+                .unwrap_or_default(),
+            flops: anchor_flops(&concrete, node_id),
+        };
+        let kernel_count = lowered.kernels.len();
+        for (index, lk) in lowered.kernels.into_iter().enumerate() {
+            // The group's work is counted on its last kernel (the others copy or pad).
+            let about = if index + 1 == kernel_count {
+                about.clone()
+            } else {
+                KernelAbout {
+                    flops: 0.0,
+                    ..about.clone()
+                }
+            };
             let mut args = Vec::with_capacity(lk.args.len());
             for (buffer, arg) in lk.kernel.buffers.iter().zip(&lk.args) {
                 let slot = match *arg {
@@ -1077,20 +1197,20 @@ fn build_plan(
                     default_opt_level(&node.op)
                 }
             });
-            pending.push((lk.kernel, args, opt));
+            pending.push((lk.kernel, args, opt, about));
         }
     }
 
     let (compiled, hits, misses) = cache::get_or_compile(
         &pending
             .iter()
-            .map(|(k, _, opt)| (k, *opt))
+            .map(|(k, _, opt, _)| (k, *opt))
             .collect::<Vec<_>>(),
         options.kernel_cache,
     )?;
     let mut steps = Vec::with_capacity(pending.len());
     let mut kernels = Vec::with_capacity(pending.len());
-    for ((kernel, args, opt), compiled) in pending.into_iter().zip(compiled) {
+    for ((kernel, args, opt, about), compiled) in pending.into_iter().zip(compiled) {
         let work = kernel
             .buffers
             .iter()
@@ -1104,6 +1224,7 @@ fn build_plan(
             parallel: kernel.parallel_loop().map(|l| (l.start, l.end, l.step)),
             work,
             opt,
+            about,
         });
         kernels.push(kernel);
     }
