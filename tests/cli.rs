@@ -224,7 +224,14 @@ fn a_closed_output_pipe_is_not_a_panic() {
 #[test]
 fn bench_profile_lists_every_kernel_with_its_flops() {
     let model = manifest_dir().join("ir/tiny_cnn.fovea");
-    let args = ["bench", model.to_str().unwrap(), "--iters", "2", "--profile", "--json"];
+    let args = [
+        "bench",
+        model.to_str().unwrap(),
+        "--iters",
+        "2",
+        "--profile",
+        "--json",
+    ];
     let (code, stdout, stderr) = fovea(&args);
     assert_eq!(code, 0, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -232,7 +239,10 @@ fn bench_profile_lists_every_kernel_with_its_flops() {
     assert_eq!(profile.len() as u64, report["kernels"].as_u64().unwrap());
     let conv = profile.iter().find(|k| k["kernel"] == "conv").unwrap();
     // 8 output channels × 32 × 32 outputs, each 3 input channels × 3 × 3 taps.
-    assert_eq!(conv["flops"].as_f64().unwrap(), 2.0 * (8 * 32 * 32 * 27) as f64);
+    assert_eq!(
+        conv["flops"].as_f64().unwrap(),
+        2.0 * (8 * 32 * 32 * 27) as f64
+    );
     assert_eq!(conv["ops"], "conv+relu");
     let gemm = profile.iter().find(|k| k["ops"] == "gemm").unwrap();
     assert_eq!(gemm["flops"].as_f64().unwrap(), 2.0 * 10.0 * 8.0);

@@ -131,16 +131,45 @@ fn resnet18_compiles_once_and_shares_repeated_kernels() {
 
 #[test]
 fn dynamic_batch_compiles_each_batch_size_once() {
-    let model = Model::load(manifest_dir().join("ir/dynamic_batch.fovea")).unwrap();
-    let compiled = Compiler::new().threads(2).compile(&model).unwrap();
+    let plans = run_batches("ir/dynamic_batch.fovea", &[1, 3, 1, 2, 3]);
+    assert_eq!(
+        plans.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [1, 2, 2, 3, 3],
+        "a plan is built on the first sight of each batch size only"
+    );
+}
+
+/// ResNet-18 with a symbolic batch: kernels are compiled on the first sight of a batch
+/// size only, and every run equals the interpreter's.
+#[test]
+fn resnet18_with_a_dynamic_batch_compiles_each_batch_size_once() {
+    let counts = run_batches("ir/resnet18_dynamic.fovea", &[1, 2, 1, 2]);
+    let plans: Vec<usize> = counts.iter().map(|c| c.0).collect();
+    assert_eq!(plans, [1, 2, 2, 2]);
+    let compiled: Vec<usize> = counts.iter().map(|c| c.1).collect();
+    assert!(compiled[0] > 0, "{compiled:?}");
+    assert_eq!(compiled[2], compiled[1], "batch 1 again compiles nothing");
+    assert_eq!(compiled[3], compiled[1], "batch 2 again compiles nothing");
+}
+
+/// Runs `path` (first input with a symbolic batch) at each batch size, checking the JIT
+/// against the interpreter; returns the plans built and kernels compiled after each run.
+fn run_batches(path: &str, batches: &[usize]) -> Vec<(usize, usize)> {
+    let model = Model::load(manifest_dir().join(path)).unwrap();
+    // Without the process-wide cache, so the counts do not depend on other tests.
+    let compiled = Compiler::new()
+        .threads(2)
+        .kernel_cache(false)
+        .compile(&model)
+        .unwrap();
     assert_eq!(
         compiled.stats().plans,
         0,
         "nothing to compile before the batch size is known"
     );
     let input_name = model.inputs()[0].0.to_string();
-    let mut plans = Vec::new();
-    for batch in [1, 3, 1, 2, 3] {
+    let mut counts = Vec::new();
+    for &batch in batches {
         let mut shapes = ShapeOverrides::new();
         let mut shape: Vec<usize> = model.inputs()[0]
             .1
@@ -157,14 +186,14 @@ fn dynamic_batch_compiles_each_batch_size_once() {
             .collect();
         let jit = compiled.run(&refs).unwrap();
         let reference = model.interpret(&refs).unwrap();
-        assert!(relative_error(&jit[0].1, &reference[0].1) <= 1e-4);
-        plans.push(compiled.stats().plans);
+        assert!(
+            relative_error(&jit[0].1, &reference[0].1) <= 1e-4,
+            "{path} batch {batch}"
+        );
+        let stats = compiled.stats();
+        counts.push((stats.plans, stats.kernels_compiled));
     }
-    assert_eq!(
-        plans,
-        [1, 2, 2, 3, 3],
-        "a plan is built on the first sight of each batch size only"
-    );
+    counts
 }
 
 #[test]

@@ -131,6 +131,7 @@ interpret_tests!(
     mobilenet_v2,
     pooling,
     resnet18,
+    resnet18_dynamic,
     shapes,
     shufflenet_block,
     tiny_cnn,
