@@ -139,8 +139,44 @@ pub fn cpu_features() -> &'static str {
     })
 }
 
+/// A kernel compiled to machine code, not yet placed in a module.
+struct MachineCode {
+    func: cranelift_codegen::ir::Function,
+    bytes: Vec<u8>,
+    alignment: u64,
+    relocs: Vec<cranelift_codegen::FinalizedMachReloc>,
+}
+
+/// Builds and compiles one kernel for `isa` (independent of every other kernel, so kernels
+/// compile in parallel).
+fn machine_code(
+    kernel: &Kernel,
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+) -> Result<MachineCode> {
+    let mut ctx = cranelift_codegen::Context::new();
+    let mut fctx = FunctionBuilderContext::new();
+    build_function(kernel, &mut ctx.func, &mut fctx, isa.frontend_config())?;
+    let compiled = ctx
+        .compile(isa, &mut Default::default())
+        .map_err(|e| Error::internal(format!("compiling kernel {}: {:?}", kernel.name, e.inner)))?;
+    let alignment = u64::from(compiled.buffer.alignment)
+        .max(u64::from(isa.function_alignment().minimum))
+        .max(isa.symbol_alignment());
+    let bytes = compiled.code_buffer().to_vec();
+    let relocs = compiled.buffer.relocs().to_vec();
+    Ok(MachineCode {
+        func: ctx.func,
+        bytes,
+        alignment,
+        relocs,
+    })
+}
+
 /// Compiles kernels into one code module. Returns one compiled kernel per input, in order.
+/// Cranelift compiles the kernels in parallel on rayon's global pool (each is independent);
+/// they are then placed in one module per optimisation level.
 pub fn compile(kernels: &[(&Kernel, OptLevel)]) -> Result<Vec<CompiledKernel>> {
+    use rayon::prelude::*;
     // One module per optimisation level: the ISA (and so the module) fixes the level.
     let mut by_level: HashMap<OptLevel, Vec<usize>> = HashMap::new();
     for (i, (_, opt)) in kernels.iter().enumerate() {
@@ -149,23 +185,28 @@ pub fn compile(kernels: &[(&Kernel, OptLevel)]) -> Result<Vec<CompiledKernel>> {
     let mut results: Vec<Option<CompiledKernel>> = vec![None; kernels.len()];
     for (opt, indices) in by_level {
         let isa = host_isa(opt)?;
+        let code = indices
+            .par_iter()
+            .map(|&i| machine_code(kernels[i].0, &*isa))
+            .collect::<Result<Vec<_>>>()?;
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        let mut ctx = module.make_context();
-        let mut fctx = FunctionBuilderContext::new();
         let mut ids = Vec::new();
-        for (n, &i) in indices.iter().enumerate() {
+        for (n, (&i, code)) in indices.iter().zip(&code).enumerate() {
             let kernel = kernels[i].0;
-            module.clear_context(&mut ctx);
-            build_function(kernel, &mut ctx.func, &mut fctx, module.target_config())?;
             // The kernel's name (unique within the module): `perf record` shows it, since
             // the JIT module lists its functions in /tmp/perf-<pid>.map under perf.
             let name = format!("{} #{n}", kernel.name);
             let id = module
-                .declare_function(&name, Linkage::Local, &ctx.func.signature)
+                .declare_function(&name, Linkage::Local, &code.func.signature)
                 .map_err(|e| Error::internal(format!("declaring kernel {}: {e}", kernel.name)))?;
+            let relocs: Vec<cranelift_module::ModuleReloc> = code
+                .relocs
+                .iter()
+                .map(|r| cranelift_module::ModuleReloc::from_mach_reloc(r, &code.func, id))
+                .collect();
             module
-                .define_function(id, &mut ctx)
-                .map_err(|e| Error::internal(format!("compiling kernel {}: {e:?}", kernel.name)))?;
+                .define_function_bytes(id, code.alignment, &code.bytes, &relocs)
+                .map_err(|e| Error::internal(format!("placing kernel {}: {e:?}", kernel.name)))?;
             ids.push((i, id));
         }
         module
