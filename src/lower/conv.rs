@@ -514,18 +514,8 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lower
         if let Some(lowered) = super::direct_conv::lower(node, &direct) {
             return Ok(lowered);
         }
-        if cg == 1 && m == c && group == c {
-            let depthwise = super::depthwise::Depthwise {
-                n,
-                c,
-                axes: &axes,
-                weights,
-                bias: direct.bias,
-                epilogue: epi,
-            };
-            if let Some(lowered) = super::depthwise::lower(node, &depthwise) {
-                return Ok(lowered);
-            }
+        if let Some(lowered) = super::depthwise::lower(node, &direct) {
+            return Ok(lowered);
         }
     }
     let pointwise = axes

@@ -13,34 +13,22 @@
 //! from the bias; the fused epilogue runs on the vector before its store.
 
 use super::conv::{Axis, plus, split, sum, times};
-use super::direct_conv::{input_at, interior};
+use super::direct_conv::{DirectConv, input_at, interior};
 use super::epilogue::StoreAt;
 use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
-use super::{Arg, BufferKind, Epilogue, Kernel, Lowered, LoweredKernel, NodeInfo};
+use super::{Arg, BufferKind, Kernel, Lowered, LoweredKernel, NodeInfo};
 use crate::tensor::{DType, Tensor};
 
 /// Vectors computed together in the interior of a row.
 const VECTORS: usize = 4;
 
-/// A depthwise convolution.
-pub(super) struct Depthwise<'a> {
-    /// Batch.
-    pub n: usize,
-    /// Channels (= groups = output channels).
-    pub c: usize,
-    /// The two spatial axes (rows, then columns).
-    pub axes: &'a [Axis],
-    /// Weights `[C, 1, KH, KW]`.
-    pub weights: &'a Tensor,
-    /// Bias `[C]`, if any.
-    pub bias: Option<&'a Tensor>,
-    /// Applied to each output value before its store.
-    pub epilogue: &'a Epilogue,
-}
-
-/// The depthwise kernel, or `None` when it does not apply (not 2-D, a stride along the
-/// row other than 1 or 2, rows too short for its vectors, non-constant weights or bias).
-pub(super) fn lower(node: &NodeInfo<'_>, conv: &Depthwise<'_>) -> Option<Lowered> {
+/// The depthwise kernel for `conv` (one channel per group), or `None` when it does not
+/// apply (not depthwise, not 2-D, a stride along the row other than 1 or 2, rows too short
+/// for its vectors, a bias of the wrong length).
+pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
+    if conv.group != conv.c || conv.m != conv.c {
+        return None;
+    }
     let [rows, cols] = conv.axes else {
         return None;
     };
@@ -75,7 +63,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &Depthwise<'_>) -> Option<Lowered
 }
 
 struct Dw<'a> {
-    conv: &'a Depthwise<'a>,
+    conv: &'a DirectConv<'a>,
     rows: &'a Axis,
     cols: &'a Axis,
 }
