@@ -93,6 +93,20 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     let [rows, cols] = conv.axes else {
         return None;
     };
+    // A 1×1 kernel with stride 1 and no padding treats the plane as rows of any length:
+    // the longest that still leaves enough parallel iterations, so that its tiles cover
+    // the plane with few overlapping ones (short rows such as 7 or 14 waste up to 1/8).
+    let pointwise = conv
+        .axes
+        .iter()
+        .all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input);
+    let flat = pointwise
+        .then(|| flat_rows(rows.input * cols.input, conv.n * (conv.m / 8).max(1)))
+        .flatten();
+    let (rows, cols) = match &flat {
+        Some([r, c]) => (r, c),
+        None => (rows, cols),
+    };
     if cols.output < PIXELS || conv.group == 0 || !conv.m.is_multiple_of(conv.group) {
         return None;
     }
@@ -148,6 +162,28 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         kernels: vec![LoweredKernel { kernel, args }],
         scratch,
     })
+}
+
+/// Parallel iterations a pointwise kernel keeps when its plane is cut into rows.
+const POINTWISE_ITERATIONS: usize = 32;
+
+/// The axes of a `plane` of 1×1 outputs cut into rows: the longest rows (a divisor of the
+/// plane, at least one tile long) leaving `POINTWISE_ITERATIONS` iterations over
+/// `blocks` batch × channel blocks, or `None` if no such row exists.
+fn flat_rows(plane: usize, blocks: usize) -> Option<[Axis; 2]> {
+    let rows_needed = POINTWISE_ITERATIONS.div_ceil(blocks.max(1));
+    let length = (PIXELS..=plane)
+        .rev()
+        .find(|&d| plane.is_multiple_of(d) && plane / d >= rows_needed)?;
+    let axis = |size: usize| Axis {
+        input: size,
+        output: size,
+        kernel: 1,
+        stride: 1,
+        dilation: 1,
+        pad: 0,
+    };
+    Some([axis(plane / length), axis(length)])
 }
 
 /// Bytes of one chunk's packed weights that fit the L1 data cache with room for the
