@@ -13,7 +13,7 @@
 //! from the bias; the fused epilogue runs on the vector before its store.
 
 use super::conv::{Axis, plus, split, sum, times};
-use super::direct_conv::{DirectConv, input_at, interior};
+use super::direct_conv::{DirectConv, for_rows, input_at, interior};
 use super::epilogue::StoreAt;
 use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
 use super::{Arg, BufferKind, Kernel, Lowered, LoweredKernel, NodeInfo};
@@ -177,7 +177,6 @@ impl Dw<'_> {
             BufferKind::Output,
         );
         let extras = conv.epilogue.declare(&mut k);
-        let (row_lo, row_hi) = interior(rows);
         k.for_loop(
             0,
             (conv.n * conv.c * rows.output) as i64,
@@ -233,27 +232,7 @@ impl Dw<'_> {
                     };
                     self.row(k, &frame);
                 };
-                let inner = row_lo < row_hi;
-                let border = row_lo > 0 || row_hi < rows.output;
-                match (inner, border) {
-                    (true, false) => {
-                        let oy = oy.clone().clamp(row_lo as i64, row_hi as i64 - 1);
-                        row(k, oy, false)
-                    }
-                    (false, _) => row(k, oy.clone(), true),
-                    (true, true) => {
-                        let clamped = oy.clone().clamp(row_lo as i64, row_hi as i64 - 1);
-                        let is_interior = clamped.clone().cmp(CmpOp::Eq, oy.clone());
-                        k.if_else(
-                            is_interior,
-                            |k| {
-                                let oy = Expr::Local(k.declare(Ty::I64, clamped));
-                                row(k, oy, false)
-                            },
-                            |k| row(k, oy.clone(), true),
-                        );
-                    }
-                }
+                for_rows(k, rows, &oy, &row);
             },
         );
         k.finish()

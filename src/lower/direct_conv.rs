@@ -295,6 +295,33 @@ pub(super) fn interior(axis: &Axis) -> (usize, usize) {
     (lo, hi.max(lo))
 }
 
+/// Emits `row(k, oy, border)` for the output row `oy` (an expression over every row of
+/// `rows`): with `border` false and `oy` clamped into the interior rows (whose taps all
+/// lie in the input, so the clamp lets the verifier prove it) for those rows, with `border`
+/// true and `oy` as given for the others; an `if` picks when there are both.
+pub(super) fn for_rows(
+    k: &mut KernelBuilder,
+    rows: &Axis,
+    oy: &Expr,
+    row: &dyn Fn(&mut KernelBuilder, Expr, bool),
+) {
+    let (lo, hi) = interior(rows);
+    let clamped = || oy.clone().clamp(lo as i64, hi as i64 - 1);
+    let interior_row = |k: &mut KernelBuilder| {
+        let oy = Expr::Local(k.declare(Ty::I64, clamped()));
+        row(k, oy, false);
+    };
+    let border_row = |k: &mut KernelBuilder| row(k, oy.clone(), true);
+    match (lo < hi, lo > 0 || hi < rows.output) {
+        (true, false) => interior_row(k),
+        (false, _) => border_row(k),
+        (true, true) => {
+            let is_interior = clamped().cmp(CmpOp::Eq, oy.clone());
+            k.if_else(is_interior, interior_row, border_row);
+        }
+    }
+}
+
 /// The input position of output `o` and tap `t` along `axis` (before clamping).
 pub(super) fn input_at(axis: &Axis, o: usize, t: usize) -> i64 {
     (o * axis.stride + t * axis.dilation) as i64 - axis.pad as i64
@@ -353,7 +380,6 @@ impl Tile<'_> {
         });
         let extras = conv.epilogue.declare(&mut k);
         let blocks_per_group = self.blocks / conv.group;
-        let (row_lo, row_hi) = interior(rows);
         k.for_loop(
             0,
             (conv.n * self.blocks * rows.output) as i64,
@@ -398,27 +424,14 @@ impl Tile<'_> {
                     y_base: Expr::Local(k.declare(Ty::I64, y_base)),
                     scratch,
                 };
-                let inner = row_lo < row_hi;
-                let border = row_lo > 0 || row_hi < rows.output;
-                let interior_row = |k: &mut KernelBuilder| {
-                    let oy = oy.clone().clamp(row_lo as i64, row_hi as i64 - 1);
-                    let oy = Expr::Local(k.declare(Ty::I64, oy));
-                    self.row(k, &frame, &RowTaps::Interior(oy));
-                };
-                let border_row = |k: &mut KernelBuilder| {
-                    self.row(k, &frame, &RowTaps::Border(oy.clone()));
-                };
-                match (inner, border) {
-                    (true, false) => interior_row(k),
-                    (false, _) => border_row(k),
-                    (true, true) => {
-                        let is_interior = oy
-                            .clone()
-                            .clamp(row_lo as i64, row_hi as i64 - 1)
-                            .cmp(CmpOp::Eq, oy.clone());
-                        k.if_else(is_interior, interior_row, border_row);
-                    }
-                }
+                for_rows(k, rows, &oy, &|k, oy, border| {
+                    let taps = if border {
+                        RowTaps::Border(oy)
+                    } else {
+                        RowTaps::Interior(oy)
+                    };
+                    self.row(k, &frame, &taps);
+                });
             },
         );
         k.finish()
