@@ -197,6 +197,7 @@ pub mod runtime;
 
 pub use error::{Error, ErrorKind, Result};
 pub use graph::Graph;
+pub use lower::Winograd;
 pub use model::Model;
 pub use runtime::{CompiledModel, Compiler};
 pub use tensor::{DType, Tensor};

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fovea::bench::{self, Latency, ShapeOverrides};
 use fovea::passes::Pipeline;
 use fovea::runtime::{CompileStats, OptLevel};
-use fovea::{Compiler, Error, ErrorKind, Model, Result, Tensor};
+use fovea::{Compiler, Error, ErrorKind, Model, Result, Tensor, Winograd};
 
 /// The model `run` and `bench` use when none is given: ResNet-18 from `ir/`, built in.
 const DEFAULT_MODEL_NAME: &str = "ir/resnet18.fovea (built in)";
@@ -52,6 +52,9 @@ enum Command {
         /// Use the reference interpreter instead of the JIT.
         #[arg(long)]
         interpret: bool,
+        /// Algorithm for 3x3 stride-1 convolutions.
+        #[arg(long, value_enum, default_value_t = WinogradChoice::Auto)]
+        winograd: WinogradChoice,
     },
     /// Measure a model's latency on seeded random inputs.
     Bench {
@@ -84,6 +87,9 @@ enum Command {
         /// Skip the graph passes and fusion: every node runs as its own kernels.
         #[arg(long)]
         no_optimize: bool,
+        /// Algorithm for 3x3 stride-1 convolutions.
+        #[arg(long, value_enum, default_value_t = WinogradChoice::Auto)]
+        winograd: WinogradChoice,
         /// Also time every kernel launch over the timed runs: name, fused ops, shape,
         /// time, GFLOP/s and share of the total (JIT only).
         #[arg(long)]
@@ -105,6 +111,9 @@ enum Command {
         /// With --stage optimized: stop after this pass.
         #[arg(long, value_name = "PASS")]
         stop_after: Option<String>,
+        /// Algorithm for 3x3 stride-1 convolutions (stages loops, clif and asm).
+        #[arg(long, value_enum, default_value_t = WinogradChoice::Auto)]
+        winograd: WinogradChoice,
     },
 }
 
@@ -143,6 +152,29 @@ impl OptChoice {
             OptChoice::None => compiler.opt_level(OptLevel::None),
             OptChoice::Speed => compiler.opt_level(OptLevel::Speed),
         }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WinogradChoice {
+    /// Per layer, by cost model: F(4x4), F(2x2) or the direct kernel.
+    Auto,
+    /// The direct kernel everywhere.
+    Off,
+    /// F(2x2,3x3) wherever it applies.
+    F2x2,
+    /// F(4x4,3x3) wherever it applies.
+    F4x4,
+}
+
+impl WinogradChoice {
+    fn apply(self, compiler: Compiler) -> Compiler {
+        compiler.winograd(match self {
+            WinogradChoice::Auto => Winograd::Auto,
+            WinogradChoice::Off => Winograd::Off,
+            WinogradChoice::F2x2 => Winograd::F2x2,
+            WinogradChoice::F4x4 => Winograd::F4x4,
+        })
     }
 }
 
@@ -188,6 +220,7 @@ fn execute(command: Command) -> Result<()> {
             output_dir,
             threads,
             interpret,
+            winograd,
         } => run(
             model.as_deref(),
             &inputs,
@@ -195,6 +228,7 @@ fn execute(command: Command) -> Result<()> {
             output_dir.as_deref(),
             threads,
             interpret,
+            winograd,
         ),
         Command::Bench {
             model,
@@ -208,6 +242,7 @@ fn execute(command: Command) -> Result<()> {
             opt_level,
             no_optimize,
             profile,
+            winograd,
         } => bench(
             model.as_deref(),
             BenchOptions {
@@ -220,7 +255,7 @@ fn execute(command: Command) -> Result<()> {
             &inputs,
             &shapes,
             json,
-            opt_level,
+            winograd.apply(opt_level.apply(Compiler::new().threads(threads))),
             no_optimize,
         ),
         Command::DumpIr {
@@ -229,7 +264,15 @@ fn execute(command: Command) -> Result<()> {
             format,
             shapes,
             stop_after,
-        } => dump_ir(&model, stage, format, &shapes, stop_after.as_deref()),
+            winograd,
+        } => dump_ir(
+            &model,
+            stage,
+            format,
+            &shapes,
+            stop_after.as_deref(),
+            winograd.apply(Compiler::new().threads(1)),
+        ),
     }
 }
 
@@ -276,6 +319,7 @@ fn run(
     output_dir: Option<&Path>,
     threads: usize,
     interpret: bool,
+    winograd: WinogradChoice,
 ) -> Result<()> {
     let (model, name) = load(path)?;
     let given = read_inputs(input_specs)?;
@@ -288,7 +332,9 @@ fn run(
     let (outputs, engine) = if interpret {
         (model.interpret(&refs)?, "reference interpreter".to_string())
     } else {
-        let compiled = Compiler::new().threads(threads).compile(&model)?;
+        let compiled = winograd
+            .apply(Compiler::new().threads(threads))
+            .compile(&model)?;
         let outputs = compiled.run(&refs)?;
         let stats = compiled.stats();
         let engine = format!(
@@ -381,7 +427,7 @@ fn bench(
     input_specs: &[String],
     shape_specs: &[String],
     json: bool,
-    opt_level: OptChoice,
+    compiler: Compiler,
     no_optimize: bool,
 ) -> Result<()> {
     let BenchOptions {
@@ -429,9 +475,7 @@ fn bench(
         }
     } else {
         progress.show(&format!("compiling {name}"));
-        let compiled = opt_level
-            .apply(Compiler::new().threads(threads).optimize(!no_optimize))
-            .compile(&model)?;
+        let compiled = compiler.optimize(!no_optimize).compile(&model)?;
         // The first run compiles models with symbolic shapes; it belongs to compile time.
         compiled.run(&refs)?;
         let latency = bench::measure_with_progress(
@@ -643,6 +687,7 @@ fn dump_ir(
     format: Format,
     shape_specs: &[String],
     stop_after: Option<&str>,
+    compiler: Compiler,
 ) -> Result<()> {
     let model = Model::load(path)?;
     if matches!(stage, Stage::Parsed | Stage::Optimized) {
@@ -672,7 +717,7 @@ fn dump_ir(
             "--format dot draws graphs: use it with --stage parsed, optimized or fused".to_string(),
         ));
     }
-    let compiled = Compiler::new().threads(1).compile(&model)?;
+    let compiled = compiler.compile(&model)?;
     let inputs = bench::seeded_inputs(&model, &read_shapes(shape_specs)?, Vec::new(), 0)?;
     let tensors: Vec<&Tensor> = model
         .inputs()

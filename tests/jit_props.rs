@@ -3,7 +3,7 @@
 
 use fovea::graph::op::{Attr, Op};
 use fovea::graph::{ConstInit, Graph, TensorType};
-use fovea::{Compiler, DType, Model, Tensor, tensor_gen};
+use fovea::{Compiler, DType, Model, Tensor, Winograd, tensor_gen};
 use proptest::prelude::*;
 
 fn attrs(pairs: &[(&str, Attr)]) -> Vec<(String, Attr)> {
@@ -25,6 +25,27 @@ fn check(
     x_shape: &[usize],
     consts: Vec<Option<Tensor>>,
     seed: u64,
+) -> Result<(), TestCaseError> {
+    check_with(
+        op,
+        x_shape,
+        consts,
+        seed,
+        Compiler::new().winograd(Winograd::Off),
+        false,
+    )
+}
+
+/// [`check`] with `compiler`'s options (threads set to 2); with `normwise`, each element's
+/// error is measured against the largest output magnitude (Winograd's rounding is relative
+/// to the sums it transforms, not to each output).
+fn check_with(
+    op: Op,
+    x_shape: &[usize],
+    consts: Vec<Option<Tensor>>,
+    seed: u64,
+    compiler: Compiler,
+    normwise: bool,
 ) -> Result<(), TestCaseError> {
     let mut graph = Graph::new("prop");
     let x = graph
@@ -49,7 +70,7 @@ fn check(
     let model = Model::from_graph(graph).unwrap();
     let input = tensor_gen::normal(x_shape.to_vec(), seed, 0.0, 1.0).unwrap();
     let reference = model.interpret(&[("x", input.clone())]).unwrap();
-    let compiled = Compiler::new()
+    let compiled = compiler
         .threads(2)
         .compile(&model)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -58,9 +79,11 @@ fn check(
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     for ((name, a), (_, e)) in jit.iter().zip(&reference) {
         prop_assert_eq!(a.shape(), e.shape());
-        for (i, (x, y)) in a.to_f64_vec().iter().zip(e.to_f64_vec()).enumerate() {
-            let ok =
-                (x - y).abs() <= 1e-5 + 1e-4 * y.abs() || (x.is_nan() && y.is_nan()) || x == &y;
+        let expected = e.to_f64_vec();
+        let largest = expected.iter().fold(0f64, |m, y| m.max(y.abs()));
+        for (i, (x, y)) in a.to_f64_vec().iter().zip(expected).enumerate() {
+            let scale = if normwise { largest } else { y.abs() };
+            let ok = (x - y).abs() <= 1e-5 + 1e-4 * scale || (x.is_nan() && y.is_nan()) || x == &y;
             prop_assert!(ok, "{} element {}: jit {} vs interpreter {}", name, i, x, y);
         }
     }
@@ -125,6 +148,25 @@ proptest! {
         ]), "node").unwrap();
         let m = 8 * blocks;
         check(op, &[1, c, h, w], vec![Some(weights(vec![m, c, k, k], seed)), Some(weights(vec![m], seed + 1))], seed)?;
+    }
+
+    /// 3×3 stride-1 convolutions on the Winograd kernels, F(2×2) and F(4×4) (output channels a multiple of 8,
+    /// every padding up to 2, odd and even sizes, bands of one and of several tile rows,
+    /// a batch of 2), against the interpreter within 1e-4 of the largest output.
+    #[test]
+    fn winograd_conv_matches(
+        n in 1usize..3, c in 1usize..40, blocks in 1usize..4,
+        h in 1usize..24, w in 4usize..30, f4 in any::<bool>(),
+        pads in proptest::collection::vec(0usize..3, 4), bias in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let variant = if f4 { Winograd::F4x4 } else { Winograd::F2x2 };
+        let op = Op::from_parts("conv", &attrs(&[
+            ("kernel_shape", ints(&[3, 3])), ("pads", ints(&pads)),
+        ]), "node").unwrap();
+        let m = 8 * blocks;
+        let b = bias.then(|| weights(vec![m], seed + 1));
+        check_with(op, &[n, c, h, w], vec![Some(weights(vec![m, c, 3, 3], seed)), b], seed,
+            Compiler::new().winograd(variant), true)?;
     }
 
     /// Depthwise convolutions (one channel per group) with rows long enough for the

@@ -511,6 +511,9 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lower
             bias: ops.b.and_then(|b| b.value.as_deref()),
             epilogue: epi,
         };
+        if let Some(lowered) = super::winograd::lower(node, &direct) {
+            return Ok(lowered);
+        }
         if let Some(lowered) = super::direct_conv::lower(node, &direct) {
             return Ok(lowered);
         }

@@ -678,39 +678,49 @@ impl Tile<'_> {
 
     /// Transposes each channel vector's 4 × 4 block and stores four pixels per channel,
     /// from output element `at` of the block's first channel, through the epilogue.
+    #[allow(clippy::needless_range_loop)]
     fn store(&self, k: &mut KernelBuilder, f: &Frame, at: &Expr, acc: &[Vec<LocalId>]) {
         let out_plane = self.rows.output * self.cols.output;
         for v in 0..self.q {
-            let r: Vec<Expr> = acc.iter().map(|pixel| Expr::Local(pixel[v])).collect();
-            // [r0c0 r1c0 r0c1 r1c1], [r0c2 r1c2 r0c3 r1c3], and the same for r2, r3.
-            let mut pair = |a: usize, b: usize, lanes: [u8; 4]| {
-                k.declare(Ty::F32x4, r[a].clone().shuffle(r[b].clone(), lanes))
-            };
-            let lo01 = pair(0, 1, [0, 4, 1, 5]);
-            let hi01 = pair(0, 1, [2, 6, 3, 7]);
-            let lo23 = pair(2, 3, [0, 4, 1, 5]);
-            let hi23 = pair(2, 3, [2, 6, 3, 7]);
-            let columns = [
-                Expr::Local(lo01).shuffle(Expr::Local(lo23), [0, 1, 4, 5]),
-                Expr::Local(lo01).shuffle(Expr::Local(lo23), [2, 3, 6, 7]),
-                Expr::Local(hi01).shuffle(Expr::Local(hi23), [0, 1, 4, 5]),
-                Expr::Local(hi01).shuffle(Expr::Local(hi23), [2, 3, 6, 7]),
-            ];
-            for (c, value) in columns.into_iter().enumerate() {
+            let r = [0, 1, 2, 3].map(|p| Expr::Local(acc[p][v]));
+            for (c, value) in transpose4(k, &r, 0..4).into_iter().enumerate() {
                 let lane = 4 * v + c;
-                let index = plus(at.clone(), (lane * out_plane) as i64);
-                let value = if self.conv.epilogue.is_empty() {
-                    value
-                } else {
-                    let store_at = StoreAt {
-                        index: index.clone(),
-                        channel: plus(f.channel.clone(), lane as i64),
-                    };
-                    let extras = self.conv.epilogue.load(&f.extras, &store_at, 4);
-                    self.conv.epilogue.apply(k, value, &extras, 4)
+                let store_at = StoreAt {
+                    index: plus(at.clone(), (lane * out_plane) as i64),
+                    channel: plus(f.channel.clone(), lane as i64),
                 };
-                k.store(f.y, index, value);
+                self.conv
+                    .epilogue
+                    .store(k, &f.extras, f.y, &store_at, value, 4);
             }
         }
     }
+}
+
+/// Columns `wanted` of the 4 × 4 transpose of `rows` (four `f32x4`s): column `c` holds
+/// lane `c` of each row, in row order. Four shuffles make the pairs a column needs (two
+/// for columns 0–1, two for 2–3), one more each column.
+pub(super) fn transpose4(
+    k: &mut KernelBuilder,
+    rows: &[Expr; 4],
+    wanted: std::ops::Range<usize>,
+) -> Vec<Expr> {
+    // [r0c0 r1c0 r0c1 r1c1], [r0c2 r1c2 r0c3 r1c3], and the same for r2, r3.
+    let mut pair = |a: usize, b: usize, lanes: [u8; 4]| {
+        Expr::Local(k.declare(Ty::F32x4, rows[a].clone().shuffle(rows[b].clone(), lanes)))
+    };
+    let low = (wanted.start < 2).then(|| (pair(0, 1, [0, 4, 1, 5]), pair(2, 3, [0, 4, 1, 5])));
+    let high = (wanted.end > 2).then(|| (pair(0, 1, [2, 6, 3, 7]), pair(2, 3, [2, 6, 3, 7])));
+    wanted
+        .map(|c| {
+            let (a, b) = if c < 2 { low.clone() } else { high.clone() }
+                .expect("the pair of a wanted column is built");
+            let lanes = if c % 2 == 0 {
+                [0, 1, 4, 5]
+            } else {
+                [2, 3, 6, 7]
+            };
+            a.shuffle(b, lanes)
+        })
+        .collect()
 }

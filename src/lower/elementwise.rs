@@ -946,6 +946,7 @@ mod tests {
                 shape: vec![2],
                 value: None,
             }],
+            options: Default::default(),
         };
         let err = crate::lower::lower_node(&node).unwrap_err().to_string();
         assert!(err.contains("cannot compile"), "{err}");

@@ -202,6 +202,28 @@ impl Epilogue {
     }
 }
 
+impl Epilogue {
+    /// Stores `value` (`lanes` wide, 1 or 4) into output buffer `y` at `at`, through the
+    /// steps (the extra operands read from `bufs`, as declared by [`Epilogue::declare`]).
+    pub fn store(
+        &self,
+        k: &mut KernelBuilder,
+        bufs: &[BufId],
+        y: BufId,
+        at: &StoreAt,
+        value: Expr,
+        lanes: u8,
+    ) {
+        let value = if self.is_empty() {
+            value
+        } else {
+            let extras = self.load(bufs, at, lanes);
+            self.apply(k, value, &extras, lanes)
+        };
+        k.store(y, at.index.clone(), value);
+    }
+}
+
 /// An `f32` binary op of two values (`q` used once, `p` twice for PRelu).
 pub(super) fn binary_f32(op: Binary, p: Expr, q: Expr) -> Expr {
     match op {

@@ -31,6 +31,7 @@ mod movement;
 mod pool;
 mod reduce;
 mod resize;
+mod winograd;
 
 use std::sync::Arc;
 
@@ -75,6 +76,43 @@ pub struct NodeInfo<'a> {
     pub inputs: Vec<Option<Operand>>,
     /// Outputs (`value` is always `None`).
     pub outputs: Vec<Operand>,
+    /// Choices the compiler's options make for lowering.
+    pub options: LowerOptions,
+}
+
+/// Which algorithm 3×3, stride-1, ungrouped convolutions (with output channels a multiple
+/// of 8) use. Convolutions Winograd does not apply to always use the direct kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Winograd {
+    /// Per layer, the cheapest of F(4×4, 3×3), F(2×2, 3×3) and the direct kernel by a cost
+    /// model of their arithmetic and of the transformed weights' memory traffic.
+    #[default]
+    Auto,
+    /// Never: the direct kernel.
+    Off,
+    /// F(2×2, 3×3) wherever it applies (16 points per 4 outputs).
+    F2x2,
+    /// F(4×4, 3×3) wherever it applies (36 points per 16 outputs).
+    F4x4,
+}
+
+/// Compiler options that change how nodes are lowered (never what they compute).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Whether and how 3×3 stride-1 convolutions use Winograd.
+    pub winograd: Winograd,
+    /// The threads a run's kernels may use: kernels split their work into at least this
+    /// many parallel iterations where they can.
+    pub threads: usize,
+}
+
+impl Default for LowerOptions {
+    fn default() -> LowerOptions {
+        LowerOptions {
+            winograd: Winograd::Auto,
+            threads: 1,
+        }
+    }
 }
 
 impl NodeInfo<'_> {
@@ -284,6 +322,7 @@ pub(crate) mod testing {
                 .map(|i| i.map(|(t, constant)| operand(t, constant.then(|| Arc::new(t.clone())))))
                 .collect(),
             outputs: expected.iter().map(|t| operand(t, None)).collect(),
+            options: super::LowerOptions::default(),
         };
         let lowered = lower_node(&node).unwrap_or_else(|e| panic!("{e}"));
         (lowered, expected)

@@ -59,6 +59,7 @@ pub struct Compiler {
     threads: usize,
     kernel_cache: bool,
     opt_level: Option<OptLevel>,
+    winograd: lower::Winograd,
     optimize: bool,
     fusion: bool,
     concurrency: Concurrency,
@@ -104,6 +105,7 @@ impl Compiler {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kernel_cache: true,
             opt_level: None,
+            winograd: lower::Winograd::Auto,
             optimize: true,
             fusion: true,
             concurrency: Concurrency::default(),
@@ -153,6 +155,18 @@ impl Compiler {
     /// kind of kernel, see [`default_opt_level`]).
     pub fn opt_level(mut self, level: OptLevel) -> Compiler {
         self.opt_level = Some(level);
+        self
+    }
+
+    /// Which algorithm 3×3 stride-1 convolutions use (default [`Winograd::Auto`]: per layer,
+    /// whichever of Winograd F(4×4, 3×3), F(2×2, 3×3) and the direct kernel a cost model
+    /// finds fastest). [`Winograd::Off`] gives the direct kernel everywhere (for measuring,
+    /// or for the direct method's rounding); the variants force one wherever it applies.
+    ///
+    /// [`Winograd::Auto`]: crate::Winograd::Auto
+    /// [`Winograd::Off`]: crate::Winograd::Off
+    pub fn winograd(mut self, choice: lower::Winograd) -> Compiler {
+        self.winograd = choice;
         self
     }
 
@@ -1112,7 +1126,11 @@ fn build_plan(
         if aliases.skips(g) {
             continue;
         }
-        let info = node_info(&concrete, node_id)?;
+        let mut info = node_info(&concrete, node_id)?;
+        info.options = lower::LowerOptions {
+            winograd: options.winograd,
+            threads: options.threads,
+        };
         let lowered = lower::lower_group(&info, group.epilogue())?;
         let in_place = group_outputs.iter().any(|&out| {
             matches!(
@@ -1448,6 +1466,7 @@ pub fn node_info(concrete: &Graph, node_id: NodeId) -> Result<NodeInfo<'_>> {
             .iter()
             .map(|&o| operand(o))
             .collect::<Result<_>>()?,
+        options: lower::LowerOptions::default(),
     })
 }
 
