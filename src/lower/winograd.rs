@@ -216,7 +216,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     args.extend(conv.epilogue.args());
     Some(Lowered {
         kernels: vec![LoweredKernel { kernel, args }],
-        scratch: vec![(DType::F32, plan.tasks() * plan.slot)],
+        scratch: vec![(DType::F32, plan.slots * plan.slot)],
     })
 }
 
@@ -300,6 +300,9 @@ struct Plan {
     tiles: usize,
     /// Groups of output-channel blocks (parallel iterations per band).
     oc_groups: usize,
+    /// Scratch slots: one per thread, each running an equal share of the tasks in turn
+    /// (so a thread's scratch stays in its cache from one task to the next).
+    slots: usize,
     /// Length of a transformed row in the scratch (zero-padded, a multiple of 4).
     row_len: usize,
     /// Elements of one iteration's scratch and the offsets of its parts.
@@ -355,6 +358,7 @@ impl Plan {
         if cols.pad + w > row_len {
             return None;
         }
+        let slots = threads.clamp(1, bands * oc_groups);
         let v_at = band_rows * variant.input() * row_len;
         let m_at = v_at + points * conv.c * tiles;
         let edge_at = m_at + points * tiles * WIDTH;
@@ -375,6 +379,7 @@ impl Plan {
             band_rows,
             tiles,
             oc_groups,
+            slots,
             row_len,
             slot,
             v_at,
@@ -387,9 +392,14 @@ impl Plan {
         self.n * self.tile_rows / self.band_rows
     }
 
-    /// Parallel iterations.
+    /// Tasks: (band, channel group) pairs.
     fn tasks(&self) -> usize {
         self.bands() * self.oc_groups
+    }
+
+    /// Tasks per slot (the last slot may have fewer).
+    fn tasks_per_slot(&self) -> usize {
+        self.tasks().div_ceil(self.slots)
     }
 
     fn blocks_per_group(&self) -> usize {
@@ -421,12 +431,13 @@ impl Plan {
         k.set_schedule(format!(
             "winograd F({side}x{side},3x3), bands of {} x {} tiles ({} with padding), GEMM \
              tile 4 tiles x {WIDTH} channels (8 accumulators), {} bands x {} channel groups \
-             in parallel",
+             on {} threads",
             self.band_rows,
             self.tile_cols,
             self.tiles,
             self.bands(),
-            self.oc_groups
+            self.oc_groups,
+            self.slots
         ));
         let x = k.buffer(
             "x",
@@ -445,48 +456,74 @@ impl Plan {
         let s = k.buffer(
             "winograd_scratch",
             DType::F32,
-            self.tasks() * self.slot,
+            self.slots * self.slot,
             BufferKind::Output,
         );
         let extras = conv.epilogue.declare(&mut k);
-        k.for_loop(0, self.tasks() as i64, 1, LoopKind::Parallel, |k, it| {
-            let slot = Expr::Local(k.declare(Ty::I64, times(it.clone(), self.slot)));
-            let (band, group) = split(it, self.bands(), self.oc_groups);
-            let group = Expr::Local(k.declare(Ty::I64, group));
-            let (batch, band) = split(band, self.n, self.tile_rows / self.band_rows);
-            let batch = Expr::Local(k.declare(Ty::I64, batch));
-            let band = Expr::Local(k.declare(Ty::I64, band));
-            let f = Frame {
-                x,
-                u,
-                b,
-                y,
-                s,
-                extras: extras.clone(),
-                x_base: Expr::Local(
-                    k.declare(Ty::I64, times(batch.clone(), self.c * self.h * self.w)),
-                ),
-                y_base: Expr::Local(k.declare(Ty::I64, times(batch, self.m * self.oh * self.ow))),
-                band,
-                slot,
-            };
+        k.for_loop(0, self.slots as i64, 1, LoopKind::Parallel, |k, p| {
+            let slot = Expr::Local(k.declare(Ty::I64, times(p.clone(), self.slot)));
             // The transformed rows' padding stays zero: rows are written inside it only.
             k.for_loop(0, self.v_at as i64, 4, LoopKind::Serial, |k, i| {
-                k.store(s, sum([f.slot.clone(), i]), Expr::Float(0.0).splat());
+                k.store(s, sum([slot.clone(), i]), Expr::Float(0.0).splat());
             });
-            k.range(self.c, |k, ci| {
-                let ci = Expr::Local(k.declare(Ty::I64, ci));
-                self.transform_rows(k, &f, &ci);
-                self.transform_tiles(k, &f, &ci);
-            });
-            k.range(self.blocks_per_group(), |k, j| {
-                let block = sum([times(group.clone(), self.blocks_per_group()), j]);
-                let block = Expr::Local(k.declare(Ty::I64, block));
-                self.products(k, &f, &block);
-                self.outputs(k, &f, conv, &block);
+            let per = self.tasks_per_slot();
+            k.range(per, |k, t| {
+                let task = sum([times(p.clone(), per), t]);
+                let task = Expr::Local(k.declare(Ty::I64, task));
+                let run = |k: &mut KernelBuilder| {
+                    let task = task.clone().clamp(0, self.tasks() as i64 - 1);
+                    self.task(k, conv, &extras, [x, u, b, y, s], &slot, task);
+                };
+                if per * self.slots == self.tasks() {
+                    run(k);
+                } else {
+                    let real = task.clone().cmp(CmpOp::Lt, Expr::Int(self.tasks() as i64));
+                    k.if_else(real, run, |_| {});
+                }
             });
         });
         k.finish()
+    }
+
+    /// One task: the input transform of its band, then its channel blocks' products and
+    /// outputs.
+    fn task(
+        &self,
+        k: &mut KernelBuilder,
+        conv: &DirectConv<'_>,
+        extras: &[BufId],
+        [x, u, b, y, s]: [BufId; 5],
+        slot: &Expr,
+        task: Expr,
+    ) {
+        let (band, group) = split(task, self.bands(), self.oc_groups);
+        let group = Expr::Local(k.declare(Ty::I64, group));
+        let (batch, band) = split(band, self.n, self.tile_rows / self.band_rows);
+        let batch = Expr::Local(k.declare(Ty::I64, batch));
+        let band = Expr::Local(k.declare(Ty::I64, band));
+        let f = Frame {
+            x,
+            u,
+            b,
+            y,
+            s,
+            extras: extras.to_vec(),
+            x_base: Expr::Local(k.declare(Ty::I64, times(batch.clone(), self.c * self.h * self.w))),
+            y_base: Expr::Local(k.declare(Ty::I64, times(batch, self.m * self.oh * self.ow))),
+            band,
+            slot: slot.clone(),
+        };
+        k.range(self.c, |k, ci| {
+            let ci = Expr::Local(k.declare(Ty::I64, ci));
+            self.transform_rows(k, &f, &ci);
+            self.transform_tiles(k, &f, &ci);
+        });
+        k.range(self.blocks_per_group(), |k, j| {
+            let block = sum([times(group.clone(), self.blocks_per_group()), j]);
+            let block = Expr::Local(k.declare(Ty::I64, block));
+            self.products(k, &f, &block);
+            self.outputs(k, &f, conv, &block);
+        });
     }
 
     /// `Bᵀ d` along columns for input channel `ci`: each tile row's input rows into as
