@@ -275,6 +275,13 @@ fn transform_weights(variant: Variant, w: &[f32], m: usize, c: usize) -> Vec<f32
     u
 }
 
+/// Elements between two points' transformed inputs (`c` channels × `tiles`), padded by a
+/// cache line so that the 16–36 stores of one tile group's points never share their low
+/// 12 address bits (4K aliasing stalls the loads that follow them).
+fn point_stride(c: usize, tiles: usize) -> usize {
+    c * tiles + 16
+}
+
 /// The geometry and work split of one Winograd convolution.
 #[derive(Debug)]
 struct Plan {
@@ -359,8 +366,10 @@ impl Plan {
             return None;
         }
         let slots = threads.clamp(1, bands * oc_groups);
-        let v_at = band_rows * variant.input() * row_len;
-        let m_at = v_at + points * conv.c * tiles;
+        // Two sets of transformed rows: one channel's are written while the previous
+        // channel's are read (see `Plan::task`).
+        let v_at = 2 * band_rows * variant.input() * row_len;
+        let m_at = v_at + points * point_stride(conv.c, tiles);
         let edge_at = m_at + points * tiles * WIDTH;
         let slot = (edge_at + 4).next_multiple_of(16);
         Some(Plan {
@@ -404,6 +413,11 @@ impl Plan {
 
     fn blocks_per_group(&self) -> usize {
         self.m / WIDTH / self.oc_groups
+    }
+
+    /// Elements of one set of transformed rows.
+    fn rows_len(&self) -> usize {
+        self.band_rows * self.variant.input() * self.row_len
     }
 
     fn groups(&self) -> usize {
@@ -513,11 +527,25 @@ impl Plan {
             band,
             slot: slot.clone(),
         };
-        k.range(self.c, |k, ci| {
-            let ci = Expr::Local(k.declare(Ty::I64, ci));
-            self.transform_rows(k, &f, &ci);
-            self.transform_tiles(k, &f, &ci);
+        // The input transform is pipelined over channel pairs: a channel's rows are
+        // transformed into one set while the previous channel's tiles are read from the
+        // other, so the tile loads (at other offsets than the row stores) never wait for
+        // stores still in flight.
+        let last = self.c as i64 - 1;
+        self.transform_rows(k, &f, &Expr::Int(0), 0);
+        k.for_loop(0, (self.c / 2 * 2) as i64, 2, LoopKind::Serial, |k, c| {
+            let c = Expr::Local(k.declare(Ty::I64, c));
+            let next = Expr::Local(k.declare(Ty::I64, plus(c.clone(), 1)));
+            self.transform_rows(k, &f, &next, 1);
+            self.transform_tiles(k, &f, &c, 0);
+            // Past the last channel this recomputes it into a set nobody reads.
+            let after = Expr::Local(k.declare(Ty::I64, plus(c, 2).clamp(0, last)));
+            self.transform_rows(k, &f, &after, 0);
+            self.transform_tiles(k, &f, &next, 1);
         });
+        if self.c % 2 == 1 {
+            self.transform_tiles(k, &f, &Expr::Int(last), 0);
+        }
         k.range(self.blocks_per_group(), |k, j| {
             let block = sum([times(group.clone(), self.blocks_per_group()), j]);
             let block = Expr::Local(k.declare(Ty::I64, block));
@@ -528,7 +556,7 @@ impl Plan {
 
     /// `Bᵀ d` along columns for input channel `ci`: each tile row's input rows into as
     /// many transformed rows of the scratch, 4 columns at a time (the last 4 may overlap).
-    fn transform_rows(&self, k: &mut KernelBuilder, f: &Frame, ci: &Expr) {
+    fn transform_rows(&self, k: &mut KernelBuilder, f: &Frame, ci: &Expr, set: usize) {
         let (out, input) = (self.variant.out(), self.variant.input());
         let plane = self.h * self.w;
         let x_channel = sum([f.x_base.clone(), times(ci.clone(), plane)]);
@@ -569,6 +597,7 @@ impl Plan {
                     .collect();
                 let out_row = sum([
                     f.slot.clone(),
+                    Expr::Int((set * self.rows_len()) as i64),
                     times(r, input * self.row_len),
                     Expr::Int(self.pad_left as i64),
                 ]);
@@ -627,7 +656,7 @@ impl Plan {
 
     /// `· B` along rows for input channel `ci`: each group of 4 tiles transposed so that
     /// lanes are tiles, combined, and stored as `V[ξ][group][ci][4]`.
-    fn transform_tiles(&self, k: &mut KernelBuilder, f: &Frame, ci: &Expr) {
+    fn transform_tiles(&self, k: &mut KernelBuilder, f: &Frame, ci: &Expr, set: usize) {
         let (out, input) = (self.variant.out(), self.variant.input());
         let real = self.band_rows * self.tile_cols;
         let v_ci = sum([
@@ -647,6 +676,7 @@ impl Plan {
                 let load = |offset: usize| {
                     [0, 1, 2, 3].map(|j| {
                         let at = starts[j] + row * self.row_len + offset;
+                        let at = set * self.rows_len() + at;
                         Expr::load4(f.s, plus(f.slot.clone(), at as i64))
                     })
                 };
@@ -657,7 +687,8 @@ impl Plan {
                 }
                 for (l, value) in self.variant.input_points(k, d).into_iter().enumerate() {
                     let point = row * input + l;
-                    let at = ((point * self.groups() + g) * self.c * GROUP) as i64;
+                    let at = point * point_stride(self.c, self.tiles) + g * self.c * GROUP;
+                    let at = at as i64;
                     k.store(f.s, plus(v_ci.clone(), at), value);
                 }
             }
@@ -678,7 +709,7 @@ impl Plan {
             let v_at = sum([
                 f.slot.clone(),
                 Expr::Int(self.v_at as i64),
-                times(point.clone(), c * self.tiles),
+                times(point.clone(), point_stride(c, self.tiles)),
             ]);
             let v_at = Expr::Local(k.declare(Ty::I64, v_at));
             let m_at = sum([
