@@ -1,8 +1,10 @@
 //! Lowering of Gemm and MatMul (see [`super`] for the conventions).
 //!
-//! Both become one batched product `y[r, :] = a[r, :] @ b` with `b` a row-major `[K, N]`
-//! matrix (a transposed `b` is repacked: at compile time when it is a constant, else by a
-//! first kernel into a scratch buffer). Each output row is computed in column blocks of 16
+//! Both become one batched product `y[r, :] = a[r, :] @ b` with `b` a `[K, N]` matrix. A
+//! constant `b` (Gemm's weights, transposed or not) is packed at compile time into
+//! contiguous `[K][16]` panels, one per block of 16 columns (see [`pack_panels`]); a
+//! transposed run-time `b` is transposed by a first kernel into a scratch buffer, and
+//! other `b`s are read row-major as they are. Each output row is computed in column blocks of 16
 //! (four `f32x4` accumulators), then single vectors, then scalars; the `k` loop runs inside,
 //! broadcasting one element of `a` against contiguous rows of `b`. Rows are the parallel
 //! loop when there are enough of them; otherwise (a batch of one, say) the parallel loop
@@ -80,6 +82,8 @@ struct Product {
     b_offsets: Option<Vec<i64>>,
     b_len: usize,
     rhs: Rhs,
+    /// Whether `b` is packed in panels ([`pack_panels`]) rather than row-major.
+    panels: bool,
     alpha: f32,
     bias: Option<Bias>,
 }
@@ -115,7 +119,20 @@ impl Product {
         range_or_zero(k, self.k, LoopKind::Serial, |k, kk| {
             let a = Expr::load(bufs.a, sum([a_base.clone(), times(kk.clone(), self.a_col)]));
             let a = if vectors > 0 { a.splat() } else { a };
-            let b_row = sum([b_base.clone(), times(kk, self.n), j.clone()]);
+            let b_row = if !self.panels {
+                sum([b_base.clone(), times(kk, self.n), j.clone()])
+            } else if vectors == BLOCK / 4 {
+                // Panel `j / 16` starts at `j * K`; its rows are 16 apart.
+                sum([times(j.clone(), self.k), times(kk, BLOCK)])
+            } else {
+                let full = self.n / BLOCK * BLOCK;
+                let rest = self.n - full;
+                sum([
+                    Expr::Int((full * self.k) as i64),
+                    times(kk, rest),
+                    plus(j.clone(), -(full as i64)),
+                ])
+            };
             for (u, acc) in accs.iter().enumerate() {
                 let index = plus(b_row.clone(), 4 * u as i64);
                 let b = if vectors > 0 {
@@ -253,6 +270,26 @@ impl Product {
     }
 }
 
+/// A constant `[K, N]` right-hand side (element `(kk, j)` from `at`) packed for the
+/// product: each block of 16 columns as a contiguous `[K][16]` panel, in order, then the
+/// remaining columns row-major `[K][N mod 16]`. A block's products then read one
+/// sequential stream instead of one cache line per row `N` elements apart (which the
+/// hardware prefetcher does not follow across pages).
+fn pack_panels(k: usize, n: usize, at: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let full = n / BLOCK * BLOCK;
+    let rest = n - full;
+    let mut packed = Vec::with_capacity(k * n);
+    for panel in (0..full).step_by(BLOCK) {
+        for kk in 0..k {
+            packed.extend((panel..panel + BLOCK).map(|j| at(kk, j)));
+        }
+    }
+    for kk in 0..k {
+        packed.extend((full..full + rest).map(|j| at(kk, j)));
+    }
+    packed
+}
+
 /// The output operand, checked to be `f32` of `shape`.
 fn check_output(node: &NodeInfo<'_>, shape: &[usize]) -> Result<()> {
     match node.outputs.first() {
@@ -362,25 +399,30 @@ fn gemm(
     }
     let mut lowered = Lowered::default();
     let rhs = match (trans_b, &b.value) {
-        (false, _) => Rhs::Input(1),
-        (true, Some(t)) => {
+        (_, Some(t)) => {
             let data = t.as_f32().ok_or_else(|| {
                 Error::internal(format!("node {}: constant b is not f32", node.name))
             })?;
-            let mut packed = vec![0.0f32; k * n];
-            for j in 0..n {
-                for kk in 0..k {
-                    packed[kk * n + j] = data[j * k + kk];
+            let at = |kk: usize, j: usize| {
+                if trans_b {
+                    data[j * k + kk]
+                } else {
+                    data[kk * n + j]
                 }
-            }
-            Rhs::Const(Arc::new(Tensor::from_f32(vec![k, n], packed)?))
+            };
+            Rhs::Const(Arc::new(Tensor::from_f32(
+                vec![k * n],
+                pack_panels(k, n, at),
+            )?))
         }
+        (false, None) => Rhs::Input(1),
         (true, None) => {
             lowered.scratch.push((DType::F32, k * n));
             lowered.kernels.push(transpose_kernel(node.name, n, k));
             Rhs::Scratch
         }
     };
+    let panels = matches!(rhs, Rhs::Const(_));
     let product = Product {
         batches: 1,
         m,
@@ -393,6 +435,7 @@ fn gemm(
         b_offsets: None,
         b_len: k * n,
         rhs,
+        panels,
         alpha,
         bias,
     };
@@ -524,6 +567,7 @@ fn matmul(node: &NodeInfo<'_>) -> Result<Lowered> {
         b_offsets,
         b_len: b.len(),
         rhs: Rhs::Input(1),
+        panels: false,
         alpha: 1.0,
         bias: None,
     };
