@@ -87,19 +87,30 @@ fn run_guarded(kernel: &Kernel, flush_end: bool) {
 
 /// Lowers every node of `model` specialised to `inputs` and runs each kernel guarded.
 fn check(name: &str, model: &Model, inputs: &[Tensor]) -> usize {
+    check_with(name, model, inputs, lower::LowerOptions::default()).len()
+}
+
+/// [`check`] with the given lowering options; the schedules of the kernels that ran.
+fn check_with(
+    name: &str,
+    model: &Model,
+    inputs: &[Tensor],
+    options: lower::LowerOptions,
+) -> Vec<Option<String>> {
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let graph = specialize(model.graph(), &refs).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut count = 0;
+    let mut schedules = Vec::new();
     for &node in graph.node_order() {
-        let info = node_info(&graph, node).unwrap();
+        let mut info = node_info(&graph, node).unwrap();
+        info.options = options;
         let lowered = lower::lower_node(&info).unwrap_or_else(|e| panic!("{name}: {e}"));
         for lk in &lowered.kernels {
             run_guarded(&lk.kernel, true);
             run_guarded(&lk.kernel, false);
-            count += 1;
+            schedules.push(lk.kernel.schedule.clone());
         }
     }
-    count
+    schedules
 }
 
 fn zeros_for(model: &Model) -> Vec<Tensor> {
@@ -156,4 +167,45 @@ fn node_tests_stay_in_bounds() {
         kernels += check(name, &model, &inputs);
     }
     println!("{kernels} node-test kernels ran against guard pages");
+}
+
+/// Both Winograd variants on shapes with tiles hanging over the right and bottom edges,
+/// every padding up to 2, bands of one and of several tile rows, a batch of 2, and 1 to 3
+/// threads' scratch slots.
+#[test]
+fn winograd_kernels_stay_in_bounds() {
+    // (input [N, C, H, W], output channels, pads [top, left, bottom, right])
+    let cases: [([usize; 4], usize, [usize; 4]); 5] = [
+        ([2, 5, 13, 11], 16, [1, 1, 1, 1]),
+        ([1, 3, 12, 10], 8, [1, 0, 0, 1]),
+        ([1, 4, 9, 9], 8, [2, 2, 2, 2]),
+        ([1, 7, 7, 7], 24, [1, 1, 1, 1]),
+        ([2, 9, 6, 21], 8, [0, 2, 1, 0]),
+    ];
+    let mut ran = 0;
+    for ([n, c, h, w], m, [top, left, bottom, right]) in cases {
+        let (oh, ow) = (h + top + bottom - 2, w + left + right - 2);
+        let text = format!(
+            "graph w(x: f32[{n},{c},{h},{w}]) -> (y: f32[{n},{m},{oh},{ow}]) {{
+  const w: f32[{m},{c},3,3] = normal(seed=1, std=0.3)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  y: f32[{n},{m},{oh},{ow}] = conv(x, w, b) {{kernel_shape=[3, 3], pads=[{top}, {left}, {bottom}, {right}]}}
+}}"
+        );
+        let model = Model::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        for winograd in [lower::Winograd::F2x2, lower::Winograd::F4x4] {
+            for threads in 1..=3 {
+                let options = lower::LowerOptions { winograd, threads };
+                let name = format!("{text} ({winograd:?}, {threads} threads)");
+                let inputs = zeros_for(&model);
+                let schedules = check_with(&name, &model, &inputs, options);
+                assert!(
+                    matches!(&schedules[..], [Some(s)] if s.starts_with("winograd")),
+                    "{name}: {schedules:?}"
+                );
+                ran += 1;
+            }
+        }
+    }
+    println!("{ran} Winograd kernels ran against guard pages");
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use fovea::bench::{ShapeOverrides, seeded_inputs};
 use fovea::lower::print::code_key;
-use fovea::{Compiler, Model, Tensor};
+use fovea::{Compiler, Model, Tensor, Winograd};
 
 mod common;
 use common::{bits, manifest_dir, relative_error};
@@ -127,6 +127,57 @@ fn resnet18_compiles_once_and_shares_repeated_kernels() {
     let stats = second.stats();
     assert_eq!(stats.kernels_compiled, 0, "{stats:?}");
     assert_eq!(stats.cache_hits, plan.kernel_count());
+}
+
+/// The cost model puts every 3×3 stride-1 convolution of ResNet-18 on Winograd: F(4×4)
+/// where the transformed weights stay in cache or the tiles are many, F(2×2) on layer4
+/// (7×7 planes, 9.4 MB weights per layer); `Winograd::Off` puts them back on the direct
+/// kernel.
+#[test]
+fn resnet18_takes_winograd_where_the_cost_model_says() {
+    let model = Model::load(manifest_dir().join("ir/resnet18.fovea")).unwrap();
+    let schedules = |choice: Winograd| -> Vec<(String, String)> {
+        let compiled = Compiler::new()
+            .threads(1)
+            .winograd(choice)
+            .compile(&model)
+            .unwrap();
+        let plan = compiled.static_plan().unwrap();
+        plan.kernels()
+            .iter()
+            .filter_map(|k| Some((k.name.clone(), k.schedule.clone()?)))
+            .filter(|(_, s)| s.starts_with("winograd"))
+            .collect()
+    };
+    let auto = schedules(Winograd::Auto);
+    let names: Vec<&str> = auto.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "layer1.0.conv1",
+            "layer1.0.conv2",
+            "layer1.1.conv1",
+            "layer1.1.conv2",
+            "layer2.0.conv2",
+            "layer2.1.conv1",
+            "layer2.1.conv2",
+            "layer3.0.conv2",
+            "layer3.1.conv1",
+            "layer3.1.conv2",
+            "layer4.0.conv2",
+            "layer4.1.conv1",
+            "layer4.1.conv2",
+        ]
+    );
+    for (name, schedule) in &auto {
+        let variant = if name.starts_with("layer4") {
+            "F(2x2"
+        } else {
+            "F(4x4"
+        };
+        assert!(schedule.contains(variant), "{name}: {schedule}");
+    }
+    assert!(schedules(Winograd::Off).is_empty());
 }
 
 #[test]
