@@ -2,7 +2,9 @@
 //! pooling, relu, clip, sigmoid, add and mul with broadcasting, concat, reshape, flatten,
 //! gemm) is compiled with the JIT and run next to the interpreter. A JIT error on a graph the
 //! interpreter runs, or outputs that differ beyond the tolerance of `tests/jit_props.rs`, is
-//! a crash.
+//! a crash. Convolutions have 1–3, 8 or 16 output channels per group, so the register-blocked
+//! direct and Winograd kernels are drawn too; with Winograd on, an output's error is measured
+//! against its largest magnitude (Winograd's rounding is relative to the sums it transforms).
 //!
 //! The fuzzer's bytes are decoded (with `arbitrary`) into an input shape and a list of
 //! steps; each step picks its operands among the values built so far and is skipped when
@@ -14,7 +16,7 @@
 use arbitrary::Arbitrary;
 use fovea::graph::op::{Attr, Op};
 use fovea::graph::{ConstInit, Graph, TensorType, ValueId};
-use fovea::{Compiler, DType, Model, Tensor, tensor_gen};
+use fovea::{Compiler, DType, Model, Tensor, Winograd, tensor_gen};
 use libfuzzer_sys::fuzz_target;
 
 /// Steps after this many are ignored.
@@ -33,6 +35,7 @@ struct Case {
     threads2: bool,
     optimize: bool,
     fusion: bool,
+    winograd: bool,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -221,7 +224,12 @@ impl Builder {
                 if c % group != 0 {
                     group = 1;
                 }
-                let m = group * (1 + *out_per_group as usize % 3);
+                let per_group = match *out_per_group % 6 {
+                    4 => 8,
+                    5 => 16,
+                    p => 1 + p as usize % 3,
+                };
+                let m = group * per_group;
                 let mut a = window_attrs(window);
                 let kernel = match &a[0].1 {
                     Attr::Ints(k) => k.iter().map(|&d| d as usize).collect::<Vec<_>>(),
@@ -371,9 +379,10 @@ impl Builder {
     }
 }
 
-/// The tolerance of `tests/jit_props.rs`.
-fn close(x: f64, y: f64) -> bool {
-    (x - y).abs() <= 1e-5 + 1e-4 * y.abs() || (x.is_nan() && y.is_nan()) || x == y
+/// The tolerance of `tests/jit_props.rs`: relative to `scale` (the element itself, or the
+/// output's largest magnitude for Winograd).
+fn close(x: f64, y: f64, scale: f64) -> bool {
+    (x - y).abs() <= 1e-5 + 1e-4 * scale || (x.is_nan() && y.is_nan()) || x == y
 }
 
 fuzz_target!(|case: Case| {
@@ -421,7 +430,12 @@ fuzz_target!(|case: Case| {
         .threads(if case.threads2 { 2 } else { 1 })
         .kernel_cache(false)
         .optimize(case.optimize)
-        .fusion(case.fusion);
+        .fusion(case.fusion)
+        .winograd(if case.winograd {
+            Winograd::Auto
+        } else {
+            Winograd::Off
+        });
     let jit = match compiler
         .compile(&model)
         .and_then(|c| c.run(&[("x", input)]))
@@ -432,9 +446,15 @@ fuzz_target!(|case: Case| {
     assert_eq!(jit.len(), reference.len());
     for ((name, a), (_, e)) in jit.iter().zip(&reference) {
         assert_eq!(a.shape(), e.shape(), "output {name}");
-        for (i, (x, y)) in a.to_f64_vec().iter().zip(e.to_f64_vec()).enumerate() {
+        let expected = e.to_f64_vec();
+        let largest = expected
+            .iter()
+            .filter(|y| y.is_finite())
+            .fold(0f64, |m, y| m.max(y.abs()));
+        for (i, (x, y)) in a.to_f64_vec().iter().zip(expected).enumerate() {
+            let scale = if case.winograd { largest.max(y.abs()) } else { y.abs() };
             assert!(
-                close(*x, y),
+                close(*x, y, scale),
                 "output {name} element {i}: jit {x} vs interpreter {y}"
             );
         }
