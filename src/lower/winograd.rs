@@ -161,10 +161,12 @@ impl Variant {
                 ]
             }
             Variant::F4 => {
-                let s12 = local(m[1].clone().add(m[2].clone()));
-                let d12 = local(m[1].clone().sub(m[2].clone()));
-                let s34 = local(m[3].clone().add(m[4].clone()));
-                let d34 = local(m[3].clone().sub(m[4].clone()));
+                // Each of m1..m4 is read twice: loaded once.
+                let [m1, m2, m3, m4] = [1, 2, 3, 4].map(|i| local(m[i].clone()));
+                let s12 = local(m1.clone().add(m2.clone()));
+                let d12 = local(m1.sub(m2));
+                let s34 = local(m3.clone().add(m4.clone()));
+                let d34 = local(m3.sub(m4));
                 vec![
                     m[0].clone().add(s12.clone()).add(s34.clone()),
                     d34.clone().fma(f(2.0), d12.clone()),
@@ -250,28 +252,36 @@ fn direct_cost(conv: &DirectConv<'_>) -> Option<f64> {
 /// `U[block][ξ][c][j] = (G g Gᵀ)[ξ]` of output channel `block·8 + j` and input channel
 /// `c`, computed in `f64`.
 fn transform_weights(variant: Variant, w: &[f32], m: usize, c: usize) -> Vec<f32> {
+    use rayon::prelude::*;
     let (g_matrix, input) = (variant.g(), variant.input());
     let points = variant.points();
     let mut u = vec![0f32; points * m * c];
-    for oc in 0..m {
-        for ci in 0..c {
-            let g = &w[(oc * c + ci) * 9..][..9];
-            // G g: input × 3.
-            let gg: Vec<[f64; 3]> = g_matrix
-                .iter()
-                .map(|gr| {
-                    std::array::from_fn(|b| (0..3).map(|a| gr[a] * f64::from(g[a * 3 + b])).sum())
-                })
-                .collect();
-            for (k, row) in gg.iter().enumerate() {
-                for (l, gl) in g_matrix.iter().enumerate() {
-                    let value: f64 = (0..3).map(|b| row[b] * gl[b]).sum();
-                    let (block, j) = (oc / WIDTH, oc % WIDTH);
-                    u[((block * points + k * input + l) * c + ci) * WIDTH + j] = value as f32;
+    // One block of 8 output channels per task; within it, channel by channel, so that the
+    // writes advance through the block's 36 point rows together (in cache) rather than
+    // one output channel at a time across all of them.
+    u.par_chunks_mut(points * c * WIDTH)
+        .enumerate()
+        .for_each(|(block, u)| {
+            for ci in 0..c {
+                for j in 0..WIDTH {
+                    let oc = block * WIDTH + j;
+                    let g = &w[(oc * c + ci) * 9..][..9];
+                    // G g: input × 3, on the stack.
+                    let mut gg = [[0f64; 3]; 6];
+                    for (row, gr) in gg.iter_mut().zip(g_matrix) {
+                        for (b, out) in row.iter_mut().enumerate() {
+                            *out = (0..3).map(|a| gr[a] * f64::from(g[a * 3 + b])).sum();
+                        }
+                    }
+                    for (k, row) in gg[..input].iter().enumerate() {
+                        for (l, gl) in g_matrix.iter().enumerate() {
+                            let value: f64 = (0..3).map(|b| row[b] * gl[b]).sum();
+                            u[((k * input + l) * c + ci) * WIDTH + j] = value as f32;
+                        }
+                    }
                 }
             }
-        }
-    }
+        });
     u
 }
 
