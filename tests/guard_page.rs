@@ -175,14 +175,18 @@ fn node_tests_stay_in_bounds() {
 #[test]
 fn winograd_kernels_stay_in_bounds() {
     // (input [N, C, H, W], output channels, pads [top, left, bottom, right])
-    let cases: [([usize; 4], usize, [usize; 4]); 5] = [
+    // The last two have weights too large for cache: transformed at run time.
+    let cases: [([usize; 4], usize, [usize; 4]); 7] = [
         ([2, 5, 13, 11], 16, [1, 1, 1, 1]),
+        ([1, 136, 7, 7], 136, [1, 1, 1, 1]),
+        ([1, 96, 9, 10], 128, [1, 0, 2, 1]),
         ([1, 3, 12, 10], 8, [1, 0, 0, 1]),
         ([1, 4, 9, 9], 8, [2, 2, 2, 2]),
         ([1, 7, 7, 7], 24, [1, 1, 1, 1]),
         ([2, 9, 6, 21], 8, [0, 2, 1, 0]),
     ];
     let mut ran = 0;
+    let mut runtime_weights = 0;
     for ([n, c, h, w], m, [top, left, bottom, right]) in cases {
         let (oh, ow) = (h + top + bottom - 2, w + left + right - 2);
         let text = format!(
@@ -203,9 +207,22 @@ fn winograd_kernels_stay_in_bounds() {
                     matches!(&schedules[..], [Some(s)] if s.starts_with("winograd")),
                     "{name}: {schedules:?}"
                 );
+                let runtime = schedules[0]
+                    .as_deref()
+                    .is_some_and(|s| s.contains("run time"));
+                runtime_weights += usize::from(runtime);
                 ran += 1;
             }
         }
     }
-    println!("{ran} Winograd kernels ran against guard pages");
+    println!(
+        "{ran} Winograd kernels ran against guard pages, {runtime_weights} transforming \
+         their weights at run time"
+    );
+    // 136 -> 136: both variants; 96 -> 128: F(4x4) only (its F(2x2) weights fit in cache).
+    assert_eq!(
+        runtime_weights,
+        3 * 3,
+        "run-time weight transforms exercised"
+    );
 }

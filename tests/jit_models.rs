@@ -129,10 +129,9 @@ fn resnet18_compiles_once_and_shares_repeated_kernels() {
     assert_eq!(stats.cache_hits, plan.kernel_count());
 }
 
-/// The cost model puts every 3×3 stride-1 convolution of ResNet-18 on Winograd: F(4×4)
-/// where the transformed weights stay in cache or the tiles are many, F(2×2) on layer4
-/// (7×7 planes, 9.4 MB weights per layer); `Winograd::Off` puts them back on the direct
-/// kernel.
+/// The cost model puts every 3×3 stride-1 convolution of ResNet-18 on Winograd F(4×4),
+/// with the weights of layers 2-4 transformed at run time; `Winograd::Off` puts them back
+/// on the direct kernel.
 #[test]
 fn resnet18_takes_winograd_where_the_cost_model_says() {
     let model = Model::load(manifest_dir().join("ir/resnet18.fovea")).unwrap();
@@ -170,12 +169,15 @@ fn resnet18_takes_winograd_where_the_cost_model_says() {
         ]
     );
     for (name, schedule) in &auto {
-        let variant = if name.starts_with("layer4") {
-            "F(2x2"
+        assert!(schedule.contains("F(4x4"), "{name}: {schedule}");
+        // Layer 1's transformed weights (0.6 MB) stay in cache; layers 2-4's (2.4-38 MB)
+        // would be streamed from memory, so they are transformed at run time.
+        let weights = if name.starts_with("layer1") {
+            "at compile time"
         } else {
-            "F(4x4"
+            "at run time"
         };
-        assert!(schedule.contains(variant), "{name}: {schedule}");
+        assert!(schedule.contains(weights), "{name}: {schedule}");
     }
     assert!(schedules(Winograd::Off).is_empty());
 }

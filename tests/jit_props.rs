@@ -94,6 +94,34 @@ fn weights(shape: Vec<usize>, seed: u64) -> Tensor {
     tensor_gen::normal(shape, seed, 0.0, 0.5).unwrap()
 }
 
+/// Layers whose transformed weights would not stay in cache take their weights as direct
+/// taps and transform them at run time, per block of output channels: both variants, with
+/// a bias, against the interpreter.
+#[test]
+fn winograd_with_weights_transformed_at_run_time_matches() {
+    for (c, m, size) in [(136, 136, 7), (96, 128, 9)] {
+        for variant in [Winograd::F2x2, Winograd::F4x4] {
+            let op = Op::from_parts(
+                "conv",
+                &attrs(&[
+                    ("kernel_shape", ints(&[3, 3])),
+                    ("pads", ints(&[1, 1, 1, 1])),
+                ]),
+                "node",
+            )
+            .unwrap();
+            let consts = vec![
+                Some(weights(vec![m, c, 3, 3], 3)),
+                Some(weights(vec![m], 4)),
+            ];
+            let compiler = Compiler::new().winograd(variant);
+            if let Err(e) = check_with(op, &[1, c, size, size], consts, 5, compiler, true) {
+                panic!("{c} -> {m} on {size}x{size}, {variant:?}: {e}");
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

@@ -147,6 +147,48 @@ impl Variant {
         }
     }
 
+    /// `G g` along one axis: the `input()` transformed values of a kernel's 3 taps (in
+    /// `f32`, for weights transformed at run time).
+    fn weight_points(self, k: &mut KernelBuilder, g: [Expr; 3]) -> Vec<Expr> {
+        let f = Expr::Float;
+        let mut local = |e: Expr| Expr::Local(k.declare(Ty::F32x4, e));
+        let [g0, g1, g2] = g.map(&mut local);
+        let a = local(g0.clone().add(g2.clone()));
+        match self {
+            Variant::F2 => vec![
+                g0,
+                a.clone().add(g1.clone()).mul(f(0.5)),
+                a.sub(g1).mul(f(0.5)),
+                g2,
+            ],
+            Variant::F4 => {
+                let b = local(
+                    g0.clone()
+                        .mul(f(1.0 / 24.0))
+                        .add(g2.clone().mul(f(1.0 / 6.0))),
+                );
+                let c = local(g1.clone().mul(f(1.0 / 12.0)));
+                vec![
+                    g0.mul(f(0.25)),
+                    a.clone().add(g1.clone()).mul(f(-1.0 / 6.0)),
+                    a.sub(g1).mul(f(-1.0 / 6.0)),
+                    b.clone().add(c.clone()),
+                    b.sub(c),
+                    g2,
+                ]
+            }
+        }
+    }
+
+    /// Vector instructions to transform one input channel's weights of a block of 8 output
+    /// channels at run time (two lanes of 4: loads, `G g Gᵀ`, stores; counted from the code).
+    fn weight_transform_cost(self) -> f64 {
+        match self {
+            Variant::F2 => 110.0,
+            Variant::F4 => 240.0,
+        }
+    }
+
     /// `Aᵀ m` along one axis: the `out()` outputs of `input()` transformed values.
     fn output_points(self, k: &mut KernelBuilder, m: Vec<Expr>) -> Vec<Expr> {
         let f = Expr::Float;
@@ -197,7 +239,12 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     if node.options.winograd == Winograd::Auto && plan.cost() >= 0.9 * direct_cost(conv)? {
         return None;
     }
-    let u = transform_weights(plan.variant, conv.weights.as_f32()?, conv.m, conv.c);
+    let w = conv.weights.as_f32()?;
+    let u = if plan.runtime_weights {
+        pack_taps(w, conv.m, conv.c)
+    } else {
+        transform_weights(plan.variant, w, conv.m, conv.c)
+    };
     let u = Tensor::from_f32(vec![u.len()], u).ok()?;
     let bias = match conv.bias {
         Some(b) => b.as_f32()?.to_vec(),
@@ -285,6 +332,21 @@ fn transform_weights(variant: Variant, w: &[f32], m: usize, c: usize) -> Vec<f32
     u
 }
 
+/// The direct taps packed `[block of 8 output channels][C][9][8]` for weights transformed
+/// at run time.
+fn pack_taps(w: &[f32], m: usize, c: usize) -> Vec<f32> {
+    let mut packed = vec![0f32; m * c * 9];
+    for oc in 0..m {
+        let (block, j) = (oc / WIDTH, oc % WIDTH);
+        for ci in 0..c {
+            for tap in 0..9 {
+                packed[((block * c + ci) * 9 + tap) * WIDTH + j] = w[(oc * c + ci) * 9 + tap];
+            }
+        }
+    }
+    packed
+}
+
 /// Elements between two points' transformed inputs (`c` channels × `tiles`), padded by a
 /// cache line so that the 16–36 stores of one tile group's points never share their low
 /// 12 address bits (4K aliasing stalls the loads that follow them).
@@ -327,6 +389,12 @@ struct Plan {
     v_at: usize,
     m_at: usize,
     edge_at: usize,
+    /// Whether the weights are transformed at run time, per block of output channels, into
+    /// the scratch at `u_at` (the kernel then reads the 9 direct taps per channel pair
+    /// instead of 16 or 36 points: for layers whose transformed weights would be streamed
+    /// from memory, this is less traffic than the transform costs).
+    runtime_weights: bool,
+    u_at: usize,
 }
 
 impl Plan {
@@ -381,8 +449,9 @@ impl Plan {
         let v_at = 2 * band_rows * variant.input() * row_len;
         let m_at = v_at + points * point_stride(conv.c, tiles);
         let edge_at = m_at + points * tiles * WIDTH;
-        let slot = (edge_at + 4).next_multiple_of(16);
-        Some(Plan {
+        let u_at = (edge_at + 4).next_multiple_of(16);
+        let slot = u_at;
+        let plan = Plan {
             variant,
             n: conv.n,
             c: conv.c,
@@ -404,7 +473,10 @@ impl Plan {
             v_at,
             m_at,
             edge_at,
-        })
+            runtime_weights: false,
+            u_at,
+        };
+        Some(plan.choose_weights())
     }
 
     fn bands(&self) -> usize {
@@ -445,8 +517,41 @@ impl Plan {
             * (self.variant.points() as f64 * 14.0 / 4.0 * c * blocks
                 + input * c * self.oc_groups as f64
                 + output * blocks);
-        let weights = self.variant.points() * self.c * self.m * 4;
-        work / INSTRUCTIONS_PER_SECOND + weight_seconds(weights, self.bands())
+        work / INSTRUCTIONS_PER_SECOND + self.weight_cost(self.runtime_weights)
+    }
+
+    /// Modelled seconds of the weights: streaming the transformed ones (when they do not
+    /// stay in L2), or reading the direct ones and transforming each block per band.
+    fn weight_cost(&self, runtime: bool) -> f64 {
+        let (c, m, bands) = (self.c, self.m, self.bands());
+        if runtime {
+            let transform = (bands * m / WIDTH * c) as f64 * self.variant.weight_transform_cost();
+            transform / INSTRUCTIONS_PER_SECOND + weight_seconds(9 * c * m * 4, bands)
+        } else {
+            weight_seconds(self.variant.points() * c * m * 4, bands)
+        }
+    }
+
+    /// Transforms the weights at run time where the model says it is cheaper, adding the
+    /// block's transformed weights to each slot.
+    fn choose_weights(mut self) -> Plan {
+        if self.weight_cost(true) < self.weight_cost(false) {
+            self.runtime_weights = true;
+            self.slot = (self.u_at + self.variant.points() * point_stride(self.c, WIDTH))
+                .next_multiple_of(16);
+        }
+        self
+    }
+
+    /// Elements between two points' transformed weights of one block: `C × 8`, padded off
+    /// 4 KiB multiples in the slot (the run-time transform stores all points of a channel
+    /// together).
+    fn u_stride(&self) -> usize {
+        if self.runtime_weights {
+            point_stride(self.c, WIDTH)
+        } else {
+            self.c * WIDTH
+        }
     }
 
     fn kernel(&self, name: &str, conv: &DirectConv<'_>, u: Arc<Tensor>, b: Arc<Tensor>) -> Kernel {
@@ -455,13 +560,18 @@ impl Plan {
         k.set_schedule(format!(
             "winograd F({side}x{side},3x3), bands of {} x {} tiles ({} with padding), GEMM \
              tile 4 tiles x {WIDTH} channels (8 accumulators), {} bands x {} channel groups \
-             on {} threads",
+             on {} threads, weights transformed {}",
             self.band_rows,
             self.tile_cols,
             self.tiles,
             self.bands(),
             self.oc_groups,
-            self.slots
+            self.slots,
+            if self.runtime_weights {
+                "at run time per block"
+            } else {
+                "at compile time"
+            }
         ));
         let x = k.buffer(
             "x",
@@ -469,7 +579,12 @@ impl Plan {
             self.n * self.c * self.h * self.w,
             BufferKind::Input,
         );
-        let u = k.buffer("u_winograd", DType::F32, u.len(), BufferKind::Const(u));
+        let u_name = if self.runtime_weights {
+            "w_taps"
+        } else {
+            "u_winograd"
+        };
+        let u = k.buffer(u_name, DType::F32, u.len(), BufferKind::Const(u));
         let b = k.buffer("b", DType::F32, self.m, BufferKind::Const(b));
         let y = k.buffer(
             "y",
@@ -559,6 +674,9 @@ impl Plan {
         k.range(self.blocks_per_group(), |k, j| {
             let block = sum([times(group.clone(), self.blocks_per_group()), j]);
             let block = Expr::Local(k.declare(Ty::I64, block));
+            if self.runtime_weights {
+                self.transform_weights(k, &f, &block);
+            }
             self.products(k, &f, &block);
             self.outputs(k, &f, conv, &block);
         });
@@ -705,16 +823,60 @@ impl Plan {
         }
     }
 
+    /// `U = G g Gᵀ` of output-channel block `block` at run time, from the direct taps packed
+    /// `[block][C][9][8]`, into the slot's `U[point][C][8]`: per input channel, two lanes of 4
+    /// output channels.
+    fn transform_weights(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
+        let (c, input) = (self.c, self.variant.input());
+        let u_at = plus(f.slot.clone(), self.u_at as i64);
+        let u_at = Expr::Local(k.declare(Ty::I64, u_at));
+        let w_block = Expr::Local(k.declare(Ty::I64, times(block.clone(), c * 9 * WIDTH)));
+        k.range(c, |k, ci| {
+            let w_at = sum([w_block.clone(), times(ci.clone(), 9 * WIDTH)]);
+            let w_at = Expr::Local(k.declare(Ty::I64, w_at));
+            let u_ci = sum([u_at.clone(), times(ci, WIDTH)]);
+            let u_ci = Expr::Local(k.declare(Ty::I64, u_ci));
+            for v in 0..WIDTH / 4 {
+                let tap = |a: usize, b: usize| {
+                    Expr::load4(
+                        f.u,
+                        plus(w_at.clone(), ((a * 3 + b) * WIDTH + 4 * v) as i64),
+                    )
+                };
+                // G g per kernel column, then (G g) Gᵀ per transformed row.
+                let columns: Vec<Vec<Expr>> = (0..3)
+                    .map(|b| {
+                        self.variant
+                            .weight_points(k, [tap(0, b), tap(1, b), tap(2, b)])
+                            .into_iter()
+                            .map(|e| Expr::Local(k.declare(Ty::F32x4, e)))
+                            .collect()
+                    })
+                    .collect();
+                for kk in 0..input {
+                    let row = [&columns[0], &columns[1], &columns[2]].map(|col| col[kk].clone());
+                    for (l, value) in self.variant.weight_points(k, row).into_iter().enumerate() {
+                        let at = ((kk * input + l) * self.u_stride() + 4 * v) as i64;
+                        k.store(f.s, plus(u_ci.clone(), at), value);
+                    }
+                }
+            }
+        });
+    }
+
     /// The products for output-channel block `block`: for each point and group of 4 tiles,
     /// `Σ_c V[ξ][group][c][tile] · U[block][ξ][c][0..8]` into `M[ξ][tile][0..8]`.
     fn products(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
         let c = self.c;
         let points = self.variant.points();
+        // The block's transformed weights: in the constant, or in the slot.
+        let (u_buf, u_block) = if self.runtime_weights {
+            (f.s, plus(f.slot.clone(), self.u_at as i64))
+        } else {
+            (f.u, times(block.clone(), points * c * WIDTH))
+        };
         k.range(points, |k, point| {
-            let u_at = sum([
-                times(block.clone(), points * c * WIDTH),
-                times(point.clone(), c * WIDTH),
-            ]);
+            let u_at = sum([u_block.clone(), times(point.clone(), self.u_stride())]);
             let u_at = Expr::Local(k.declare(Ty::I64, u_at));
             let v_at = sum([
                 f.slot.clone(),
@@ -748,7 +910,7 @@ impl Plan {
                     for u in 0..unroll {
                         let w = [0, 4].map(|o| {
                             let at = plus(u_row.clone(), (u * WIDTH + o) as i64);
-                            k.declare(Ty::F32x4, Expr::load4(f.u, at))
+                            k.declare(Ty::F32x4, Expr::load4(u_buf, at))
                         });
                         for (j, pair) in acc.iter().enumerate() {
                             let at = plus(v_row.clone(), (u * GROUP + j) as i64);
