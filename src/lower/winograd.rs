@@ -1,30 +1,37 @@
-//! Winograd F(4×4, 3×3) convolution: 3×3, stride-1, ungrouped convolutions in 4× fewer
-//! multiplications than the direct method.
+//! Winograd convolution for 3×3, stride-1, ungrouped convolutions: F(4×4, 3×3) (4× fewer
+//! multiplications than the direct method) and F(2×2, 3×3) (2.25×).
 //!
-//! Each 4 × 4 block of outputs (a *tile*) is computed from the 6 × 6 block of inputs under
-//! it as `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A` (Lavin and Gray's F(4×4, 3×3): interpolation
-//! points 0, ±1, ±2, ∞), summed over input channels. The kernel weights `g` are transformed
-//! once, at compile time, into `U = G g Gᵀ` (36 points per output × input channel), so a
-//! run does three things per *band* of tiles (one parallel iteration):
+//! Each `m × m` block of outputs (a *tile*, `m` = 4 or 2) is computed from the
+//! `(m+2) × (m+2)` block of inputs under it as `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A` (Lavin and
+//! Gray; F(4×4): interpolation points 0, ±1, ±2, ∞), summed over input channels. The kernel
+//! weights `g` become `U = G g Gᵀ` (36 or 16 *points* per output × input channel). One
+//! kernel computes a layer; per task (a band of tiles and a group of output channels):
 //!
-//! 1. **Input transform.** For every input channel, the band's 6 input rows per tile row
-//!    are combined along columns into 6 transformed rows (`Bᵀ d`, four columns at a time,
-//!    into a zero-padded scratch row so that padding costs nothing), then each group of 4
-//!    tiles is transposed (tiles into lanes) and combined along rows (`· B`), giving
-//!    `V[ξ][c][tile]` for the 36 points `ξ`.
+//! 1. **Input transform.** For every input channel, the band's input rows are combined
+//!    along columns (`Bᵀ d`, four columns at a time, into zero-padded scratch rows so that
+//!    padding costs nothing), then each group of 4 tiles is transposed (tiles into lanes)
+//!    and combined along rows (`· B`), giving `V[ξ][group][c][4 tiles]` for the points `ξ`.
+//!    Channels are pipelined in pairs (see [`Plan::task`]).
 //! 2. **Batched products.** For each block of 8 output channels and each point, a
 //!    register-blocked GEMM `M[ξ][tile][8] = Σ_c V[ξ][c][tile] · U[ξ][c][8]`: 4 tiles ×
 //!    8 channels in 8 `f32x4` accumulators, broadcast `V`, FMA — the direct kernel's tile.
 //! 3. **Output transform.** `Aᵀ M A` per tile with lanes over 4 output channels, the bias
-//!    added, then each output row transposed into a vector along the row so the fused
-//!    epilogue and the stores are the direct kernel's. Tiles that hang over the output's
-//!    right edge store their valid columns one by one; rows below it are skipped.
+//!    added, then each output row (4 columns: one F(4×4) tile or two F(2×2) tiles)
+//!    transposed into a vector along the row so the fused epilogue and the stores are the
+//!    direct kernel's. Columns past the output's right edge are not stored (the valid ones
+//!    one by one); rows below it are skipped.
 //!
-//! A parallel iteration is (batch, band of tile rows, group of output-channel blocks); its
-//! scratch (transformed rows, `V`, `M`) is its own slice of one scratch buffer. Splitting
-//! the output channels into groups repeats the input transform once per group, so groups
-//! are only made to give every thread an iteration. Whether Winograd pays over the direct
-//! kernel is decided per layer by a cost model of both ([`Plan::pays`]).
+//! `U` is computed once at compile time (in `f64`) — or, when the transformed weights
+//! would not stay in cache (they are 4× or 1.8× the taps, and at batch 1 a small plane uses
+//! each byte for few tiles), the kernel keeps the taps and transforms each block of output
+//! channels at run time just before its products ([`Plan::choose_weights`]).
+//!
+//! The tasks are shared equally among one scratch slot per thread (transformed rows, `V`,
+//! `M`, run-time `U`), each slot's tasks run in turn. Splitting the output channels into
+//! groups repeats the input transform once per group, so groups are only made to give
+//! every thread a task. Whether Winograd pays over the direct kernel, which variant and
+//! where the weights are transformed is decided per layer by a cost model ([`Plan::cost`],
+//! [`direct_cost`]).
 //!
 //! Rounding differs from the direct method (the transforms scale values by up to 8 and
 //! 1/24): relative to the output's magnitude the error stays near 1e-6 (tests compare
