@@ -53,7 +53,7 @@ pub(super) fn lower(node: &NodeInfo<'_>) -> Result<Lowered> {
 enum Rhs {
     /// Input `i` as it is.
     Input(usize),
-    /// A constant (a repacked weight).
+    /// A constant, packed in panels by [`pack_panels`].
     Const(Arc<Tensor>),
     /// Scratch buffer 0, written by an earlier kernel.
     Scratch,
@@ -82,8 +82,6 @@ struct Product {
     b_offsets: Option<Vec<i64>>,
     b_len: usize,
     rhs: Rhs,
-    /// Whether `b` is packed in panels ([`pack_panels`]) rather than row-major.
-    panels: bool,
     alpha: f32,
     bias: Option<Bias>,
 }
@@ -119,7 +117,8 @@ impl Product {
         range_or_zero(k, self.k, LoopKind::Serial, |k, kk| {
             let a = Expr::load(bufs.a, sum([a_base.clone(), times(kk.clone(), self.a_col)]));
             let a = if vectors > 0 { a.splat() } else { a };
-            let b_row = if !self.panels {
+            // A constant `b` is packed in panels ([`pack_panels`]), others are row-major.
+            let b_row = if !matches!(self.rhs, Rhs::Const(_)) {
                 sum([b_base.clone(), times(kk, self.n), j.clone()])
             } else if vectors == BLOCK / 4 {
                 // Panel `j / 16` starts at `j * K`; its rows are 16 apart.
@@ -422,7 +421,6 @@ fn gemm(
             Rhs::Scratch
         }
     };
-    let panels = matches!(rhs, Rhs::Const(_));
     let product = Product {
         batches: 1,
         m,
@@ -435,7 +433,6 @@ fn gemm(
         b_offsets: None,
         b_len: k * n,
         rhs,
-        panels,
         alpha,
         bias,
     };
@@ -567,7 +564,6 @@ fn matmul(node: &NodeInfo<'_>) -> Result<Lowered> {
         b_offsets,
         b_len: b.len(),
         rhs: Rhs::Input(1),
-        panels: false,
         alpha: 1.0,
         bias: None,
     };

@@ -272,7 +272,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     args.extend(conv.epilogue.args());
     Some(Lowered {
         kernels: vec![LoweredKernel { kernel, args }],
-        scratch: vec![(DType::F32, plan.slots * plan.slot)],
+        scratch: vec![(DType::F32, plan.slots * plan.slot())],
     })
 }
 
@@ -391,17 +391,11 @@ struct Plan {
     slots: usize,
     /// Length of a transformed row in the scratch (zero-padded, a multiple of 4).
     row_len: usize,
-    /// Elements of one iteration's scratch and the offsets of its parts.
-    slot: usize,
-    v_at: usize,
-    m_at: usize,
-    edge_at: usize,
     /// Whether the weights are transformed at run time, per block of output channels, into
-    /// the scratch at `u_at` (the kernel then reads the 9 direct taps per channel pair
+    /// the slot at [`Plan::u_at`] (the kernel then reads the 9 direct taps per channel pair
     /// instead of 16 or 36 points: for layers whose transformed weights would be streamed
     /// from memory, this is less traffic than the transform costs).
     runtime_weights: bool,
-    u_at: usize,
 }
 
 impl Plan {
@@ -451,13 +445,6 @@ impl Plan {
             return None;
         }
         let slots = threads.clamp(1, bands * oc_groups);
-        // Two sets of transformed rows: one channel's are written while the previous
-        // channel's are read (see `Plan::task`).
-        let v_at = 2 * band_rows * variant.input() * row_len;
-        let m_at = v_at + points * point_stride(conv.c, tiles);
-        let edge_at = m_at + points * tiles * WIDTH;
-        let u_at = (edge_at + 4).next_multiple_of(16);
-        let slot = u_at;
         let plan = Plan {
             variant,
             n: conv.n,
@@ -476,12 +463,7 @@ impl Plan {
             oc_groups,
             slots,
             row_len,
-            slot,
-            v_at,
-            m_at,
-            edge_at,
             runtime_weights: false,
-            u_at,
         };
         Some(plan.choose_weights())
     }
@@ -539,15 +521,44 @@ impl Plan {
         }
     }
 
-    /// Transforms the weights at run time where the model says it is cheaper, adding the
-    /// block's transformed weights to each slot.
+    /// Transforms the weights at run time where the model says it is cheaper.
     fn choose_weights(mut self) -> Plan {
-        if self.weight_cost(true) < self.weight_cost(false) {
-            self.runtime_weights = true;
-            self.slot = (self.u_at + self.variant.points() * point_stride(self.c, WIDTH))
-                .next_multiple_of(16);
-        }
+        self.runtime_weights = self.weight_cost(true) < self.weight_cost(false);
         self
+    }
+
+    // A slot's layout, in elements: two sets of transformed rows (one channel's are written
+    // while the previous channel's are read, see `Plan::task`), `V`, `M`, a 4-element edge
+    // row, then (run-time weights only) the block's `U`.
+
+    /// Where `V` starts in a slot.
+    fn v_at(&self) -> usize {
+        2 * self.rows_len()
+    }
+
+    /// Where `M` starts.
+    fn m_at(&self) -> usize {
+        self.v_at() + self.variant.points() * point_stride(self.c, self.tiles)
+    }
+
+    /// Where the row of a tile's partial output columns starts.
+    fn edge_at(&self) -> usize {
+        self.m_at() + self.variant.points() * self.tiles * WIDTH
+    }
+
+    /// Where the run-time transformed weights start.
+    fn u_at(&self) -> usize {
+        (self.edge_at() + 4).next_multiple_of(16)
+    }
+
+    /// Elements of one slot.
+    fn slot(&self) -> usize {
+        let u = if self.runtime_weights {
+            self.variant.points() * self.u_stride()
+        } else {
+            0
+        };
+        (self.u_at() + u).next_multiple_of(16)
     }
 
     /// Elements between two points' transformed weights of one block: `C × 8`, padded off
@@ -602,14 +613,14 @@ impl Plan {
         let s = k.buffer(
             "winograd_scratch",
             DType::F32,
-            self.slots * self.slot,
+            self.slots * self.slot(),
             BufferKind::Output,
         );
         let extras = conv.epilogue.declare(&mut k);
         k.for_loop(0, self.slots as i64, 1, LoopKind::Parallel, |k, p| {
-            let slot = Expr::Local(k.declare(Ty::I64, times(p.clone(), self.slot)));
+            let slot = Expr::Local(k.declare(Ty::I64, times(p.clone(), self.slot())));
             // The transformed rows' padding stays zero: rows are written inside it only.
-            k.for_loop(0, self.v_at as i64, 4, LoopKind::Serial, |k, i| {
+            k.for_loop(0, self.v_at() as i64, 4, LoopKind::Serial, |k, i| {
                 k.store(s, sum([slot.clone(), i]), Expr::Float(0.0).splat());
             });
             let per = self.tasks_per_slot();
@@ -796,7 +807,7 @@ impl Plan {
         let real = self.band_rows * self.tile_cols;
         let v_ci = sum([
             f.slot.clone(),
-            Expr::Int(self.v_at as i64),
+            Expr::Int(self.v_at() as i64),
             times(ci.clone(), GROUP),
         ]);
         let v_ci = Expr::Local(k.declare(Ty::I64, v_ci));
@@ -835,7 +846,7 @@ impl Plan {
     /// output channels.
     fn transform_weights(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
         let (c, input) = (self.c, self.variant.input());
-        let u_at = plus(f.slot.clone(), self.u_at as i64);
+        let u_at = plus(f.slot.clone(), self.u_at() as i64);
         let u_at = Expr::Local(k.declare(Ty::I64, u_at));
         let w_block = Expr::Local(k.declare(Ty::I64, times(block.clone(), c * 9 * WIDTH)));
         k.range(c, |k, ci| {
@@ -878,7 +889,7 @@ impl Plan {
         let points = self.variant.points();
         // The block's transformed weights: in the constant, or in the slot.
         let (u_buf, u_block) = if self.runtime_weights {
-            (f.s, plus(f.slot.clone(), self.u_at as i64))
+            (f.s, plus(f.slot.clone(), self.u_at() as i64))
         } else {
             (f.u, times(block.clone(), points * c * WIDTH))
         };
@@ -887,13 +898,13 @@ impl Plan {
             let u_at = Expr::Local(k.declare(Ty::I64, u_at));
             let v_at = sum([
                 f.slot.clone(),
-                Expr::Int(self.v_at as i64),
+                Expr::Int(self.v_at() as i64),
                 times(point.clone(), point_stride(c, self.tiles)),
             ]);
             let v_at = Expr::Local(k.declare(Ty::I64, v_at));
             let m_at = sum([
                 f.slot.clone(),
-                Expr::Int(self.m_at as i64),
+                Expr::Int(self.m_at() as i64),
                 times(point, self.tiles * WIDTH),
             ]);
             let m_at = Expr::Local(k.declare(Ty::I64, m_at));
@@ -994,7 +1005,11 @@ impl Plan {
             .into_iter()
             .map(|t| {
                 t.map(|t| {
-                    let at = sum([f.slot.clone(), Expr::Int(self.m_at as i64), times(t, WIDTH)]);
+                    let at = sum([
+                        f.slot.clone(),
+                        Expr::Int(self.m_at() as i64),
+                        times(t, WIDTH),
+                    ]);
                     Expr::Local(k.declare(Ty::I64, at))
                 })
             })
@@ -1058,7 +1073,7 @@ impl Plan {
                             conv.epilogue.store(k, &f.extras, f.y, &store_at, value, 4);
                             continue;
                         }
-                        let edge = plus(f.slot.clone(), self.edge_at as i64);
+                        let edge = plus(f.slot.clone(), self.edge_at() as i64);
                         let edge = Expr::Local(k.declare(Ty::I64, edge));
                         k.store(f.s, edge.clone(), value);
                         for j in 0..columns {
