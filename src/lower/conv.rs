@@ -714,18 +714,12 @@ impl ConvShape {
                 Some(b) => Expr::Local(*acc).add(b.clone()),
                 None => Expr::Local(*acc),
             };
-            let value = if self.epilogue.is_empty() {
-                value
-            } else {
-                let lanes = if vectors > 0 { 4 } else { 1 };
-                let at = StoreAt {
-                    index: index.clone(),
-                    channel: f.channel.clone(),
-                };
-                let extras = self.epilogue.load(&f.extras, &at, lanes);
-                self.epilogue.apply(k, value, &extras, lanes)
+            let lanes = if vectors > 0 { 4 } else { 1 };
+            let at = StoreAt {
+                index,
+                channel: f.channel.clone(),
             };
-            k.store(f.y, index, value);
+            self.epilogue.store(k, &f.extras, f.y, &at, value, lanes);
         }
     }
 }

@@ -5,7 +5,7 @@
 //! 14×14 plane, two rows of 56). A row is computed in
 //! vectors of 4 output pixels; the interior of the row (every tap inside the input) in
 //! steps of [`VECTORS`] vectors with independent accumulators, so the FMA chains overlap.
-//! The kernel's weights are splatted once per row. With stride 1 the taps of 4 pixels are
+//! The kernel's weights are splatted once per parallel iteration. With stride 1 the taps of 4 pixels are
 //! 4 consecutive inputs (one load); with stride 2 they are every other input of 7 (two
 //! loads and a shuffle). Vectors at the ends of a row that reach outside the input are at
 //! known positions: their loads are moved inside the row and a shuffle puts each lane in
@@ -165,12 +165,12 @@ impl Dw<'_> {
         let out_plane = rows.output * cols.output;
         let taps = rows.kernel * cols.kernel;
         let mut k = KernelBuilder::new(name);
+        let per = self.rows_per_iteration();
         k.set_schedule(format!(
             "depthwise, rows of f32x4 along the output row ({VECTORS} vectors together in \
-             the interior), {} channels x {} groups of {} rows in parallel",
+             the interior), {} channels x {} groups of {per} rows in parallel",
             conv.n * conv.c,
-            rows.output / self.rows_per_iteration(),
-            self.rows_per_iteration()
+            rows.output / per,
         ));
         let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
         let w = k.buffer("w", DType::F32, conv.c * taps, BufferKind::Input);
@@ -182,7 +182,6 @@ impl Dw<'_> {
             BufferKind::Output,
         );
         let extras = conv.epilogue.declare(&mut k);
-        let per = self.rows_per_iteration();
         k.for_loop(
             0,
             (conv.n * conv.c * rows.output / per) as i64,
@@ -358,16 +357,12 @@ impl Dw<'_> {
         }
         for (v, ox) in starts.iter().enumerate() {
             let index = Expr::Local(k.declare(Ty::I64, sum([f.y_row.clone(), ox.clone()])));
-            let mut value = Expr::Local(acc[v]);
-            if !self.conv.epilogue.is_empty() {
-                let at = StoreAt {
-                    index: index.clone(),
-                    channel: f.channel.clone(),
-                };
-                let extras = self.conv.epilogue.load(&f.extras, &at, 4);
-                value = self.conv.epilogue.apply(k, value, &extras, 4);
-            }
-            k.store(f.y, index, value);
+            let at = StoreAt {
+                index,
+                channel: f.channel.clone(),
+            };
+            let value = Expr::Local(acc[v]);
+            self.conv.epilogue.store(k, &f.extras, f.y, &at, value, 4);
         }
     }
 }

@@ -200,9 +200,7 @@ impl Epilogue {
         }
         value
     }
-}
 
-impl Epilogue {
     /// Stores `value` (`lanes` wide, 1 or 4) into output buffer `y` at `at`, through the
     /// steps (the extra operands read from `bufs`, as declared by [`Epilogue::declare`]).
     pub fn store(

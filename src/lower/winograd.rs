@@ -693,7 +693,7 @@ impl Plan {
             let block = sum([times(group.clone(), self.blocks_per_group()), j]);
             let block = Expr::Local(k.declare(Ty::I64, block));
             if self.runtime_weights {
-                self.transform_weights(k, &f, &block);
+                self.weights_at_run_time(k, &f, &block);
             }
             self.products(k, &f, &block);
             self.outputs(k, &f, conv, &block);
@@ -844,7 +844,7 @@ impl Plan {
     /// `U = G g Gᵀ` of output-channel block `block` at run time, from the direct taps packed
     /// `[block][C][9][8]`, into the slot's `U[point][C][8]`: per input channel, two lanes of 4
     /// output channels.
-    fn transform_weights(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
+    fn weights_at_run_time(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
         let (c, input) = (self.c, self.variant.input());
         let u_at = plus(f.slot.clone(), self.u_at() as i64);
         let u_at = Expr::Local(k.declare(Ty::I64, u_at));
