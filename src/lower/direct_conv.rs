@@ -149,6 +149,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         cg,
         blocks,
         chunk: chunk(cg, taps * width * 4),
+        rows_outer: conv.c * rows.input * cols.input > conv.m * cg * taps,
     };
     let kernel = tile.kernel(node.name, Arc::new(packed), Arc::new(bias));
     let mut args = vec![Arg::Input(0), Arg::Const, Arg::Const, Arg::Output(0)];
@@ -217,6 +218,11 @@ struct Tile<'a> {
     /// row and the channels visited chunk by chunk, so each chunk's weights stay in L1
     /// across the row's tiles.
     chunk: usize,
+    /// Whether the parallel loop runs over rows outside channel blocks: when the input is
+    /// larger than the weights, so that a thread's contiguous share of the loop reads its
+    /// rows of the input once for every block (instead of every thread reading the whole
+    /// input once per block it takes) and the weights, the smaller, are the ones re-read.
+    rows_outer: bool,
 }
 
 /// The buffers and the position of one parallel iteration (indices in `i64` locals, so
@@ -350,10 +356,13 @@ impl Tile<'_> {
         let mut k = KernelBuilder::new(name);
         k.set_schedule(format!(
             "direct, tile {PIXELS} pixels x {width} channels ({} accumulators), \
-             {} channel blocks x {} rows in parallel, input channels in chunks of {}",
+             {} in parallel, input channels in chunks of {}",
             PIXELS * self.q,
-            self.blocks,
-            rows.output,
+            if self.rows_outer {
+                format!("{} rows x {} channel blocks", rows.output, self.blocks)
+            } else {
+                format!("{} channel blocks x {} rows", self.blocks, rows.output)
+            },
             self.chunk
         ));
         let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
@@ -390,11 +399,16 @@ impl Tile<'_> {
                     let first = times(it.clone(), cols.output * width);
                     (buf, Expr::Local(k.declare(Ty::I64, first)))
                 });
-                let (nb, oy) = split(it, conv.n * self.blocks, rows.output);
-                let nb = Expr::Local(k.declare(Ty::I64, nb));
-                let oy = Expr::Local(k.declare(Ty::I64, oy));
-                let (batch, block) = split(nb, conv.n, self.blocks);
+                let (batch, rest) = split(it, conv.n, self.blocks * rows.output);
                 let batch = Expr::Local(k.declare(Ty::I64, batch));
+                let rest = Expr::Local(k.declare(Ty::I64, rest));
+                let (block, oy) = if self.rows_outer {
+                    let (oy, block) = split(rest, rows.output, self.blocks);
+                    (block, oy)
+                } else {
+                    split(rest, self.blocks, rows.output)
+                };
+                let oy = Expr::Local(k.declare(Ty::I64, oy));
                 let block = Expr::Local(k.declare(Ty::I64, block));
                 let g = if conv.group == 1 {
                     Expr::Int(0)

@@ -39,6 +39,8 @@ struct Launch {
     /// Iterations of the parallel loop.
     trips: i64,
     chunks: usize,
+    /// Contiguous regions the chunks are interleaved over (the threads).
+    regions: usize,
     /// Next chunk to hand out (changed only under the pool's mutex).
     next: AtomicUsize,
     /// Chunks finished (changed only under the pool's mutex).
@@ -62,13 +64,40 @@ impl Launch {
         self.finished.load(Ordering::Relaxed) >= self.chunks
     }
 
-    /// The loop bounds of chunk `c`.
+    /// The loop bounds of the `c`-th chunk handed out.
+    ///
+    /// Chunks are handed out interleaved across `threads` contiguous regions of the loop
+    /// (the first claim takes the start of region 0, the second the start of region 1, …),
+    /// so that while all threads keep pace each works through one contiguous region: a
+    /// thread then touches the same part of the data in consecutive kernels whose loops
+    /// run over it in the same order, and finds it in its own cache.
     fn range(&self, c: usize) -> (i64, i64) {
+        let c = interleaved(c, self.chunks, self.regions);
         let (c, chunks) = (c as i64, self.chunks as i64);
         let lo = self.start + self.trips * c / chunks * self.stride;
         let hi = (self.start + self.trips * (c + 1) / chunks * self.stride).min(self.end);
         (lo, hi)
     }
+}
+
+/// The chunk handed out `c`-th of `chunks` when they are dealt round-robin from
+/// `regions` contiguous runs: the chunks, laid out as a grid of `regions` rows of
+/// `chunks.div_ceil(regions)` (the last rows possibly shorter, by one), read column by column.
+fn interleaved(c: usize, chunks: usize, regions: usize) -> usize {
+    let per = chunks.div_ceil(regions.max(1));
+    if per <= 1 || c >= chunks {
+        return c;
+    }
+    // Rows holding all `per` chunks, and the length of the one partial row after them.
+    let full = chunks / per;
+    let rem = chunks - full * per;
+    let (row, column) = if c < rem * (full + 1) {
+        (c % (full + 1), c / (full + 1))
+    } else {
+        let c = c - rem * (full + 1);
+        (c % full, rem + c / full)
+    };
+    row * per + column
 }
 
 /// A pointer to a posted launch.
@@ -214,6 +243,7 @@ impl Workers {
             stride: stride.max(1),
             trips,
             chunks: chunks.max(1),
+            regions: self.handles.len() + 1,
             next: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
         };
@@ -233,8 +263,20 @@ impl Workers {
             // SAFETY: we ran a chunk we claimed, under the lock.
             unsafe { shared.finish(ptr) };
         }
-        // Wait for the chunks the workers took. Once every chunk is finished (seen under the
-        // lock) no worker holds or can find a pointer to the launch, so it may be dropped.
+        // Wait for the chunks the workers took: spin a while without the lock (a worker's
+        // last chunk usually ends within microseconds of ours, sooner than a sleeping
+        // thread wakes), then sleep. Once every chunk is finished (seen under the lock) no
+        // worker holds or can find a pointer to the launch, so it may be dropped.
+        if !launch.done() {
+            drop(state);
+            let waiting = Instant::now();
+            while !launch.done() && waiting.elapsed() < SPIN {
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
+            }
+            state = shared.lock();
+        }
         while !launch.done() {
             state = shared.done.wait(state).unwrap_or_else(|e| e.into_inner());
         }
@@ -286,5 +328,33 @@ fn work(shared: &Shared) {
         state = shared.lock();
         // SAFETY: we ran a chunk we claimed, under the lock.
         unsafe { shared.finish(ptr) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleaved;
+
+    #[test]
+    fn interleaving_deals_every_chunk_once() {
+        for regions in 1..=9 {
+            for chunks in 1..=40 {
+                let mut seen: Vec<usize> = (0..chunks)
+                    .map(|c| interleaved(c, chunks, regions))
+                    .collect();
+                seen.sort_unstable();
+                assert_eq!(
+                    seen,
+                    (0..chunks).collect::<Vec<_>>(),
+                    "{chunks} over {regions}"
+                );
+            }
+        }
+        // Two threads, eight chunks: the first two claims start the two halves.
+        let order: Vec<usize> = (0..8).map(|c| interleaved(c, 8, 2)).collect();
+        assert_eq!(order, [0, 4, 1, 5, 2, 6, 3, 7]);
+        // Ten chunks over four regions of three (the last one short).
+        let order: Vec<usize> = (0..10).map(|c| interleaved(c, 10, 4)).collect();
+        assert_eq!(order, [0, 3, 6, 9, 1, 4, 7, 2, 5, 8]);
     }
 }
