@@ -21,6 +21,12 @@
 //!    direct kernel's. Columns past the output's right edge are not stored (the valid ones
 //!    one by one); rows below it are skipped.
 //!
+//! `G`'s rows are kept as small integers (`G g` is then adds and one multiply by 4 or 2)
+//! and their scales (1/4, −1/6, 1/24 for F(4×4); 1/2 for F(2×2)) carried by `Aᵀ` instead,
+//! where they cost one multiply per pair of points or ride in the FMAs' constants: the
+//! output transform runs per tile and block of 8 output channels, the weight transform per
+//! input channel and block, far more often when weights are transformed at run time.
+//!
 //! `U` is computed once at compile time (in `f64`) — or, when the transformed weights
 //! would not stay in cache (they are 4× or 1.8× the taps, and at batch 1 a small plane uses
 //! each byte for few tiles), the kernel keeps the taps and transforms each block of output
@@ -67,21 +73,22 @@ enum Variant {
     F4,
 }
 
-/// `G` of F(2×2, 3×3): `U = G g Gᵀ`.
+/// `G` of F(2×2, 3×3) (`U = G g Gᵀ`) with its rows' scales moved into `Aᵀ`: rows of
+/// small integers, so that weights transformed at run time take adds and no multiplies.
 const G2: [[f64; 3]; 4] = [
     [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
+    [1.0, 1.0, 1.0],
+    [1.0, -1.0, 1.0],
     [0.0, 0.0, 1.0],
 ];
 
-/// `G` of F(4×4, 3×3).
+/// `G` of F(4×4, 3×3), its rows' scales (1/4, −1/6, −1/6, 1/24, 1/24, 1) moved into `Aᵀ`.
 const G4: [[f64; 3]; 6] = [
-    [1.0 / 4.0, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [1.0, 0.0, 0.0],
+    [1.0, 1.0, 1.0],
+    [1.0, -1.0, 1.0],
+    [1.0, 2.0, 4.0],
+    [1.0, -2.0, 4.0],
     [0.0, 0.0, 1.0],
 ];
 
@@ -115,8 +122,8 @@ impl Variant {
     /// output transform per tile and block of 8 output channels (counted from the code).
     fn transform_cost(self) -> (f64, f64) {
         match self {
-            Variant::F2 => (22.0, 70.0),
-            Variant::F4 => (60.0, 250.0),
+            Variant::F2 => (22.0, 82.0),
+            Variant::F4 => (60.0, 290.0),
         }
     }
 
@@ -162,25 +169,16 @@ impl Variant {
         let [g0, g1, g2] = g.map(&mut local);
         let a = local(g0.clone().add(g2.clone()));
         match self {
-            Variant::F2 => vec![
-                g0,
-                a.clone().add(g1.clone()).mul(f(0.5)),
-                a.sub(g1).mul(f(0.5)),
-                g2,
-            ],
+            Variant::F2 => vec![g0, a.clone().add(g1.clone()), a.sub(g1), g2],
             Variant::F4 => {
-                let b = local(
-                    g0.clone()
-                        .mul(f(1.0 / 24.0))
-                        .add(g2.clone().mul(f(1.0 / 6.0))),
-                );
-                let c = local(g1.clone().mul(f(1.0 / 12.0)));
+                // g0 + 4·g2
+                let b = local(g2.clone().fma(f(4.0), g0.clone()));
                 vec![
-                    g0.mul(f(0.25)),
-                    a.clone().add(g1.clone()).mul(f(-1.0 / 6.0)),
-                    a.sub(g1).mul(f(-1.0 / 6.0)),
-                    b.clone().add(c.clone()),
-                    b.sub(c),
+                    g0,
+                    a.clone().add(g1.clone()),
+                    a.sub(g1.clone()),
+                    g1.clone().fma(f(2.0), b.clone()),
+                    g1.fma(f(-2.0), b),
                     g2,
                 ]
             }
@@ -191,12 +189,13 @@ impl Variant {
     /// channels at run time (two lanes of 4: loads, `G g Gᵀ`, stores; counted from the code).
     fn weight_transform_cost(self) -> f64 {
         match self {
-            Variant::F2 => 110.0,
-            Variant::F4 => 240.0,
+            Variant::F2 => 84.0,
+            Variant::F4 => 155.0,
         }
     }
 
-    /// `Aᵀ m` along one axis: the `out()` outputs of `input()` transformed values.
+    /// `Aᵀ m` along one axis: the `out()` outputs of `input()` transformed values (`Aᵀ`
+    /// carries the scales of `G`'s rows, see [`G4`]).
     fn output_points(self, k: &mut KernelBuilder, m: Vec<Expr>) -> Vec<Expr> {
         let f = Expr::Float;
         let mut local = |e: Expr| Expr::Local(k.declare(Ty::F32x4, e));
@@ -205,22 +204,23 @@ impl Variant {
                 let m1 = local(m[1].clone());
                 let m2 = local(m[2].clone());
                 vec![
-                    m[0].clone().add(m1.clone()).add(m2.clone()),
-                    m1.sub(m2).sub(m[3].clone()),
+                    m1.clone().add(m2.clone()).fma(f(0.5), m[0].clone()),
+                    m1.sub(m2).mul(f(0.5)).sub(m[3].clone()),
                 ]
             }
             Variant::F4 => {
                 // Each of m1..m4 is read twice: loaded once.
                 let [m1, m2, m3, m4] = [1, 2, 3, 4].map(|i| local(m[i].clone()));
-                let s12 = local(m1.clone().add(m2.clone()));
-                let d12 = local(m1.sub(m2));
+                let s12 = local(m1.clone().add(m2.clone()).mul(f(-1.0 / 6.0)));
+                let d12 = local(m1.sub(m2).mul(f(-1.0 / 6.0)));
                 let s34 = local(m3.clone().add(m4.clone()));
                 let d34 = local(m3.sub(m4));
                 vec![
-                    m[0].clone().add(s12.clone()).add(s34.clone()),
-                    d34.clone().fma(f(2.0), d12.clone()),
-                    s34.fma(f(4.0), s12),
-                    d34.fma(f(8.0), d12).add(m[5].clone()),
+                    s34.clone()
+                        .fma(f(1.0 / 24.0), m[0].clone().fma(f(0.25), s12.clone())),
+                    d34.clone().fma(f(1.0 / 12.0), d12.clone()),
+                    s34.fma(f(1.0 / 6.0), s12),
+                    d34.fma(f(1.0 / 3.0), d12).add(m[5].clone()),
                 ]
             }
         }
@@ -1125,7 +1125,7 @@ mod tests {
         [0.0, -1.0, 1.0, 0.0],
         [0.0, 1.0, 0.0, -1.0],
     ];
-    const AT2: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
+    const AT2: [[f64; 4]; 2] = [[1.0, 0.5, 0.5, 0.0], [0.0, 0.5, -0.5, -1.0]];
     const BT4: [[f64; 6]; 6] = [
         [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
         [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
@@ -1135,10 +1135,10 @@ mod tests {
         [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
     ];
     const AT4: [[f64; 6]; 4] = [
-        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
-        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
-        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+        [0.25, -1.0 / 6.0, -1.0 / 6.0, 1.0 / 24.0, 1.0 / 24.0, 0.0],
+        [0.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 12.0, -1.0 / 12.0, 0.0],
+        [0.0, -1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0, 0.0],
+        [0.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 3.0, -1.0 / 3.0, 1.0],
     ];
 
     /// `Aᵀ [(G g) ⊙ (Bᵀ d)]` against the correlation of `d` with `g`.

@@ -18,7 +18,7 @@
 //!
 //! All bookkeeping (the queue, each launch's deal and finished chunk count) sits behind one
 //! mutex, taken twice per chunk; chunks are large (see `SERIAL_THRESHOLD` in the runtime), so
-//! the lock is never the bottleneck. Idle workers spin for [`SPIN`] before sleeping on a
+//! the lock is never the bottleneck. Idle workers spin for `SPIN` (1 ms) before sleeping on a
 //! condition variable, and a poster spins as long for the workers' last chunks before it
 //! sleeps, so the launches of a run (and of back-to-back runs) do not pay a wake-up each: a
 //! sleeping thread takes tens of microseconds to wake, as long as a small kernel's whole
