@@ -84,7 +84,6 @@ struct Picks {
 /// The buffers and position of one parallel iteration.
 struct Frame {
     x: BufId,
-    b: BufId,
     y: BufId,
     extras: Vec<BufId>,
     /// The channel.
@@ -95,6 +94,11 @@ struct Frame {
     tap_rows: Vec<(Expr, Option<Expr>)>,
     /// The splatted weights, row-major.
     weights: Vec<LocalId>,
+    /// The splatted bias.
+    bias: LocalId,
+    /// For rows whose tap rows all lie in the input, the distance between two consecutive
+    /// tap rows (so every tap is a constant offset from the first row's).
+    row_step: Option<i64>,
 }
 
 impl Dw<'_> {
@@ -203,6 +207,7 @@ impl Dw<'_> {
                         k.declare(Ty::F32x4, Expr::load(w, at).splat())
                     })
                     .collect();
+                let bias = k.declare(Ty::F32x4, Expr::load(b, channel.clone()).splat());
                 let x_plane = Expr::Local(k.declare(Ty::I64, times(nc.clone(), plane)));
                 k.range(per, |k, r| {
                     let oy = Expr::Local(k.declare(Ty::I64, sum([first.clone(), r])));
@@ -229,13 +234,14 @@ impl Dw<'_> {
                             .collect();
                         let frame = Frame {
                             x,
-                            b,
                             y,
                             extras: extras.clone(),
                             channel: channel.clone(),
                             y_row: y_row.clone(),
                             tap_rows,
                             weights: weights.clone(),
+                            bias,
+                            row_step: (!border).then_some((rows.dilation * cols.input) as i64),
                         };
                         self.row(k, &frame);
                     };
@@ -303,10 +309,9 @@ impl Dw<'_> {
     /// position `fixed`), accumulated over the taps, through the epilogue, stored.
     fn vectors(&self, k: &mut KernelBuilder, f: &Frame, starts: &[Expr], fixed: Option<usize>) {
         let cols = self.cols;
-        let bias = Expr::load(f.b, f.channel.clone()).splat();
         let acc: Vec<LocalId> = starts
             .iter()
-            .map(|_| k.declare(Ty::F32x4, bias.clone()))
+            .map(|_| k.declare(Ty::F32x4, Expr::Local(f.bias)))
             .collect();
         let cols_at: Vec<Expr> = starts
             .iter()
@@ -315,6 +320,20 @@ impl Dw<'_> {
                 Expr::Local(k.declare(Ty::I64, at))
             })
             .collect();
+        // Interior vectors: each vector's first tap in a local, every other tap a constant
+        // offset from it (one address per vector rather than one per load).
+        let firsts: Option<Vec<Expr>> = match (fixed, f.row_step, f.tap_rows.first()) {
+            (None, Some(_), Some((row_at, _))) => Some(
+                cols_at
+                    .iter()
+                    .map(|col| {
+                        let at = sum([row_at.clone(), col.clone()]);
+                        Expr::Local(k.declare(Ty::I64, at))
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
         for (ky, (row_at, inside)) in f.tap_rows.iter().enumerate() {
             for kx in 0..cols.kernel {
                 let weight = Expr::Local(f.weights[ky * cols.kernel + kx]);
@@ -337,14 +356,22 @@ impl Dw<'_> {
                             }
                             value
                         }
-                        None if cols.stride == 1 => {
-                            Expr::load4(f.x, sum([row_at.clone(), col.clone(), Expr::Int(tap)]))
-                        }
                         None => {
-                            let base = sum([row_at.clone(), col.clone()]);
-                            let base = Expr::Local(k.declare(Ty::I64, base));
-                            Expr::load4(f.x, plus(base.clone(), tap))
-                                .shuffle(Expr::load4(f.x, plus(base, tap + 3)), [0, 2, 5, 7])
+                            let base = match (&firsts, f.row_step) {
+                                (Some(firsts), Some(step)) => {
+                                    plus(firsts[v].clone(), ky as i64 * step)
+                                }
+                                _ => {
+                                    let base = sum([row_at.clone(), col.clone()]);
+                                    Expr::Local(k.declare(Ty::I64, base))
+                                }
+                            };
+                            if cols.stride == 1 {
+                                Expr::load4(f.x, plus(base, tap))
+                            } else {
+                                Expr::load4(f.x, plus(base.clone(), tap))
+                                    .shuffle(Expr::load4(f.x, plus(base, tap + 3)), [0, 2, 5, 7])
+                            }
                         }
                     };
                     if let Some(inside) = inside {
