@@ -529,11 +529,23 @@ impl Tile<'_> {
                 })
                 .collect()
         };
+        // The last tile, when it overlaps the one before, computes only its new pixels and
+        // goes first: its other lanes hold the bias alone until the tiles after it store
+        // them (a conv's output never shares memory with its operands).
+        let overlapping = |at: &TileAt| matches!(at, TileAt::Static { keep, .. } if *keep > 0);
+        let order: Vec<TileAt> = (tiles.iter().filter(|at| overlapping(at)))
+            .chain(tiles.iter().filter(|at| !overlapping(at)))
+            .copied()
+            .collect();
         let each_tile = |k: &mut KernelBuilder, part: &dyn Fn(usize) -> Part| {
-            for &at in &tiles {
+            for &at in &order {
                 match at {
                     TileAt::Static { start, keep } => {
-                        let pixels = pixels_at(start, true);
+                        // Pixels before `keep` get no taps: the previous tile computes them.
+                        let mut pixels = pixels_at(start, true);
+                        for pixel in &mut pixels[..keep] {
+                            pixel.valid = Some(vec![false; cols.kernel]);
+                        }
                         let ox = Expr::Int(start as i64);
                         self.tile(k, f, &tap_rows, &y_row, ox, &pixels, part(keep));
                     }
