@@ -14,7 +14,8 @@
 //! - along a row, tiles are either *interior* (every tap of every pixel lands in the input;
 //!   a loop over tile positions) or *static* (at a known position, so each pixel's
 //!   in-bounds taps are known at compile time and the others are skipped); the last tile
-//!   of a row may overlap the one before it (its pixels are recomputed, same values);
+//!   of a row may overlap the one before it: it computes only its new pixels and runs
+//!   first, and the tile before it then stores over its other lanes;
 //! - the parallel loop runs over (batch, channel block, output row); a row whose every
 //!   tap row lies in the input takes the interior code, any other row the border code,
 //!   which clamps each tap row and zeroes the inputs of the rows outside (an `if` on the
@@ -95,7 +96,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     };
     // A 1×1 kernel with stride 1 and no padding treats the plane as rows of any length:
     // the longest that still leaves enough parallel iterations, so that its tiles cover
-    // the plane with few overlapping ones (short rows such as 7 or 14 waste up to 1/8).
+    // the plane with few overlapping ones (short rows such as 7 or 14 end in a partial tile).
     let pointwise = conv
         .axes
         .iter()
@@ -180,27 +181,27 @@ const POINTWISE_ITERATIONS: usize = 32;
 
 /// The axes of a `plane` of 1×1 outputs cut into rows: rows (a divisor of the plane, at
 /// least one tile long) leaving [`POINTWISE_ITERATIONS`] iterations over `blocks` batch ×
-/// channel blocks (or `4 × threads`), the fewest pixels computed first (a row's last tile
-/// overlaps the one before it when the row is not a multiple of 4: rows of 13 compute 16),
-/// then the longest. Where that computes more than 1/8 extra, rows leaving only 4
+/// channel blocks (or `4 × threads`), the fewest tile slots first (a row not a multiple of
+/// 4 ends in a partial tile: rows of 13 take 4 tiles for 13 pixels), then the longest.
+/// Where that leaves more than 1/8 of the slots empty, rows leaving only 4
 /// iterations per thread are taken too (a 13×13 plane: 13 rows of 13, or one of 169; the
 /// latter ran SqueezeNet's 13×13 1×1 layers 12–18% faster on one thread). `None` if no row
 /// fits.
 fn flat_rows(plane: usize, blocks: usize, threads: usize) -> Option<[Axis; 2]> {
-    let computed = |d: usize| plane / d * d.next_multiple_of(PIXELS);
+    let slots = |d: usize| plane / d * d.next_multiple_of(PIXELS);
     let best = |iterations: usize| {
         let rows_needed = iterations.div_ceil(blocks.max(1));
         (PIXELS..=plane)
             .filter(|&d| plane.is_multiple_of(d) && plane / d >= rows_needed)
-            .min_by_key(|&d| (computed(d), std::cmp::Reverse(d)))
+            .min_by_key(|&d| (slots(d), std::cmp::Reverse(d)))
     };
     let per_thread = 4 * threads.max(1);
     let mut length = best(POINTWISE_ITERATIONS.max(per_thread));
-    if length.is_none_or(|d| computed(d) * 8 > plane * 9) {
+    if length.is_none_or(|d| slots(d) * 8 > plane * 9) {
         length = best(per_thread)
             .into_iter()
             .chain(length)
-            .min_by_key(|&d| computed(d));
+            .min_by_key(|&d| slots(d));
     }
     let length = length?;
     let axis = |size: usize| Axis {
