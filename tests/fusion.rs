@@ -181,3 +181,45 @@ fn fusion_removes_launches_from_the_networks() {
         }
     }
 }
+
+/// A strided convolution whose rows (7 or 14 outputs) end in a tile overlapping the one
+/// before it, with a residual add and a ReLU fused: the last tile computes only its new
+/// pixels and is stored first, the tile before it overwriting its other lanes. Both with
+/// all input channels at once and in chunks (128 channels of a 3×3 kernel), on 1 and 2
+/// threads, against the interpreter.
+#[test]
+fn strided_conv_with_a_partial_last_tile_and_a_residual_add() {
+    for (c, h) in [(16, 14), (16, 28), (128, 14), (128, 28)] {
+        let o = h / 2;
+        let text = format!(
+            "graph g(x: f32[1,{c},{h},{h}], r: f32[1,16,{o},{o}]) -> (y: f32[1,16,{o},{o}]) {{
+  const w: f32[16,{c},3,3] = normal(seed=1, std=0.1)
+  const b: f32[16] = normal(seed=2, std=0.1)
+  conv: f32[1,16,{o},{o}] = conv(x, w, b) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]}}
+  sum: f32[1,16,{o},{o}] = add(conv, r)
+  y: f32[1,16,{o},{o}] = relu(sum)
+}}"
+        );
+        let model = Model::parse(&text).unwrap();
+        let inputs = seeded_inputs(&model, &ShapeOverrides::new(), Vec::new(), 3).unwrap();
+        let refs: Vec<(&str, Tensor)> = inputs
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.clone()))
+            .collect();
+        let expected = model.interpret(&refs).unwrap();
+        for threads in [1, 2] {
+            let compiled = Compiler::new().threads(threads).compile(&model).unwrap();
+            assert_eq!(
+                compiled.stats().kernels,
+                1,
+                "conv, add and relu in one kernel"
+            );
+            let got = compiled.run(&refs).unwrap();
+            let e = relative_error(&got[0].1, &expected[0].1);
+            assert!(
+                e <= 1e-5,
+                "{c} channels, {h}x{h}, {threads} threads: error {e}"
+            );
+        }
+    }
+}
