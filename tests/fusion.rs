@@ -3,13 +3,12 @@
 //! unfused ones and the interpreter compute.
 //! Re-bless with `INSTA_UPDATE=always cargo test --test fusion`.
 
-use fovea::bench::{ShapeOverrides, seeded_inputs};
+use fovea::Model;
 use fovea::runtime::Compiler;
 use fovea::runtime::fuse::{fusion_groups, print_groups};
-use fovea::{Model, Tensor};
 
 mod common;
-use common::relative_error;
+use common::{inputs, named, relative_error};
 
 /// The fusion groups of `text` as `--stage fused` prints them. Also runs the model fused
 /// and unfused (with two threads) and checks both against the interpreter, and that fusion
@@ -19,11 +18,8 @@ fn fused(text: &str) -> String {
     let groups = fusion_groups(model.graph());
     let printed = print_groups(model.graph(), &groups);
 
-    let inputs = seeded_inputs(&model, &ShapeOverrides::new(), Vec::new(), 7).unwrap();
-    let refs: Vec<(&str, Tensor)> = inputs
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.clone()))
-        .collect();
+    let inputs = inputs(&model);
+    let refs = named(&inputs);
     let expected = model.interpret(&refs).unwrap();
     let with = Compiler::new().threads(2).compile(&model).unwrap();
     let without = Compiler::new()
@@ -154,11 +150,8 @@ fn fusion_removes_launches_from_the_networks() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ir");
     for name in ["resnet18", "mobilenet_v2"] {
         let model = Model::load(dir.join(format!("{name}.fovea"))).unwrap();
-        let inputs = seeded_inputs(&model, &ShapeOverrides::new(), Vec::new(), 7).unwrap();
-        let refs: Vec<(&str, Tensor)> = inputs
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.clone()))
-            .collect();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
         let mut results = Vec::new();
         let mut kernels = Vec::new();
         for fusion in [false, true] {
@@ -201,11 +194,8 @@ fn strided_conv_with_a_partial_last_tile_and_a_residual_add() {
 }}"
         );
         let model = Model::parse(&text).unwrap();
-        let inputs = seeded_inputs(&model, &ShapeOverrides::new(), Vec::new(), 3).unwrap();
-        let refs: Vec<(&str, Tensor)> = inputs
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.clone()))
-            .collect();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
         let expected = model.interpret(&refs).unwrap();
         for threads in [1, 2] {
             let compiled = Compiler::new().threads(threads).compile(&model).unwrap();

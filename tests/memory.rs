@@ -13,7 +13,7 @@ use fovea::runtime::memory::{self, Lifetime, MemoryPlan, Order, align_up};
 use fovea::{Compiler, Model, Tensor};
 
 mod common;
-use common::{fovea, manifest_dir, relative_error};
+use common::{fovea, manifest_dir, named, relative_error};
 
 /// A small deterministic pseudo-random generator (64-bit LCG).
 struct Lcg(u64);
@@ -258,11 +258,8 @@ fn bench_json_reports_the_arena() {
 /// as `--stage planned` prints it.
 fn planned(text: &str) -> String {
     let model = Model::parse(text).unwrap();
-    let inputs = seeded_inputs(&model, &ShapeOverrides::new(), Vec::new(), 7).unwrap();
-    let refs: Vec<(&str, Tensor)> = inputs
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.clone()))
-        .collect();
+    let inputs = common::inputs(&model);
+    let refs = named(&inputs);
     let expected = model.interpret(&refs).unwrap();
     for threads in [1, 2] {
         for optimize in [true, false] {

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fovea::Tensor;
+use fovea::bench::{ShapeOverrides, seeded_inputs};
+use fovea::{Model, Tensor};
 
 /// The crate's root folder.
 pub fn manifest_dir() -> &'static Path {
@@ -50,5 +51,18 @@ pub fn bits(outputs: &[(String, Tensor)]) -> Vec<Vec<u64>> {
     outputs
         .iter()
         .map(|(_, t)| t.to_f64_vec().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+/// Seeded inputs for `model` (seed 7, its declared shapes), owned.
+pub fn inputs(model: &Model) -> Vec<(String, Tensor)> {
+    seeded_inputs(model, &ShapeOverrides::new(), Vec::new(), 7).unwrap()
+}
+
+/// `inputs` as the named tensors a run takes.
+pub fn named(inputs: &[(String, Tensor)]) -> Vec<(&str, Tensor)> {
+    inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
         .collect()
 }
