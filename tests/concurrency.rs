@@ -8,9 +8,10 @@
 //! change.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use fovea::bench::{ShapeOverrides, seeded_inputs};
-use fovea::runtime::{Concurrency, cache};
+use fovea::runtime::{Concurrency, DEFAULT_SPIN, cache};
 use fovea::{CompiledModel, Compiler, ErrorKind, Model, Tensor};
 
 mod common;
@@ -133,13 +134,17 @@ fn sixteen_callers_on_the_shared_pool_bit_identical_to_serial() {
 #[test]
 fn callers_splitting_large_kernels_agree_with_serial() {
     // mbv2_block's kernels are large enough to be split across the workers, so callers
-    // post launches to the shared pool at the same time.
+    // post launches to the shared pool at the same time; with no spin, every launch wakes
+    // sleeping workers and every caller sleeps until its launch's last chunk is done.
     let _serial = one_at_a_time();
     let model = load("mbv2_block");
-    for concurrency in [Concurrency::SharedPool, Concurrency::SerialWhenBusy] {
+    let policies = [Concurrency::SharedPool, Concurrency::SerialWhenBusy];
+    let spins = [Duration::ZERO, DEFAULT_SPIN];
+    for (concurrency, spin) in policies.into_iter().flat_map(|c| spins.map(|s| (c, s))) {
         let compiled = Compiler::new()
             .threads(3)
             .concurrency(concurrency)
+            .spin(spin)
             .compile(&model)
             .unwrap();
         let sets = Arc::new(input_sets(&model));

@@ -65,6 +65,7 @@ pub struct Compiler {
     concurrency: Concurrency,
     plan_capacity: usize,
     pooled_arenas: usize,
+    spin: std::time::Duration,
 }
 
 /// How kernel parallelism and concurrent callers of one compiled model share the cores (see
@@ -91,6 +92,9 @@ pub const DEFAULT_PLAN_CAPACITY: usize = 16;
 /// Idle arenas kept per plan by default ([`Compiler::pooled_arenas`]).
 pub const DEFAULT_POOLED_ARENAS: usize = 16;
 
+/// How long idle workers spin before sleeping by default ([`Compiler::spin`]): 1 ms.
+pub const DEFAULT_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Default for Compiler {
     fn default() -> Compiler {
         Compiler::new()
@@ -111,6 +115,7 @@ impl Compiler {
             concurrency: Concurrency::default(),
             plan_capacity: DEFAULT_PLAN_CAPACITY,
             pooled_arenas: DEFAULT_POOLED_ARENAS,
+            spin: DEFAULT_SPIN,
         }
     }
 
@@ -118,6 +123,17 @@ impl Compiler {
     /// the compiled model starts `threads - 1` workers.
     pub fn threads(mut self, threads: usize) -> Compiler {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// How long an idle worker thread spins, waiting for the next kernel launch, before it
+    /// sleeps — and how long a run's caller spins for the workers' last chunks (default
+    /// [`DEFAULT_SPIN`]). Waking a sleeping thread takes tens of microseconds, as long as a
+    /// small kernel's whole share, so back-to-back launches and runs go faster with a spin;
+    /// the cost is up to this much CPU time per worker after a run's last launch. Zero:
+    /// sleep at once.
+    pub fn spin(mut self, spin: std::time::Duration) -> Compiler {
+        self.spin = spin;
         self
     }
 
@@ -202,7 +218,7 @@ impl Compiler {
             value_positions,
             threads: self.threads,
             options: self.clone(),
-            workers: workers::Workers::new(self.threads - 1)?,
+            workers: workers::Workers::new(self.threads - 1, self.spin)?,
             plans: Mutex::new(PlanCache::new(self.plan_capacity)),
             building: Mutex::new(()),
             active: AtomicUsize::new(0),

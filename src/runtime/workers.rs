@@ -18,7 +18,7 @@
 //!
 //! All bookkeeping (the queue, each launch's deal and finished chunk count) sits behind one
 //! mutex, taken twice per chunk; chunks are large (see `SERIAL_THRESHOLD` in the runtime), so
-//! the lock is never the bottleneck. Idle workers spin for `SPIN` (1 ms) before sleeping on a
+//! the lock is never the bottleneck. Idle workers spin (1 ms by default) before sleeping on a
 //! condition variable, and a poster spins as long for the workers' last chunks before it
 //! sleeps, so the launches of a run (and of back-to-back runs) do not pay a wake-up each: a
 //! sleeping thread takes tens of microseconds to wake, as long as a small kernel's whole
@@ -33,10 +33,6 @@ use std::time::{Duration, Instant};
 
 use crate::codegen::KernelFn;
 use crate::error::{Error, Result};
-
-/// How long an idle worker spins, waiting for new work, before it sleeps (and a poster, for
-/// the workers' last chunks). Idle workers burn this much CPU after a run's last launch.
-const SPIN: Duration = Duration::from_micros(1000);
 
 /// One kernel launch split into chunks: lives on the posting caller's stack.
 struct Launch {
@@ -169,6 +165,9 @@ struct Shared {
     work: Condvar,
     /// Signalled when a launch's last chunk finishes.
     done: Condvar,
+    /// How long an idle worker spins, waiting for new work, before it sleeps (and a poster,
+    /// for the workers' last chunks).
+    spin: Duration,
     /// Launches in the queue, readable without the mutex (for spinning workers).
     queued: AtomicUsize,
 }
@@ -233,8 +232,9 @@ impl std::fmt::Debug for Workers {
 }
 
 impl Workers {
-    /// Starts `count` worker threads (none for 0).
-    pub fn new(count: usize) -> Result<Workers> {
+    /// Starts `count` worker threads (none for 0) that spin for `spin` when idle before
+    /// they sleep.
+    pub fn new(count: usize, spin: Duration) -> Result<Workers> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(64),
@@ -242,6 +242,7 @@ impl Workers {
             }),
             work: Condvar::new(),
             done: Condvar::new(),
+            spin,
             queued: AtomicUsize::new(0),
         });
         let mut workers = Workers {
@@ -314,7 +315,7 @@ impl Workers {
         if !launch.done() {
             drop(state);
             let waiting = Instant::now();
-            while !launch.done() && waiting.elapsed() < SPIN {
+            while !launch.done() && waiting.elapsed() < shared.spin {
                 for _ in 0..16 {
                     std::hint::spin_loop();
                 }
@@ -352,7 +353,7 @@ fn work(shared: &Shared, thread: usize) {
             // Idle: spin a while without the lock, then sleep.
             drop(state);
             let idle = Instant::now();
-            while shared.queued.load(Ordering::Relaxed) == 0 && idle.elapsed() < SPIN {
+            while shared.queued.load(Ordering::Relaxed) == 0 && idle.elapsed() < shared.spin {
                 for _ in 0..64 {
                     std::hint::spin_loop();
                 }
