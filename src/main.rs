@@ -94,6 +94,10 @@ enum Command {
         /// time, GFLOP/s and share of the total (JIT only).
         #[arg(long)]
         profile: bool,
+        /// How long idle worker threads spin, waiting for the next kernel, before they
+        /// sleep, in microseconds (0: sleep at once).
+        #[arg(long, value_name = "MICROSECONDS", default_value_t = 1000)]
+        spin_us: u64,
     },
     /// Print the IR of a model at a stage of the pipeline.
     DumpIr {
@@ -243,6 +247,7 @@ fn execute(command: Command) -> Result<()> {
             no_optimize,
             profile,
             winograd,
+            spin_us,
         } => bench(
             model.as_deref(),
             BenchOptions {
@@ -255,7 +260,13 @@ fn execute(command: Command) -> Result<()> {
             &inputs,
             &shapes,
             json,
-            winograd.apply(opt_level.apply(Compiler::new().threads(threads))),
+            winograd.apply(
+                opt_level.apply(
+                    Compiler::new()
+                        .threads(threads)
+                        .spin(std::time::Duration::from_micros(spin_us)),
+                ),
+            ),
             no_optimize,
         ),
         Command::DumpIr {

@@ -111,6 +111,21 @@ fn bench_json_has_the_documented_fields() {
 }
 
 #[test]
+fn bench_takes_the_workers_spin() {
+    let model = manifest_dir().join("ir/mbv2_block.fovea");
+    for spin in ["0", "1000"] {
+        let args = ["bench", model.to_str().unwrap(), "--threads", "2"];
+        let (code, stdout, stderr) =
+            fovea(&[&args[..], &["--iters", "3", "--spin-us", spin]].concat());
+        assert_eq!(code, 0, "--spin-us {spin}: {stderr}");
+        assert!(stdout.contains("2 thread(s)"), "{stdout}");
+    }
+    let (code, _, stderr) = fovea(&["bench", "--spin-us", "soon"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--spin-us"), "{stderr}");
+}
+
+#[test]
 fn run_without_a_model_uses_the_built_in_resnet18() {
     let (code, stdout, stderr) = fovea(&["run", "--interpret"]);
     assert_eq!(code, 0, "{stderr}");
