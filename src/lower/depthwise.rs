@@ -322,22 +322,39 @@ impl Dw<'_> {
             .collect();
         // Interior vectors: each vector's first tap in a local, every other tap a constant
         // offset from it (one address per vector rather than one per load).
-        let firsts: Option<Vec<Expr>> = match (fixed, f.row_step, f.tap_rows.first()) {
-            (None, Some(_), Some((row_at, _))) => Some(
-                cols_at
+        let firsts: Option<(Vec<Expr>, i64)> = match (fixed, f.row_step, f.tap_rows.first()) {
+            (None, Some(step), Some((row_at, _))) => {
+                let firsts = cols_at
+                    .iter()
+                    .map(|col| {
+                        let at = sum([row_at.clone(), col.clone()]);
+                        Expr::Local(k.declare(Ty::I64, at))
+                    })
+                    .collect();
+                Some((firsts, step))
+            }
+            _ => None,
+        };
+        for (ky, (row_at, inside)) in f.tap_rows.iter().enumerate() {
+            // Each vector's first tap in this tap row (vectors at known positions place
+            // their loads themselves).
+            let bases: Vec<Expr> = match (&firsts, fixed) {
+                (_, Some(_)) => Vec::new(),
+                (Some((firsts, step)), None) => firsts
+                    .iter()
+                    .map(|a| plus(a.clone(), ky as i64 * step))
+                    .collect(),
+                (None, None) => cols_at
                     .iter()
                     .map(|col| {
                         let at = sum([row_at.clone(), col.clone()]);
                         Expr::Local(k.declare(Ty::I64, at))
                     })
                     .collect(),
-            ),
-            _ => None,
-        };
-        for (ky, (row_at, inside)) in f.tap_rows.iter().enumerate() {
+            };
             for kx in 0..cols.kernel {
                 let weight = Expr::Local(f.weights[ky * cols.kernel + kx]);
-                for (v, col) in cols_at.iter().enumerate() {
+                for v in 0..cols_at.len() {
                     let tap = (kx * cols.dilation) as i64;
                     let mut value = match fixed {
                         Some(start) => {
@@ -357,15 +374,7 @@ impl Dw<'_> {
                             value
                         }
                         None => {
-                            let base = match (&firsts, f.row_step) {
-                                (Some(firsts), Some(step)) => {
-                                    plus(firsts[v].clone(), ky as i64 * step)
-                                }
-                                _ => {
-                                    let base = sum([row_at.clone(), col.clone()]);
-                                    Expr::Local(k.declare(Ty::I64, base))
-                                }
-                            };
+                            let base = bases[v].clone();
                             if cols.stride == 1 {
                                 Expr::load4(f.x, plus(base, tap))
                             } else {

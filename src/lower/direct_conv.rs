@@ -94,9 +94,8 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     let [rows, cols] = conv.axes else {
         return None;
     };
-    // A 1×1 kernel with stride 1 and no padding treats the plane as rows of any length:
-    // the longest that still leaves enough parallel iterations, so that its tiles cover
-    // the plane with few overlapping ones (short rows such as 7 or 14 end in a partial tile).
+    // A 1×1 kernel with stride 1 and no padding treats the plane as rows of any length
+    // (see `flat_rows`): fewer partial tiles than short rows such as 7 or 14 end in.
     let pointwise = conv
         .axes
         .iter()
@@ -310,7 +309,8 @@ struct TapRow {
 }
 
 /// One pixel of a tile: its offset from the tile's first pixel, and which kernel columns
-/// land inside the input (`None`: all of them).
+/// it computes — those landing inside the input, none where the previous tile computes
+/// the pixel (`None`: all of them).
 struct Pixel {
     delta: usize,
     valid: Option<Vec<bool>>,
@@ -515,43 +515,34 @@ impl Tile<'_> {
         let y_row =
             Expr::Local(k.declare(Ty::I64, sum([f.y_base.clone(), times(oy, cols.output)])));
         let tiles = self.tiles();
-        let pixels_at = |start: usize, fixed: bool| -> Vec<Pixel> {
+        // The pixels of a tile at `start`; at a known position (`fixed`: the pixels before
+        // it, which the previous tile computes, and their taps) each pixel's taps inside
+        // the input, none for the pixels before `fixed`.
+        let pixels_at = |start: usize, fixed: Option<usize>| -> Vec<Pixel> {
             (0..PIXELS)
                 .map(|delta| Pixel {
                     delta,
-                    valid: fixed.then(|| {
+                    valid: fixed.map(|keep| {
                         (0..cols.kernel)
                             .map(|t| {
                                 let ix = input_at(cols, start + delta, t);
-                                ix >= 0 && ix < cols.input as i64
+                                delta >= keep && ix >= 0 && ix < cols.input as i64
                             })
                             .collect()
                     }),
                 })
                 .collect()
         };
-        // The last tile, when it overlaps the one before, computes only its new pixels and
-        // goes first: its other lanes hold the bias alone until the tiles after it store
-        // them (a conv's output never shares memory with its operands).
-        let overlapping = |at: &TileAt| matches!(at, TileAt::Static { keep, .. } if *keep > 0);
-        let order: Vec<TileAt> = (tiles.iter().filter(|at| overlapping(at)))
-            .chain(tiles.iter().filter(|at| !overlapping(at)))
-            .copied()
-            .collect();
         let each_tile = |k: &mut KernelBuilder, part: &dyn Fn(usize) -> Part| {
-            for &at in &order {
+            for &at in &tiles {
                 match at {
                     TileAt::Static { start, keep } => {
-                        // Pixels before `keep` get no taps: the previous tile computes them.
-                        let mut pixels = pixels_at(start, true);
-                        for pixel in &mut pixels[..keep] {
-                            pixel.valid = Some(vec![false; cols.kernel]);
-                        }
+                        let pixels = pixels_at(start, Some(keep));
                         let ox = Expr::Int(start as i64);
                         self.tile(k, f, &tap_rows, &y_row, ox, &pixels, part(keep));
                     }
                     TileAt::Loop { from, end } => {
-                        let pixels = pixels_at(from, false);
+                        let pixels = pixels_at(from, None);
                         k.for_loop(
                             from as i64,
                             end as i64,
@@ -586,7 +577,10 @@ impl Tile<'_> {
     }
 
     /// The tiles of a row: static ones where a pixel has taps outside the input, a loop
-    /// over the interior ones between them; the last may overlap the one before.
+    /// over the interior ones between them. The last may overlap the one before: it then
+    /// computes only its new pixels and comes first, its other lanes holding the bias alone
+    /// until the tile before stores over them (a conv's output never shares memory with its
+    /// operands).
     fn tiles(&self) -> Vec<TileAt> {
         let cols = self.cols;
         let (lo, hi) = interior(cols);
@@ -608,6 +602,9 @@ impl Tile<'_> {
                 keep: x - start,
             });
             x = start + PIXELS;
+        }
+        if matches!(tiles.last(), Some(TileAt::Static { keep, .. }) if *keep > 0) {
+            tiles.rotate_right(1);
         }
         tiles
     }

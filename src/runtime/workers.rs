@@ -43,8 +43,7 @@ struct Launch {
     stride: i64,
     /// Iterations of the parallel loop.
     trips: i64,
-    chunks: usize,
-    /// Which chunk each claim takes (changed only under the pool's mutex).
+    /// Which chunk each claim takes (and how many there are) (changed only under the pool's mutex).
     deal: Deal,
     /// Chunks finished (changed only under the pool's mutex).
     finished: AtomicUsize,
@@ -64,12 +63,12 @@ impl Launch {
 
     /// Whether every chunk has finished.
     fn done(&self) -> bool {
-        self.finished.load(Ordering::Relaxed) >= self.chunks
+        self.finished.load(Ordering::Relaxed) >= self.deal.chunks
     }
 
     /// The loop bounds of chunk `c`.
     fn range(&self, c: usize) -> (i64, i64) {
-        let (c, chunks) = (c as i64, self.chunks as i64);
+        let (c, chunks) = (c as i64, self.deal.chunks as i64);
         let lo = self.start + self.trips * c / chunks * self.stride;
         let hi = (self.start + self.trips * (c + 1) / chunks * self.stride).min(self.end);
         (lo, hi)
@@ -211,7 +210,7 @@ impl Shared {
         // is still waiting and the launch is alive; the lock is held by the caller.
         let l = unsafe { &*launch.0 };
         let finished = l.finished.fetch_add(1, Ordering::Relaxed) + 1;
-        if finished == l.chunks {
+        if finished == l.deal.chunks {
             self.done.notify_all();
         }
     }
@@ -280,7 +279,6 @@ impl Workers {
         chunks: usize,
     ) {
         let trips = ((end - start).max(0) + stride - 1) / stride.max(1);
-        let chunks = chunks.max(1);
         let launch = Launch {
             func,
             table,
@@ -288,7 +286,6 @@ impl Workers {
             end,
             stride: stride.max(1),
             trips,
-            chunks,
             deal: Deal::new(chunks, self.handles.len() + 1),
             finished: AtomicUsize::new(0),
         };
