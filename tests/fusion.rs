@@ -4,6 +4,7 @@
 //! Re-bless with `INSTA_UPDATE=always cargo test --test fusion`.
 
 use fovea::Model;
+use fovea::Winograd;
 use fovea::runtime::Compiler;
 use fovea::runtime::fuse::{fusion_groups, print_groups};
 
@@ -209,6 +210,118 @@ fn strided_conv_with_a_partial_last_tile_and_a_residual_add() {
             assert!(
                 e <= 1e-5,
                 "{c} channels, {h}x{h}, {threads} threads: error {e}"
+            );
+        }
+    }
+}
+
+/// Stride-2 convolutions computed by Winograd over their input's four phases (a
+/// space-to-depth kernel, then a stride-1 convolution with ⌈K/2⌉ taps a side): every kernel
+/// size that maps to 2, 3 or 4 taps, odd and even planes, padding on both sides, a fused
+/// residual add and ReLU, 1 and 2 threads, against the interpreter.
+#[test]
+fn stride_two_convs_run_over_their_phases() {
+    // (taps, pad, input channels, output channels, rows, columns)
+    let cases = [
+        (7, 3, 3, 64, 32, 32),
+        (7, 3, 3, 16, 37, 30),
+        (8, 3, 3, 16, 30, 31),
+        (5, 2, 8, 16, 29, 29),
+        (6, 2, 4, 8, 24, 26),
+        (3, 1, 16, 32, 28, 28),
+        (3, 1, 8, 16, 15, 17),
+        (4, 1, 8, 16, 20, 22),
+    ];
+    for (k, pad, c, m, h, w) in cases {
+        let out = |n: usize| (n + 2 * pad - k) / 2 + 1;
+        let (oh, ow) = (out(h), out(w));
+        let text = format!(
+            "graph g(x: f32[1,{c},{h},{w}], r: f32[1,{m},{oh},{ow}]) -> (y: f32[1,{m},{oh},{ow}]) {{
+  const w: f32[{m},{c},{k},{k}] = normal(seed=1, std=0.1)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[1,{m},{oh},{ow}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[2, 2]}}
+  sum: f32[1,{m},{oh},{ow}] = add(conv, r)
+  y: f32[1,{m},{oh},{ow}] = relu(sum)
+}}"
+        );
+        let model = Model::parse(&text).unwrap();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
+        let expected = model.interpret(&refs).unwrap();
+        for threads in [1, 2] {
+            let compiled = Compiler::new()
+                .threads(threads)
+                .winograd(Winograd::F4x4)
+                .compile(&model)
+                .unwrap();
+            let schedules: Vec<String> = compiled
+                .static_plan()
+                .unwrap()
+                .kernels()
+                .iter()
+                .filter_map(|k| k.schedule.clone())
+                .collect();
+            let r = k.div_ceil(2);
+            assert!(
+                schedules[0].starts_with("space-to-depth")
+                    && schedules[1].contains(&format!("F(4x4,{r}x{r})")),
+                "{k}x{k} stride 2: {schedules:?}"
+            );
+            let got = compiled.run(&refs).unwrap();
+            let e = relative_error(&got[0].1, &expected[0].1);
+            println!("{k}x{k} stride 2, {c} channels, {h}x{w}, {threads} threads: error {e:.2e}");
+            assert!(
+                e <= 1e-5,
+                "{k}x{k} stride 2, {c} channels, {h}x{w}, {threads} threads: error {e}"
+            );
+        }
+    }
+}
+
+/// Stride-1 2×2 and 4×4 convolutions on Winograd F(4×4, r×r) (Toom–Cook matrices), with
+/// symmetric and asymmetric padding, against the interpreter.
+#[test]
+fn even_kernels_take_toom_cook_winograd() {
+    // (taps, pads top/left/bottom/right, input channels, output channels, rows, columns)
+    let cases = [
+        (4, [1, 1, 2, 2], 8, 16, 20, 21),
+        (4, [3, 3, 3, 3], 4, 8, 9, 12),
+        (4, [0, 0, 0, 0], 16, 8, 13, 11),
+        (2, [0, 0, 1, 1], 8, 16, 17, 18),
+        (2, [1, 1, 0, 0], 4, 8, 8, 9),
+    ];
+    for (k, [pt, pl, pb, pr], c, m, h, w) in cases {
+        let (oh, ow) = (h + pt + pb - k + 1, w + pl + pr - k + 1);
+        let text = format!(
+            "graph g(x: f32[1,{c},{h},{w}]) -> (y: f32[1,{m},{oh},{ow}]) {{
+  const w: f32[{m},{c},{k},{k}] = normal(seed=1, std=0.1)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[1,{m},{oh},{ow}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pt}, {pl}, {pb}, {pr}]}}
+  y: f32[1,{m},{oh},{ow}] = relu(conv)
+}}"
+        );
+        let model = Model::parse(&text).unwrap();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
+        let expected = model.interpret(&refs).unwrap();
+        for threads in [1, 2] {
+            let compiled = Compiler::new()
+                .threads(threads)
+                .winograd(Winograd::F4x4)
+                .compile(&model)
+                .unwrap();
+            let plan = compiled.static_plan().unwrap();
+            let schedule = plan.kernels()[0].schedule.clone().unwrap_or_default();
+            assert!(
+                schedule.contains(&format!("F(4x4,{k}x{k})")),
+                "{k}x{k}: {schedule}"
+            );
+            let got = compiled.run(&refs).unwrap();
+            let e = relative_error(&got[0].1, &expected[0].1);
+            assert!(
+                e <= 1e-5,
+                "{k}x{k} pads {:?}, {h}x{w}, {threads} threads: error {e}",
+                [pt, pl, pb, pr]
             );
         }
     }

@@ -153,6 +153,7 @@ fn resnet18_takes_winograd_where_the_cost_model_says() {
     assert_eq!(
         names,
         [
+            "conv1",
             "layer1.0.conv1",
             "layer1.0.conv2",
             "layer1.1.conv1",
@@ -170,9 +171,13 @@ fn resnet18_takes_winograd_where_the_cost_model_says() {
     );
     for (name, schedule) in &auto {
         assert!(schedule.contains("F(4x4"), "{name}: {schedule}");
-        // Layer 1's transformed weights (0.6 MB) stay in cache; layers 2-4's (2.4-38 MB)
-        // would be streamed from memory, so they are transformed at run time.
-        let weights = if name.starts_with("layer1") {
+        // The 7×7 stride-2 stem runs over its input's four phases as a 4×4 convolution.
+        let kernel = if name == "conv1" { "4x4)" } else { "3x3)" };
+        assert!(schedule.contains(kernel), "{name}: {schedule}");
+        // The stem's and layer 1's transformed weights (0.15 and 0.6 MB) stay in cache;
+        // layers 2-4's (2.4-38 MB) would be streamed from memory, so they are transformed
+        // at run time.
+        let weights = if name == "conv1" || name.starts_with("layer1") {
             "at compile time"
         } else {
             "at run time"

@@ -64,13 +64,17 @@ const MAX_BAND_BYTES: usize = 1 << 20;
 /// from memory, so the bands are made as large as possible to read them once.
 const CACHED_WEIGHT_BYTES: usize = 1 << 20;
 
-/// Which Winograd algorithm: outputs per tile side 2 or 4.
+/// Which Winograd algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
     /// F(2×2, 3×3): 16 points per 4 outputs (2.25× fewer multiplications than direct).
     F2,
     /// F(4×4, 3×3): 36 points per 16 outputs (4× fewer).
     F4,
+    /// F(4×4, r×r) for another kernel size `r` (2 or 4: the space-to-depth forms of 3×3
+    /// and 7×7 stride-2 convolutions), its matrices built by [`toom_cook`]; weights
+    /// transformed at compile time only.
+    Cook(usize),
 }
 
 /// `G` of F(2×2, 3×3) (`U = G g Gᵀ`) with its rows' scales moved into `Aᵀ`: rows of
@@ -92,18 +96,225 @@ const G4: [[f64; 3]; 6] = [
     [0.0, 0.0, 1.0],
 ];
 
+/// The matrices of a 1-D Winograd correlation F(m, r): `y = Aᵀ [(G g) ⊙ (Bᵀ d)]` for `m`
+/// outputs `y`, `r` taps `g` and `n = m + r − 1` inputs `d`.
+#[derive(Clone, Debug, PartialEq)]
+struct Matrices {
+    /// `n × n`.
+    bt: Vec<Vec<f64>>,
+    /// `n × r`.
+    g: Vec<Vec<f64>>,
+    /// `m × n`.
+    at: Vec<Vec<f64>>,
+}
+
+/// Magnitudes of the finite interpolation points: `count` points are `±` the first
+/// `count / 2` of these, plus 0 when `count` is odd (F(4, 3) takes Lavin and Gray's 0, ±1,
+/// ±2). Points in ± pairs make the transforms' rows and columns pairs too (an even and an
+/// odd half, summed and subtracted: [`apply_rows`], [`apply_columns`]).
+const MAGNITUDES: [f64; 3] = [1.0, 2.0, 0.5];
+
+/// F(m, r) by Toom–Cook at `m + r − 2` finite points ([`MAGNITUDES`]) and ∞. The correlation is
+/// the transpose of the convolution `s = g ∗ h` computed by evaluating both polynomials at
+/// the points and interpolating: `Aᵀ` is the Vandermonde matrix of `h`'s `m` coefficients
+/// (transposed), `G` the one of `g`'s `r`, and `Bᵀ` the transposed interpolation: row `j`
+/// holds the coefficients of `Π_{l≠j} (x − a_l)` (of `Π_l (x − a_l)` for ∞), each scaled
+/// by a power of two to integers; `G`'s rows carry the rest of the scale,
+/// `1 / Π_{l≠j} (a_j − a_l)`, so that the run-time transforms multiply by small integers
+/// and powers of the points only. `None` past [`MAGNITUDES`].
+fn toom_cook(m: usize, r: usize) -> Option<Matrices> {
+    let n = m + r - 1;
+    let count = n.checked_sub(1)?;
+    let mut finite = if count % 2 == 1 {
+        vec![0.0]
+    } else {
+        Vec::new()
+    };
+    for &a in MAGNITUDES.get(..count / 2)? {
+        finite.extend([a, -a]);
+    }
+    let mul = |p: &[f64], a: f64| {
+        // p · (x − a), coefficients in ascending powers.
+        let mut q = vec![0.0; p.len() + 1];
+        for (i, &c) in p.iter().enumerate() {
+            q[i + 1] += c;
+            q[i] -= a * c;
+        }
+        q
+    };
+    let mut bt = Vec::with_capacity(n);
+    let mut g = Vec::with_capacity(n);
+    for (j, &a) in finite.iter().enumerate() {
+        let mut poly = vec![1.0];
+        let mut denominator = 1.0;
+        for (l, &b) in finite.iter().enumerate() {
+            if l != j {
+                poly = mul(&poly, b);
+                denominator *= a - b;
+            }
+        }
+        poly.resize(n, 0.0);
+        // The least power of two that makes every coefficient an integer.
+        let mut scale = 1.0;
+        while poly.iter().any(|c| (c * scale).fract() != 0.0) && scale < 1024.0 {
+            scale *= 2.0;
+        }
+        bt.push(poly.iter().map(|c| c * scale).collect());
+        g.push(
+            (0..r)
+                .map(|k| a.powi(k as i32) / (denominator * scale))
+                .collect(),
+        );
+    }
+    let full = finite.iter().fold(vec![1.0], |p, &a| mul(&p, a));
+    bt.push(full);
+    g.push((0..r).map(|k| if k == r - 1 { 1.0 } else { 0.0 }).collect());
+    let at = (0..m)
+        .map(|i| {
+            let mut row: Vec<f64> = finite.iter().map(|a| a.powi(i as i32)).collect();
+            row.push(if i == m - 1 { 1.0 } else { 0.0 });
+            row
+        })
+        .collect();
+    Some(Matrices { bt, g, at })
+}
+
+/// `Σ coefficient · value` over the nonzero coefficients, as adds, subtracts and FMAs.
+fn combine(terms: impl IntoIterator<Item = (f64, Expr)>) -> Expr {
+    let mut acc: Option<Expr> = None;
+    for (c, e) in terms.into_iter().filter(|(c, _)| *c != 0.0) {
+        acc = Some(match acc {
+            None if c == 1.0 => e,
+            None => e.mul(Expr::Float(c as f32)),
+            Some(a) if c == 1.0 => a.add(e),
+            Some(a) if c == -1.0 => a.sub(e),
+            Some(a) => e.fma(Expr::Float(c as f32), a),
+        });
+    }
+    acc.unwrap_or_else(|| Expr::Float(0.0).splat())
+}
+
+/// `rows · d` for a matrix whose rows come in pairs `b = ±(a with its odd-index entries
+/// negated)` (the rows of `Bᵀ` and `G` at points ±a): each pair's even and odd halves are
+/// summed once and the two rows are their sum and difference.
+fn apply_rows(k: &mut KernelBuilder, rows: &[Vec<f64>], d: Vec<Expr>) -> Vec<Expr> {
+    let d: Vec<Expr> = d
+        .into_iter()
+        .map(|e| Expr::Local(k.declare(Ty::F32x4, e)))
+        .collect();
+    let flipped = |row: &[f64]| -> Vec<f64> {
+        let sign = |i: usize| if i % 2 == 1 { -1.0 } else { 1.0 };
+        row.iter().enumerate().map(|(i, c)| c * sign(i)).collect()
+    };
+    let half = |row: &[f64], parity: usize| {
+        let terms: Vec<(f64, Expr)> = row
+            .iter()
+            .zip(&d)
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .map(|(_, (&c, e))| (c, e.clone()))
+            .collect();
+        combine(terms)
+    };
+    let mut out: Vec<Option<Expr>> = vec![None; rows.len()];
+    for a in 0..rows.len() {
+        if out[a].is_some() {
+            continue;
+        }
+        let mirror = flipped(&rows[a]);
+        let odd_nonzero = rows[a].iter().skip(1).step_by(2).any(|&c| c != 0.0);
+        let even_nonzero = rows[a].iter().step_by(2).any(|&c| c != 0.0);
+        let pair = (a + 1..rows.len()).find(|&b| {
+            out[b].is_none()
+                && (rows[b] == mirror || rows[b].iter().zip(&mirror).all(|(x, y)| *x == -y))
+        });
+        match pair {
+            Some(b) if odd_nonzero && even_nonzero => {
+                let even = Expr::Local(k.declare(Ty::F32x4, half(&rows[a], 0)));
+                let odd = Expr::Local(k.declare(Ty::F32x4, half(&rows[a], 1)));
+                out[a] = Some(even.clone().add(odd.clone()));
+                out[b] = Some(if rows[b] == mirror {
+                    even.sub(odd)
+                } else {
+                    odd.sub(even)
+                });
+            }
+            _ => {
+                let terms = rows[a].iter().copied().zip(d.iter().cloned());
+                out[a] = Some(combine(terms));
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// `at · m` for a matrix whose columns come in pairs `j' = (j with its odd-index rows
+/// negated)` (the columns of `Aᵀ` at points ±a): each pair's sum and difference are taken
+/// once and feed the even and odd rows.
+fn apply_columns(k: &mut KernelBuilder, at: &[Vec<f64>], m: Vec<Expr>) -> Vec<Expr> {
+    let n = m.len();
+    let column = |j: usize| -> Vec<f64> { at.iter().map(|row| row[j]).collect() };
+    let mut paired: Vec<Option<(usize, Expr, Expr)>> = vec![None; n];
+    let mut taken = vec![false; n];
+    for j in 0..n {
+        if taken[j] {
+            continue;
+        }
+        let cj = column(j);
+        let mirror: Vec<f64> = cj
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i % 2 == 1 { -c } else { *c })
+            .collect();
+        if cj == mirror {
+            continue;
+        }
+        if let Some(jj) = (j + 1..n).find(|&jj| !taken[jj] && column(jj) == mirror) {
+            taken[j] = true;
+            taken[jj] = true;
+            let a = Expr::Local(k.declare(Ty::F32x4, m[j].clone()));
+            let b = Expr::Local(k.declare(Ty::F32x4, m[jj].clone()));
+            let s = Expr::Local(k.declare(Ty::F32x4, a.clone().add(b.clone())));
+            let d = Expr::Local(k.declare(Ty::F32x4, a.sub(b)));
+            paired[j] = Some((jj, s, d));
+        }
+    }
+    at.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let mut terms = Vec::new();
+            for j in 0..n {
+                if let Some((_, s, d)) = &paired[j] {
+                    terms.push((row[j], if i % 2 == 0 { s.clone() } else { d.clone() }));
+                } else if !paired.iter().flatten().any(|(jj, _, _)| *jj == j) {
+                    terms.push((row[j], m[j].clone()));
+                }
+            }
+            combine(terms)
+        })
+        .collect()
+}
+
 impl Variant {
     /// Outputs per tile side.
     fn out(self) -> usize {
         match self {
             Variant::F2 => 2,
-            Variant::F4 => 4,
+            Variant::F4 | Variant::Cook(_) => 4,
+        }
+    }
+
+    /// Kernel taps per side.
+    fn kernel(self) -> usize {
+        match self {
+            Variant::F2 | Variant::F4 => 3,
+            Variant::Cook(r) => r,
         }
     }
 
     /// Inputs per tile side.
     fn input(self) -> usize {
-        self.out() + 2
+        self.out() + self.kernel() - 1
     }
 
     /// Transform points per tile.
@@ -111,19 +322,46 @@ impl Variant {
         self.input() * self.input()
     }
 
-    fn g(self) -> &'static [[f64; 3]] {
+    /// The Toom–Cook matrices of a [`Variant::Cook`].
+    fn matrices(self) -> Option<Matrices> {
         match self {
-            Variant::F2 => &G2,
-            Variant::F4 => &G4,
+            Variant::F2 | Variant::F4 => None,
+            Variant::Cook(r) => toom_cook(self.out(), r),
+        }
+    }
+
+    /// `G` (`input() × kernel()`).
+    fn g(self) -> Vec<Vec<f64>> {
+        match self {
+            Variant::F2 => G2.iter().map(|r| r.to_vec()).collect(),
+            Variant::F4 => G4.iter().map(|r| r.to_vec()).collect(),
+            Variant::Cook(_) => self.matrices().map(|m| m.g).unwrap_or_default(),
         }
     }
 
     /// Vector instructions of the input transform per tile and input channel, and of the
-    /// output transform per tile and block of 8 output channels (counted from the code).
+    /// output transform per tile and block of 8 output channels (counted from the code;
+    /// for [`Variant::Cook`], estimated from the matrices' nonzeros the same way).
     fn transform_cost(self) -> (f64, f64) {
         match self {
             Variant::F2 => (22.0, 82.0),
             Variant::F4 => (60.0, 290.0),
+            Variant::Cook(_) => {
+                let Some(m) = self.matrices() else {
+                    return (f64::INFINITY, f64::INFINITY);
+                };
+                let nonzeros =
+                    |rows: &[Vec<f64>]| rows.iter().flatten().filter(|c| **c != 0.0).count() as f64;
+                let (n, out) = (self.input() as f64, self.out() as f64);
+                let (b, a) = (nonzeros(&m.bt), nonzeros(&m.at));
+                // Columns: per 4 columns n loads, the combinations, n stores; tiles: per 4
+                // tiles and row, the loads and transposes, the combinations, n stores.
+                let input = (2.0 * n + b) * out / 4.0 + n * (3.0 * n + b) / 4.0;
+                // Per vector of 4 channels: loads and column combinations, row combinations,
+                // bias, transposes and stores.
+                let output = 2.0 * (n * (n + a) + out * a + out * out + 8.0 * out);
+                (input, output)
+            }
         }
     }
 
@@ -158,39 +396,46 @@ impl Variant {
                         .fma(f(4.0), d[3].clone().fma(f(-5.0), d[5].clone())),
                 ]
             }
-        }
-    }
-
-    /// `G g` along one axis: the `input()` transformed values of a kernel's 3 taps (in
-    /// `f32`, for weights transformed at run time).
-    fn weight_points(self, k: &mut KernelBuilder, g: [Expr; 3]) -> Vec<Expr> {
-        let f = Expr::Float;
-        let mut local = |e: Expr| Expr::Local(k.declare(Ty::F32x4, e));
-        let [g0, g1, g2] = g.map(&mut local);
-        let a = local(g0.clone().add(g2.clone()));
-        match self {
-            Variant::F2 => vec![g0, a.clone().add(g1.clone()), a.sub(g1), g2],
-            Variant::F4 => {
-                // g0 + 4·g2
-                let b = local(g2.clone().fma(f(4.0), g0.clone()));
-                vec![
-                    g0,
-                    a.clone().add(g1.clone()),
-                    a.sub(g1.clone()),
-                    g1.clone().fma(f(2.0), b.clone()),
-                    g1.fma(f(-2.0), b),
-                    g2,
-                ]
+            Variant::Cook(_) => {
+                let bt = self.matrices().map(|m| m.bt).unwrap_or_default();
+                apply_rows(k, &bt, d)
             }
         }
     }
 
+    /// `G g` along one axis: the `input()` transformed values of a kernel's taps (in
+    /// `f32`, for weights transformed at run time).
+    fn weight_points(self, k: &mut KernelBuilder, g: Vec<Expr>) -> Vec<Expr> {
+        let f = Expr::Float;
+        if let Variant::Cook(_) = self {
+            return apply_rows(k, &self.g(), g);
+        }
+        let mut local = |e: Expr| Expr::Local(k.declare(Ty::F32x4, e));
+        let [g0, g1, g2] = [0, 1, 2].map(|i| local(g[i].clone()));
+        let a = local(g0.clone().add(g2.clone()));
+        if self == Variant::F2 {
+            return vec![g0, a.clone().add(g1.clone()), a.sub(g1), g2];
+        }
+        // g0 + 4·g2
+        let b = local(g2.clone().fma(f(4.0), g0.clone()));
+        vec![
+            g0,
+            a.clone().add(g1.clone()),
+            a.sub(g1.clone()),
+            g1.clone().fma(f(2.0), b.clone()),
+            g1.fma(f(-2.0), b),
+            g2,
+        ]
+    }
+
     /// Vector instructions to transform one input channel's weights of a block of 8 output
     /// channels at run time (two lanes of 4: loads, `G g Gᵀ`, stores; counted from the code).
+    /// [`Variant::Cook`] weights are transformed at compile time only.
     fn weight_transform_cost(self) -> f64 {
         match self {
             Variant::F2 => 84.0,
             Variant::F4 => 155.0,
+            Variant::Cook(_) => f64::INFINITY,
         }
     }
 
@@ -223,6 +468,10 @@ impl Variant {
                     d34.fma(f(1.0 / 3.0), d12).add(m[5].clone()),
                 ]
             }
+            Variant::Cook(_) => {
+                let at = self.matrices().map(|m| m.at).unwrap_or_default();
+                apply_columns(k, &at, m)
+            }
         }
     }
 }
@@ -232,25 +481,41 @@ impl Variant {
 /// the cost model prefers the direct kernel. Of the two variants, the one the cost model
 /// finds cheaper.
 pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
-    let variants: &[Variant] = match node.options.winograd {
-        Winograd::Off => return None,
-        Winograd::Auto => &[Variant::F4, Variant::F2],
-        Winograd::F2x2 => &[Variant::F2],
-        Winograd::F4x4 => &[Variant::F4],
-    };
+    let winograd = node.options.winograd;
     let threads = node.options.threads;
+    // The layer itself (stride 1) or its four phases (stride 2), and the variants that fit.
+    let (geometry, phases) = match Phases::of(conv) {
+        Some(phases) => (phases.geometry, Some(phases)),
+        None => (Geometry::of(conv)?, None),
+    };
+    let variants: Vec<Variant> = match (winograd, geometry.kernel) {
+        (Winograd::Off, _) => return None,
+        (Winograd::Auto, 3) => vec![Variant::F4, Variant::F2],
+        (Winograd::F2x2, 3) => vec![Variant::F2],
+        (Winograd::F4x4, 3) => vec![Variant::F4],
+        (Winograd::Auto | Winograd::F4x4, r) => vec![Variant::Cook(r)],
+        (Winograd::F2x2, _) => return None,
+    };
     let plan = variants
         .iter()
-        .filter_map(|&v| Plan::new(conv, v, threads))
+        .filter_map(|&v| Plan::new(&geometry, v, threads))
         .min_by(|a, b| a.cost().total_cmp(&b.cost()))?;
-    if node.options.winograd == Winograd::Auto && plan.cost() >= 0.9 * direct_cost(conv)? {
+    let extra = phases.as_ref().map_or(0.0, Phases::cost);
+    if winograd == Winograd::Auto && plan.cost() + extra >= 0.9 * direct_cost(conv)? {
         return None;
     }
-    let w = conv.weights.as_f32()?;
+    let phase_weights;
+    let w = match &phases {
+        Some(phases) => {
+            phase_weights = phases.weights(conv.weights.as_f32()?);
+            &phase_weights[..]
+        }
+        None => conv.weights.as_f32()?,
+    };
     let u = if plan.runtime_weights {
-        pack_taps(w, conv.m, conv.c)
+        pack_taps(w, plan.m, plan.c)
     } else {
-        transform_weights(plan.variant, w, conv.m, conv.c)
+        transform_weights(plan.variant, w, plan.m, plan.c)
     };
     let u = Tensor::from_f32(vec![u.len()], u).ok()?;
     let bias = match conv.bias {
@@ -261,19 +526,273 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         return None;
     }
     let bias = Tensor::from_f32(vec![conv.m], bias).ok()?;
+    let mut kernels = Vec::new();
+    let mut scratch = vec![(DType::F32, plan.slots * plan.slot())];
+    let x = match &phases {
+        Some(phases) => {
+            scratch.push((DType::F32, phases.len()));
+            kernels.push(LoweredKernel {
+                kernel: phases.kernel(&format!("{}_phases", node.name), threads),
+                args: vec![Arg::Input(0), Arg::Scratch(1)],
+            });
+            Arg::Scratch(1)
+        }
+        None => Arg::Input(0),
+    };
     let kernel = plan.kernel(node.name, conv, Arc::new(u), Arc::new(bias));
-    let mut args = vec![
-        Arg::Input(0),
-        Arg::Const,
-        Arg::Const,
-        Arg::Output(0),
-        Arg::Scratch(0),
-    ];
+    let mut args = vec![x, Arg::Const, Arg::Const, Arg::Output(0), Arg::Scratch(0)];
     args.extend(conv.epilogue.args());
-    Some(Lowered {
-        kernels: vec![LoweredKernel { kernel, args }],
-        scratch: vec![(DType::F32, plan.slots * plan.slot())],
-    })
+    kernels.push(LoweredKernel { kernel, args });
+    Some(Lowered { kernels, scratch })
+}
+
+/// The stride-1, ungrouped, square-kernel convolution a Winograd kernel computes: a
+/// layer's own, or the four phases of a stride-2 layer ([`Phases`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    n: usize,
+    /// Input and output channels.
+    c: usize,
+    m: usize,
+    /// Input rows and columns.
+    h: usize,
+    w: usize,
+    /// Output rows and columns.
+    oh: usize,
+    ow: usize,
+    /// Padding before the first row and column (at most `kernel − 1`).
+    pad_top: usize,
+    pad_left: usize,
+    /// Taps per side.
+    kernel: usize,
+}
+
+impl Geometry {
+    /// The geometry of `conv` if it is a stride-1, undilated, ungrouped convolution with a
+    /// square kernel of 2 to 4 taps a side.
+    fn of(conv: &DirectConv<'_>) -> Option<Geometry> {
+        let [rows, cols] = conv.axes else {
+            return None;
+        };
+        let r = rows.kernel;
+        let fits = |a: &Axis| a.kernel == r && a.stride == 1 && a.dilation == 1 && a.pad < r;
+        if !(2..=4).contains(&r) || !fits(rows) || !fits(cols) || conv.group != 1 {
+            return None;
+        }
+        if conv.weights.shape() != [conv.m, conv.c, r, r] {
+            return None;
+        }
+        Some(Geometry {
+            n: conv.n,
+            c: conv.c,
+            m: conv.m,
+            h: rows.input,
+            w: cols.input,
+            oh: rows.output,
+            ow: cols.output,
+            pad_top: rows.pad,
+            pad_left: cols.pad,
+            kernel: r,
+        })
+    }
+}
+
+/// A stride-2 convolution as a stride-1 one over the four phases of its input (a
+/// space-to-depth): input channel `(2·py + px)·C + c` at `(Y, X)` is the layer's input `c`
+/// at `(2Y + py − pad_top, 2X + px − pad_left)` (zero outside it), and that channel's tap
+/// `(a, b)` is the layer's tap `(2a + py, 2b + px)` (zero past the kernel). A `K × K`
+/// kernel becomes `⌈K/2⌉ × ⌈K/2⌉` over 4× the channels, which Winograd computes with
+/// 2–4× fewer multiplications than the direct method (ResNet's 7×7 stem: 147 per output and
+/// channel direct, 36.75 by F(4×4, 4×4), from 12 phase channels).
+#[derive(Clone, Copy, Debug)]
+struct Phases {
+    /// The layer's input channels, rows, columns and padding.
+    c: usize,
+    h: usize,
+    w: usize,
+    pad_top: usize,
+    pad_left: usize,
+    /// The layer's taps per side.
+    taps: usize,
+    /// The stride-1 convolution over the phases (no padding: the phases carry it).
+    geometry: Geometry,
+}
+
+impl Phases {
+    /// The phases of `conv` if it is an ungrouped, undilated, stride-2 convolution with a
+    /// square kernel of 3 to 8 taps a side (2 to 4 per phase).
+    fn of(conv: &DirectConv<'_>) -> Option<Phases> {
+        let [rows, cols] = conv.axes else {
+            return None;
+        };
+        let taps = rows.kernel;
+        let fits = |a: &Axis| a.kernel == taps && a.stride == 2 && a.dilation == 1;
+        if !(3..=8).contains(&taps) || !fits(rows) || !fits(cols) || conv.group != 1 {
+            return None;
+        }
+        if conv.weights.shape() != [conv.m, conv.c, taps, taps] {
+            return None;
+        }
+        let r = taps.div_ceil(2);
+        Some(Phases {
+            c: conv.c,
+            h: rows.input,
+            w: cols.input,
+            pad_top: rows.pad,
+            pad_left: cols.pad,
+            taps,
+            geometry: Geometry {
+                n: conv.n,
+                c: 4 * conv.c,
+                m: conv.m,
+                h: rows.output + r - 1,
+                w: cols.output + r - 1,
+                oh: rows.output,
+                ow: cols.output,
+                pad_top: 0,
+                pad_left: 0,
+                kernel: r,
+            },
+        })
+    }
+
+    /// Elements of the phase tensor.
+    fn len(&self) -> usize {
+        let g = &self.geometry;
+        g.n * g.c * g.h * g.w
+    }
+
+    /// Modelled seconds of the phase kernel (about 6 instructions per element).
+    fn cost(&self) -> f64 {
+        6.0 * self.len() as f64 / INSTRUCTIONS_PER_SECOND
+    }
+
+    /// The phase channels' weights `[M][4C][r][r]` from the layer's `[M][C][K][K]`.
+    fn weights(&self, w: &[f32]) -> Vec<f32> {
+        let (c, k, r) = (self.c, self.taps, self.geometry.kernel);
+        let m = self.geometry.m;
+        let mut out = vec![0f32; m * 4 * c * r * r];
+        for oc in 0..m {
+            for phase in 0..4 {
+                let (py, px) = (phase / 2, phase % 2);
+                for ci in 0..c {
+                    for a in 0..r {
+                        for b in 0..r {
+                            let (ky, kx) = (2 * a + py, 2 * b + px);
+                            if ky < k && kx < k {
+                                let to = (((oc * 4 + phase) * c + ci) * r + a) * r + b;
+                                out[to] = w[((oc * c + ci) * k + ky) * k + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The kernel writing the phase tensor: one parallel iteration per input channel and
+    /// phase row, writing that row of all four phases. Within a row the columns whose
+    /// inputs all lie inside the input are copied 4 at a time (two loads, one shuffle of
+    /// the phase's lanes); the few at the edges are stored one by one, zero where the
+    /// padding is.
+    fn kernel(&self, name: &str, threads: usize) -> Kernel {
+        let g = &self.geometry;
+        let mut k = KernelBuilder::new(name);
+        k.set_schedule(format!(
+            "space-to-depth: {} phase channels of {} x {} from {} channels of {} x {}",
+            g.c, g.h, g.w, self.c, self.h, self.w
+        ));
+        let plane = self.h * self.w;
+        let x = k.buffer("x", DType::F32, g.n * self.c * plane, BufferKind::Input);
+        let p = k.buffer("phases", DType::F32, self.len(), BufferKind::Output);
+        let kind = if threads > 1 {
+            LoopKind::Parallel
+        } else {
+            LoopKind::Serial
+        };
+        let phase_plane = g.h * g.w;
+        k.for_loop(0, (g.n * self.c * g.h) as i64, 1, kind, |k, row| {
+            let (channel, yy) = split(row, g.n * self.c, g.h);
+            let yy = Expr::Local(k.declare(Ty::I64, yy));
+            let channel = Expr::Local(k.declare(Ty::I64, channel));
+            let (batch, ci) = split(channel.clone(), g.n, self.c);
+            // Phase (py, px) of channel ci is phase channel (2·py + px)·C + ci of the batch.
+            let p_row = sum([
+                times(batch, g.c * phase_plane),
+                times(ci, phase_plane),
+                times(yy.clone(), g.w),
+            ]);
+            let p_row = Expr::Local(k.declare(Ty::I64, p_row));
+            for py in 0..2 {
+                let iy = sum([
+                    times(yy.clone(), 2),
+                    Expr::Int(py as i64 - self.pad_top as i64),
+                ]);
+                let iy = Expr::Local(k.declare(Ty::I64, iy));
+                let clamped = iy.clone().clamp(0, self.h as i64 - 1);
+                let clamped = Expr::Local(k.declare(Ty::I64, clamped));
+                let x_row = sum([
+                    times(channel.clone(), plane),
+                    times(clamped.clone(), self.w),
+                ]);
+                let x_row = Expr::Local(k.declare(Ty::I64, x_row));
+                let inside = clamped.cmp(CmpOp::Eq, iy);
+                let phases = |k: &mut KernelBuilder, inside: bool| {
+                    for px in 0..2 {
+                        let phase = 2 * py + px;
+                        let to = plus(p_row.clone(), (phase * self.c * phase_plane) as i64);
+                        let to = Expr::Local(k.declare(Ty::I64, to));
+                        self.phase_row(k, [x, p], &x_row, &to, px, inside);
+                    }
+                };
+                k.if_else(inside, |k| phases(k, true), |k| phases(k, false));
+            }
+        });
+        k.finish()
+    }
+
+    /// One phase row: columns `X` of phase column `px` from the input row at `x_row` (all
+    /// zero when the row is outside the input) into the phase tensor at `to`.
+    fn phase_row(
+        &self,
+        k: &mut KernelBuilder,
+        [x, p]: [BufId; 2],
+        x_row: &Expr,
+        to: &Expr,
+        px: usize,
+        inside: bool,
+    ) {
+        let width = self.geometry.w;
+        // Input column of phase column X.
+        let column = |xx: usize| (2 * xx + px) as i64 - self.pad_left as i64;
+        let valid = |xx: usize| inside && (0..self.w as i64).contains(&column(xx));
+        // Phase columns whose group of 4 reads inputs column(X) .. column(X) + 7 inside the
+        // row: a loop of vectors.
+        let first = (0..width).find(|&xx| valid(xx)).unwrap_or(width);
+        let groups = (first..width)
+            .take_while(|&xx| xx + 4 <= width && inside && column(xx) + 7 < self.w as i64)
+            .step_by(4)
+            .count();
+        let end = first + 4 * groups;
+        if groups > 0 {
+            k.for_loop(first as i64, end as i64, 4, LoopKind::Serial, |k, xx| {
+                let from = sum([x_row.clone(), times(xx.clone(), 2), Expr::Int(column(0))]);
+                let from = Expr::Local(k.declare(Ty::I64, from));
+                let a = Expr::load4(x, from.clone());
+                let b = Expr::load4(x, plus(from, 4));
+                k.store(p, sum([to.clone(), xx]), a.shuffle(b, [0, 2, 4, 6]));
+            });
+        }
+        for xx in (0..first).chain(end..width) {
+            let value = if valid(xx) {
+                Expr::load(x, plus(x_row.clone(), column(xx)))
+            } else {
+                Expr::Float(0.0)
+            };
+            k.store(p, plus(to.clone(), xx as i64), value);
+        }
+    }
 }
 
 /// Vector instructions per second one core retires in these kernels, and bytes per second
@@ -298,38 +817,41 @@ fn direct_cost(conv: &DirectConv<'_>) -> Option<f64> {
     let [rows, cols] = conv.axes else {
         return None;
     };
+    let taps = rows.kernel * cols.kernel;
     let tiles = (conv.n * rows.output * cols.output.div_ceil(4)) as f64;
-    let work = tiles * 9.0 * 14.0 * conv.c as f64 * (conv.m / WIDTH) as f64;
-    Some(work / INSTRUCTIONS_PER_SECOND + weight_seconds(9 * conv.c * conv.m * 4, 1))
+    let work = tiles * (taps * 14) as f64 * conv.c as f64 * (conv.m / WIDTH) as f64;
+    Some(work / INSTRUCTIONS_PER_SECOND + weight_seconds(taps * conv.c * conv.m * 4, 1))
 }
 
 /// `U[block][ξ][c][j] = (G g Gᵀ)[ξ]` of output channel `block·8 + j` and input channel
-/// `c`, computed in `f64`.
+/// `c`, computed in `f64` from weights `[m][c][r][r]`.
 fn transform_weights(variant: Variant, w: &[f32], m: usize, c: usize) -> Vec<f32> {
     use rayon::prelude::*;
-    let (g_matrix, input) = (variant.g(), variant.input());
+    let (g_matrix, input, r) = (variant.g(), variant.input(), variant.kernel());
     let points = variant.points();
     let mut u = vec![0f32; points * m * c];
     // One block of 8 output channels per task; within it, channel by channel, so that the
-    // writes advance through the block's 36 point rows together (in cache) rather than
-    // one output channel at a time across all of them.
+    // writes advance through the block's point rows together (in cache) rather than one
+    // output channel at a time across all of them.
     u.par_chunks_mut(points * c * WIDTH)
         .enumerate()
         .for_each(|(block, u)| {
             for ci in 0..c {
                 for j in 0..WIDTH {
                     let oc = block * WIDTH + j;
-                    let g = &w[(oc * c + ci) * 9..][..9];
-                    // G g: input × 3, on the stack.
-                    let mut gg = [[0f64; 3]; 6];
-                    for (row, gr) in gg.iter_mut().zip(g_matrix) {
-                        for (b, out) in row.iter_mut().enumerate() {
-                            *out = (0..3).map(|a| gr[a] * f64::from(g[a * 3 + b])).sum();
-                        }
-                    }
-                    for (k, row) in gg[..input].iter().enumerate() {
+                    let g = &w[(oc * c + ci) * r * r..][..r * r];
+                    // G g: input × r.
+                    let gg: Vec<Vec<f64>> = g_matrix
+                        .iter()
+                        .map(|gr| {
+                            (0..r)
+                                .map(|b| (0..r).map(|a| gr[a] * f64::from(g[a * r + b])).sum())
+                                .collect()
+                        })
+                        .collect();
+                    for (k, row) in gg.iter().enumerate() {
                         for (l, gl) in g_matrix.iter().enumerate() {
-                            let value: f64 = (0..3).map(|b| row[b] * gl[b]).sum();
+                            let value: f64 = (0..r).map(|b| row[b] * gl[b]).sum();
                             u[((k * input + l) * c + ci) * WIDTH + j] = value as f32;
                         }
                     }
@@ -399,18 +921,22 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(conv: &DirectConv<'_>, variant: Variant, threads: usize) -> Option<Plan> {
-        let [rows, cols] = conv.axes else {
-            return None;
-        };
-        let fits = |a: &Axis| a.kernel == 3 && a.stride == 1 && a.dilation == 1 && a.pad <= 2;
-        if !fits(rows) || !fits(cols) || conv.group != 1 || conv.c == 0 || conv.n == 0 {
+    fn new(geometry: &Geometry, variant: Variant, threads: usize) -> Option<Plan> {
+        let Geometry {
+            n,
+            c,
+            m,
+            h,
+            w,
+            oh,
+            ow,
+            pad_top,
+            pad_left,
+            kernel,
+        } = *geometry;
+        if kernel != variant.kernel() || !m.is_multiple_of(WIDTH) || c == 0 || n == 0 {
             return None;
         }
-        if !conv.m.is_multiple_of(WIDTH) || conv.weights.shape() != [conv.m, conv.c, 3, 3] {
-            return None;
-        }
-        let (h, w, oh, ow) = (rows.input, cols.input, rows.output, cols.output);
         let out = variant.out();
         if w < 4 || ow < 4 || oh == 0 {
             return None;
@@ -421,13 +947,13 @@ impl Plan {
         let fits_band = |band_rows: usize| {
             tile_rows.is_multiple_of(band_rows)
                 && padded(band_rows) / GROUP <= MAX_GROUPS
-                && points * conv.c * padded(band_rows) * 4 <= MAX_BAND_BYTES
+                && points * c * padded(band_rows) * 4 <= MAX_BAND_BYTES
         };
         // Output-channel groups for bands of `band_rows`: the fewest that give every thread
         // an iteration, keeping at least 4 blocks per group (each group repeats the input
         // transform).
-        let blocks = conv.m / WIDTH;
-        let bands = |band_rows: usize| conv.n * tile_rows / band_rows;
+        let blocks = m / WIDTH;
+        let bands = |band_rows: usize| n * tile_rows / band_rows;
         let oc_groups = |band_rows: usize| {
             (1..=blocks)
                 .filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4)
@@ -445,7 +971,7 @@ impl Plan {
         // tiles each, the least busy thread's work first (ResNet-18's 56×56 layers: bands of
         // 2 rows of 14 tiles, no padding, 1.56 → 1.34 ms on one thread). Weights streamed
         // from memory: the largest band, to read them once.
-        let band_rows = if points * conv.c * conv.m * 4 <= CACHED_WEIGHT_BYTES {
+        let band_rows = if points * c * m * 4 <= CACHED_WEIGHT_BYTES {
             (1..=tile_rows)
                 .filter(|&r| fits_band(r) && r * tile_cols >= GROUP)
                 .min_by_key(|&r| (span(r), r))
@@ -457,21 +983,21 @@ impl Plan {
         let oc_groups = oc_groups(band_rows);
         let bands = bands(band_rows);
         let row_len = out * tile_cols + 4;
-        if cols.pad + w > row_len {
+        if pad_left + w > row_len {
             return None;
         }
         let slots = threads.clamp(1, bands * oc_groups);
         let plan = Plan {
             variant,
-            n: conv.n,
-            c: conv.c,
-            m: conv.m,
+            n,
+            c,
+            m,
             h,
             w,
             oh,
             ow,
-            pad_top: rows.pad,
-            pad_left: cols.pad,
+            pad_top,
+            pad_left,
             tile_rows,
             tile_cols,
             band_rows,
@@ -590,9 +1116,9 @@ impl Plan {
 
     fn kernel(&self, name: &str, conv: &DirectConv<'_>, u: Arc<Tensor>, b: Arc<Tensor>) -> Kernel {
         let mut k = KernelBuilder::new(name);
-        let side = self.variant.out();
+        let (side, r) = (self.variant.out(), self.variant.kernel());
         k.set_schedule(format!(
-            "winograd F({side}x{side},3x3), bands of {} x {} tiles ({} with padding), GEMM \
+            "winograd F({side}x{side},{r}x{r}), bands of {} x {} tiles ({} with padding), GEMM \
              tile 4 tiles x {WIDTH} channels (8 accumulators), {} bands x {} channel groups \
              on {} threads, weights transformed {}",
             self.band_rows,
@@ -851,10 +1377,10 @@ impl Plan {
                         Expr::load4(f.s, plus(f.slot.clone(), at as i64))
                     })
                 };
-                // Lane j of column e: element e of tile j's row (F4 needs 6: two loads).
+                // Lane j of column e: element e of tile j's row (over 4: two loads).
                 let mut d = transpose4(k, &load(0), 0..4);
                 if input > 4 {
-                    d.extend(transpose4(k, &load(2), 2..4));
+                    d.extend(transpose4(k, &load(input - 4), 8 - input..4));
                 }
                 for (l, value) in self.variant.input_points(k, d).into_iter().enumerate() {
                     let point = row * input + l;
@@ -890,7 +1416,7 @@ impl Plan {
                 let columns: Vec<Vec<Expr>> = (0..3)
                     .map(|b| {
                         self.variant
-                            .weight_points(k, [tap(0, b), tap(1, b), tap(2, b)])
+                            .weight_points(k, vec![tap(0, b), tap(1, b), tap(2, b)])
                             .into_iter()
                             .map(|e| Expr::Local(k.declare(Ty::F32x4, e)))
                             .collect()
@@ -898,7 +1424,12 @@ impl Plan {
                     .collect();
                 for kk in 0..input {
                     let row = [&columns[0], &columns[1], &columns[2]].map(|col| col[kk].clone());
-                    for (l, value) in self.variant.weight_points(k, row).into_iter().enumerate() {
+                    for (l, value) in self
+                        .variant
+                        .weight_points(k, row.to_vec())
+                        .into_iter()
+                        .enumerate()
+                    {
                         let at = ((kk * input + l) * self.u_stride() + 4 * v) as i64;
                         k.store(f.s, plus(u_ci.clone(), at), value);
                     }
@@ -1141,7 +1672,7 @@ struct Frame {
 
 #[cfg(test)]
 mod tests {
-    use super::{G2, G4};
+    use super::{G2, G4, Matrices, toom_cook};
 
     /// `Bᵀ` and `Aᵀ` of F(2, 3) and F(4, 3), as the kernels' formulas compute them.
     const BT2: [[f64; 4]; 4] = [
@@ -1166,37 +1697,77 @@ mod tests {
         [0.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 3.0, -1.0 / 3.0, 1.0],
     ];
 
+    fn rows<const N: usize>(m: &[[f64; N]]) -> Vec<Vec<f64>> {
+        m.iter().map(|r| r.to_vec()).collect()
+    }
+
     /// `Aᵀ [(G g) ⊙ (Bᵀ d)]` against the correlation of `d` with `g`.
-    fn check(g_matrix: &[[f64; 3]], bt: &[&[f64]], at: &[&[f64]]) {
-        let d = [0.3, -1.2, 2.5, 0.7, -0.4, 1.9];
-        let g = [0.5, -0.25, 1.5];
-        let n = bt.len();
+    fn check(matrices: &Matrices) {
+        let Matrices {
+            bt,
+            g: g_matrix,
+            at,
+        } = matrices;
+        let (n, r) = (bt.len(), g_matrix[0].len());
+        let d: Vec<f64> = (0..n)
+            .map(|i| ((i * 7 + 3) % 11) as f64 * 0.37 - 1.6)
+            .collect();
+        let g: Vec<f64> = (0..r)
+            .map(|i| ((i * 5 + 2) % 7) as f64 * 0.41 - 1.1)
+            .collect();
         let gg: Vec<f64> = g_matrix
             .iter()
-            .map(|r| (0..3).map(|a| r[a] * g[a]).sum())
+            .map(|row| (0..r).map(|a| row[a] * g[a]).sum())
             .collect();
         let bd: Vec<f64> = bt
             .iter()
-            .map(|r| (0..n).map(|i| r[i] * d[i]).sum())
+            .map(|row| (0..n).map(|i| row[i] * d[i]).sum())
             .collect();
+        assert_eq!(at.len() + r - 1, n);
         for (o, row) in at.iter().enumerate() {
             let y: f64 = (0..n).map(|i| row[i] * gg[i] * bd[i]).sum();
-            let direct: f64 = (0..3).map(|a| d[o + a] * g[a]).sum();
-            assert!((y - direct).abs() < 1e-12, "output {o}: {y} vs {direct}");
+            let direct: f64 = (0..r).map(|a| d[o + a] * g[a]).sum();
+            assert!((y - direct).abs() < 1e-9, "output {o}: {y} vs {direct}");
         }
     }
 
     #[test]
     fn the_matrices_compute_a_correlation() {
-        check(
-            &G2,
-            &BT2.each_ref().map(|r| &r[..]),
-            &AT2.each_ref().map(|r| &r[..]),
-        );
-        check(
-            &G4,
-            &BT4.each_ref().map(|r| &r[..]),
-            &AT4.each_ref().map(|r| &r[..]),
-        );
+        check(&Matrices {
+            bt: rows(&BT2),
+            g: rows(&G2),
+            at: rows(&AT2),
+        });
+        check(&Matrices {
+            bt: rows(&BT4),
+            g: rows(&G4),
+            at: rows(&AT4),
+        });
+        for (m, r) in [
+            (2, 2),
+            (2, 3),
+            (4, 2),
+            (4, 3),
+            (4, 4),
+            (4, 5),
+            (3, 4),
+            (6, 3),
+        ] {
+            let matrices = toom_cook(m, r).unwrap_or_else(|| panic!("F({m}, {r})"));
+            check(&matrices);
+        }
+        assert_eq!(toom_cook(6, 4), None, "past the points");
+    }
+
+    /// Toom–Cook at 0, ±1, ±2 and ∞ gives the hand-factored F(4, 3)'s `Bᵀ`; the transform
+    /// rows of points ±a are mirror pairs, and `Bᵀ` is integer.
+    #[test]
+    fn toom_cook_matches_the_hand_written_f4() {
+        let cook = toom_cook(4, 3).unwrap();
+        assert_eq!(cook.bt, rows(&BT4));
+        let f44 = toom_cook(4, 4).unwrap();
+        for row in &f44.bt[..f44.bt.len() - 1] {
+            assert!(row.iter().all(|c| c.fract() == 0.0), "{row:?}");
+        }
     }
 }
