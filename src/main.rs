@@ -52,7 +52,7 @@ enum Command {
         /// Use the reference interpreter instead of the JIT.
         #[arg(long)]
         interpret: bool,
-        /// Algorithm for 3x3 stride-1 convolutions.
+        /// Algorithm for the convolutions Winograd applies to.
         #[arg(long, value_enum, default_value_t = WinogradChoice::Auto)]
         winograd: WinogradChoice,
     },
@@ -87,7 +87,7 @@ enum Command {
         /// Skip the graph passes and fusion: every node runs as its own kernels.
         #[arg(long)]
         no_optimize: bool,
-        /// Algorithm for 3x3 stride-1 convolutions.
+        /// Algorithm for the convolutions Winograd applies to.
         #[arg(long, value_enum, default_value_t = WinogradChoice::Auto)]
         winograd: WinogradChoice,
         /// Also time every kernel launch over the timed runs: name, fused ops, shape,
@@ -115,9 +115,13 @@ enum Command {
         /// With --stage optimized: stop after this pass.
         #[arg(long, value_name = "PASS")]
         stop_after: Option<String>,
-        /// Algorithm for 3x3 stride-1 convolutions (stages loops, clif and asm).
+        /// Algorithm for the convolutions Winograd applies to (stages loops, clif and asm).
         #[arg(long, value_enum, default_value_t = WinogradChoice::Auto)]
         winograd: WinogradChoice,
+        /// Threads the kernels are scheduled for (stages loops, clif and asm): work splits
+        /// and schedules depend on it.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -165,9 +169,9 @@ enum WinogradChoice {
     Auto,
     /// The direct kernel everywhere.
     Off,
-    /// F(2x2,3x3) wherever it applies.
+    /// F(2x2, 3x3) wherever it applies.
     F2x2,
-    /// F(4x4,3x3) wherever it applies.
+    /// F(4x4, r x r) wherever it applies.
     F4x4,
 }
 
@@ -276,13 +280,14 @@ fn execute(command: Command) -> Result<()> {
             shapes,
             stop_after,
             winograd,
+            threads,
         } => dump_ir(
             &model,
             stage,
             format,
             &shapes,
             stop_after.as_deref(),
-            winograd.apply(Compiler::new().threads(1)),
+            winograd.apply(Compiler::new().threads(threads)),
         ),
     }
 }

@@ -208,6 +208,27 @@ fn dump_ir_loops_and_clif_show_every_kernel() {
     assert!(asm.contains("vfmadd") || !fovea::codegen::cpu_features().contains("has_fma"));
 }
 
+/// `dump-ir --threads N` prints the kernels as scheduled for N threads (work splits depend
+/// on the thread count).
+#[test]
+fn dump_ir_loops_schedules_for_the_given_threads() {
+    let model = manifest_dir().join("ir/resnet18.fovea");
+    let model = model.to_str().unwrap();
+    for threads in ["1", "2"] {
+        let (code, loops, stderr) =
+            fovea(&["dump-ir", model, "--stage", "loops", "--threads", threads]);
+        assert_eq!(code, 0, "{stderr}");
+        let winograd = loops
+            .lines()
+            .find(|l| l.contains("schedule: winograd F(4x4,3x3)"))
+            .unwrap_or_else(|| panic!("no Winograd schedule:\n{loops}"));
+        assert!(
+            winograd.contains(&format!("on {threads} threads")),
+            "{winograd}"
+        );
+    }
+}
+
 /// Output piped into a reader that stops early (`fovea dump-ir ... | head`) ends the
 /// process quietly: no panic message, no backtrace.
 #[test]

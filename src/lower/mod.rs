@@ -80,26 +80,29 @@ pub struct NodeInfo<'a> {
     pub options: LowerOptions,
 }
 
-/// Which algorithm 3×3, stride-1, ungrouped convolutions (with output channels a multiple
-/// of 8) use. Convolutions Winograd does not apply to always use the direct kernel.
+/// Which algorithm ungrouped convolutions with output channels a multiple of 8 use where
+/// Winograd applies: 2×2, 3×3 and 4×4 kernels at stride 1, and 3×3 to 8×8 kernels at
+/// stride 2 (over the four phases of their input, as 2×2 to 4×4 kernels). Convolutions
+/// Winograd does not apply to always use the direct kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Winograd {
-    /// Per layer, the cheapest of F(4×4, 3×3), F(2×2, 3×3) and the direct kernel by a cost
+    /// Per layer, the cheapest of F(4×4, r×r), F(2×2, 3×3) and the direct kernel by a cost
     /// model of their arithmetic and of the transformed weights' memory traffic.
     #[default]
     Auto,
     /// Never: the direct kernel.
     Off,
-    /// F(2×2, 3×3) wherever it applies (16 points per 4 outputs).
+    /// F(2×2, 3×3) wherever it applies (3×3 kernels, and 5×5 and 6×6 ones at stride 2;
+    /// 16 points per 4 outputs).
     F2x2,
-    /// F(4×4, 3×3) wherever it applies (36 points per 16 outputs).
+    /// F(4×4, r×r) wherever it applies (36 points per 16 outputs for 3×3 kernels).
     F4x4,
 }
 
 /// Compiler options that change how nodes are lowered (never what they compute).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowerOptions {
-    /// Whether and how 3×3 stride-1 convolutions use Winograd.
+    /// Whether and how convolutions use Winograd.
     pub winograd: Winograd,
     /// The threads a run's kernels may use: kernels split their work into at least this
     /// many parallel iterations where they can.
