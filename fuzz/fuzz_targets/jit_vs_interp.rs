@@ -35,7 +35,9 @@ struct Case {
     threads2: bool,
     optimize: bool,
     fusion: bool,
-    winograd: bool,
+    /// Modulo 3: the direct kernel only, the cost model's choice, or F(4×4) wherever it
+    /// applies.
+    winograd: u8,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -123,10 +125,13 @@ fn attrs(pairs: Vec<(&str, Attr)>) -> Vec<(String, Attr)> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-/// The window attributes, each dim small; pads smaller than the kernel (as ONNX requires
-/// for pooling, and harmless for convolution).
-fn window_attrs(w: &Window) -> Vec<(&'static str, Attr)> {
-    let k = [1 + w.kernel[0] as usize % 3, 1 + w.kernel[1] as usize % 3];
+/// The window attributes, each dim small (kernels of 1 to `largest` taps); pads smaller
+/// than the kernel (as ONNX requires for pooling, and harmless for convolution).
+fn window_attrs(w: &Window, largest: usize) -> Vec<(&'static str, Attr)> {
+    let k = [
+        1 + w.kernel[0] as usize % largest,
+        1 + w.kernel[1] as usize % largest,
+    ];
     let pads: Vec<usize> = (0..4).map(|i| w.pads[i] as usize % k[i % 2]).collect();
     let mut out = vec![
         ("kernel_shape", ints(&k)),
@@ -230,7 +235,8 @@ impl Builder {
                     p => 1 + p as usize % 3,
                 };
                 let m = group * per_group;
-                let mut a = window_attrs(window);
+                // Up to 8 taps: stride-2 kernels of 3 to 8 run over their input's phases.
+                let mut a = window_attrs(window, 8);
                 let kernel = match &a[0].1 {
                     Attr::Ints(k) => k.iter().map(|&d| d as usize).collect::<Vec<_>>(),
                     _ => return,
@@ -250,7 +256,7 @@ impl Builder {
                 include_pad,
             } => {
                 let (x, _) = self.pick(*x);
-                let mut a = window_attrs(window);
+                let mut a = window_attrs(window, 3);
                 a.push(("ceil_mode", Attr::Int(*ceil as i64)));
                 if *max {
                     self.node("max_pool", a, vec![Some(x)]);
@@ -431,10 +437,10 @@ fuzz_target!(|case: Case| {
         .kernel_cache(false)
         .optimize(case.optimize)
         .fusion(case.fusion)
-        .winograd(if case.winograd {
-            Winograd::Auto
-        } else {
-            Winograd::Off
+        .winograd(match case.winograd % 3 {
+            0 => Winograd::Off,
+            1 => Winograd::Auto,
+            _ => Winograd::F4x4,
         });
     let jit = match compiler
         .compile(&model)
@@ -452,7 +458,11 @@ fuzz_target!(|case: Case| {
             .filter(|y| y.is_finite())
             .fold(0f64, |m, y| m.max(y.abs()));
         for (i, (x, y)) in a.to_f64_vec().iter().zip(expected).enumerate() {
-            let scale = if case.winograd { largest.max(y.abs()) } else { y.abs() };
+            let scale = if case.winograd % 3 != 0 {
+                largest.max(y.abs())
+            } else {
+                y.abs()
+            };
             assert!(
                 close(*x, y, scale),
                 "output {name} element {i}: jit {x} vs interpreter {y}"
