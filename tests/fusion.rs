@@ -4,9 +4,9 @@
 //! Re-bless with `INSTA_UPDATE=always cargo test --test fusion`.
 
 use fovea::Model;
-use fovea::Winograd;
 use fovea::runtime::Compiler;
 use fovea::runtime::fuse::{fusion_groups, print_groups};
+use fovea::{CompiledModel, Winograd};
 
 mod common;
 use common::{inputs, named, relative_error};
@@ -194,24 +194,18 @@ fn strided_conv_with_a_partial_last_tile_and_a_residual_add() {
   y: f32[1,16,{o},{o}] = relu(sum)
 }}"
         );
-        let model = Model::parse(&text).unwrap();
-        let inputs = inputs(&model);
-        let refs = named(&inputs);
-        let expected = model.interpret(&refs).unwrap();
-        for threads in [1, 2] {
-            let compiled = Compiler::new().threads(threads).compile(&model).unwrap();
-            assert_eq!(
-                compiled.stats().kernels,
-                1,
-                "conv, add and relu in one kernel"
-            );
-            let got = compiled.run(&refs).unwrap();
-            let e = relative_error(&got[0].1, &expected[0].1);
-            assert!(
-                e <= 1e-5,
-                "{c} channels, {h}x{h}, {threads} threads: error {e}"
-            );
-        }
+        matches_the_interpreter(
+            &text,
+            Winograd::Auto,
+            &format!("{c} channels, {h}x{h}"),
+            |compiled| {
+                assert_eq!(
+                    compiled.stats().kernels,
+                    1,
+                    "conv, add and relu in one kernel"
+                )
+            },
+        );
     }
 }
 
@@ -244,37 +238,20 @@ fn stride_two_convs_run_over_their_phases() {
   y: f32[1,{m},{oh},{ow}] = relu(sum)
 }}"
         );
-        let model = Model::parse(&text).unwrap();
-        let inputs = inputs(&model);
-        let refs = named(&inputs);
-        let expected = model.interpret(&refs).unwrap();
-        for threads in [1, 2] {
-            let compiled = Compiler::new()
-                .threads(threads)
-                .winograd(Winograd::F4x4)
-                .compile(&model)
-                .unwrap();
-            let schedules: Vec<String> = compiled
-                .static_plan()
-                .unwrap()
-                .kernels()
-                .iter()
-                .filter_map(|k| k.schedule.clone())
-                .collect();
-            let r = k.div_ceil(2);
-            assert!(
-                schedules[0].starts_with("space-to-depth")
-                    && schedules[1].contains(&format!("F(4x4,{r}x{r})")),
-                "{k}x{k} stride 2: {schedules:?}"
-            );
-            let got = compiled.run(&refs).unwrap();
-            let e = relative_error(&got[0].1, &expected[0].1);
-            println!("{k}x{k} stride 2, {c} channels, {h}x{w}, {threads} threads: error {e:.2e}");
-            assert!(
-                e <= 1e-5,
-                "{k}x{k} stride 2, {c} channels, {h}x{w}, {threads} threads: error {e}"
-            );
-        }
+        let r = k.div_ceil(2);
+        matches_the_interpreter(
+            &text,
+            Winograd::F4x4,
+            &format!("{k}x{k} stride 2, {c} channels, {h}x{w}"),
+            |compiled| {
+                let schedules = schedules(compiled);
+                assert!(
+                    schedules[0].starts_with("space-to-depth")
+                        && schedules[1].contains(&format!("F(4x4,{r}x{r})")),
+                    "{k}x{k} stride 2: {schedules:?}"
+                );
+            },
+        );
     }
 }
 
@@ -300,29 +277,54 @@ fn even_kernels_take_toom_cook_winograd() {
   y: f32[1,{m},{oh},{ow}] = relu(conv)
 }}"
         );
-        let model = Model::parse(&text).unwrap();
-        let inputs = inputs(&model);
-        let refs = named(&inputs);
-        let expected = model.interpret(&refs).unwrap();
-        for threads in [1, 2] {
-            let compiled = Compiler::new()
-                .threads(threads)
-                .winograd(Winograd::F4x4)
-                .compile(&model)
-                .unwrap();
-            let plan = compiled.static_plan().unwrap();
-            let schedule = plan.kernels()[0].schedule.clone().unwrap_or_default();
-            assert!(
-                schedule.contains(&format!("F(4x4,{k}x{k})")),
-                "{k}x{k}: {schedule}"
-            );
-            let got = compiled.run(&refs).unwrap();
-            let e = relative_error(&got[0].1, &expected[0].1);
-            assert!(
-                e <= 1e-5,
-                "{k}x{k} pads {:?}, {h}x{w}, {threads} threads: error {e}",
-                [pt, pl, pb, pr]
-            );
-        }
+        matches_the_interpreter(
+            &text,
+            Winograd::F4x4,
+            &format!("{k}x{k} pads {:?}, {h}x{w}", [pt, pl, pb, pr]),
+            |compiled| {
+                let schedule = &schedules(compiled)[0];
+                assert!(
+                    schedule.contains(&format!("F(4x4,{k}x{k})")),
+                    "{k}x{k}: {schedule}"
+                );
+            },
+        );
     }
+}
+
+/// Compiles `text` for 1 and 2 threads with `winograd`, shows each compiled model to
+/// `inspect`, runs it on seeded inputs and checks its output against the interpreter's
+/// within 1e-5 of the largest magnitude; `what` names the case in failures.
+fn matches_the_interpreter(
+    text: &str,
+    winograd: Winograd,
+    what: &str,
+    inspect: impl Fn(&CompiledModel),
+) {
+    let model = Model::parse(text).unwrap();
+    let inputs = inputs(&model);
+    let refs = named(&inputs);
+    let expected = model.interpret(&refs).unwrap();
+    for threads in [1, 2] {
+        let compiled = Compiler::new()
+            .threads(threads)
+            .winograd(winograd)
+            .compile(&model)
+            .unwrap();
+        inspect(&compiled);
+        let got = compiled.run(&refs).unwrap();
+        let e = relative_error(&got[0].1, &expected[0].1);
+        assert!(e <= 1e-5, "{what}, {threads} threads: error {e}");
+    }
+}
+
+/// The schedule lines of a compiled model's kernels, in launch order.
+fn schedules(compiled: &CompiledModel) -> Vec<String> {
+    compiled
+        .static_plan()
+        .unwrap()
+        .kernels()
+        .iter()
+        .filter_map(|k| k.schedule.clone())
+        .collect()
 }

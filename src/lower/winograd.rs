@@ -567,19 +567,26 @@ struct Geometry {
     kernel: usize,
 }
 
+/// The kernel side and the two axes of `conv` if it is ungrouped and undilated, with a
+/// square kernel (weights `[M][C][K][K]`) and `stride` on both axes.
+fn square<'a>(conv: &DirectConv<'a>, stride: usize) -> Option<(usize, &'a Axis, &'a Axis)> {
+    let [rows, cols] = conv.axes else {
+        return None;
+    };
+    let k = rows.kernel;
+    let fits = |a: &Axis| a.kernel == k && a.stride == stride && a.dilation == 1;
+    if !fits(rows) || !fits(cols) || conv.group != 1 {
+        return None;
+    }
+    (conv.weights.shape() == [conv.m, conv.c, k, k]).then_some((k, rows, cols))
+}
+
 impl Geometry {
     /// The geometry of `conv` if it is a stride-1, undilated, ungrouped convolution with a
     /// square kernel of 2 to 4 taps a side.
     fn of(conv: &DirectConv<'_>) -> Option<Geometry> {
-        let [rows, cols] = conv.axes else {
-            return None;
-        };
-        let r = rows.kernel;
-        let fits = |a: &Axis| a.kernel == r && a.stride == 1 && a.dilation == 1 && a.pad < r;
-        if !(2..=4).contains(&r) || !fits(rows) || !fits(cols) || conv.group != 1 {
-            return None;
-        }
-        if conv.weights.shape() != [conv.m, conv.c, r, r] {
+        let (r, rows, cols) = square(conv, 1)?;
+        if !(2..=4).contains(&r) || rows.pad >= r || cols.pad >= r {
             return None;
         }
         Some(Geometry {
@@ -622,15 +629,8 @@ impl Phases {
     /// The phases of `conv` if it is an ungrouped, undilated, stride-2 convolution with a
     /// square kernel of 3 to 8 taps a side (2 to 4 per phase).
     fn of(conv: &DirectConv<'_>) -> Option<Phases> {
-        let [rows, cols] = conv.axes else {
-            return None;
-        };
-        let taps = rows.kernel;
-        let fits = |a: &Axis| a.kernel == taps && a.stride == 2 && a.dilation == 1;
-        if !(3..=8).contains(&taps) || !fits(rows) || !fits(cols) || conv.group != 1 {
-            return None;
-        }
-        if conv.weights.shape() != [conv.m, conv.c, taps, taps] {
+        let (taps, rows, cols) = square(conv, 2)?;
+        if !(3..=8).contains(&taps) {
             return None;
         }
         let r = taps.div_ceil(2);
