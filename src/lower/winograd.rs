@@ -513,9 +513,9 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         None => conv.weights.as_f32()?,
     };
     let u = if plan.runtime_weights {
-        pack_taps(w, plan.m, plan.c)
+        pack_taps(w, plan.g.m, plan.g.c)
     } else {
-        transform_weights(plan.variant, w, plan.m, plan.c)
+        transform_weights(plan.variant, w, plan.g.m, plan.g.c)
     };
     let u = Tensor::from_f32(vec![u.len()], u).ok()?;
     let bias = match conv.bias {
@@ -887,18 +887,8 @@ fn point_stride(c: usize, tiles: usize) -> usize {
 #[derive(Debug)]
 struct Plan {
     variant: Variant,
-    n: usize,
-    c: usize,
-    m: usize,
-    /// Input rows and columns.
-    h: usize,
-    w: usize,
-    /// Output rows and columns.
-    oh: usize,
-    ow: usize,
-    /// Padding before the first row and column.
-    pad_top: usize,
-    pad_left: usize,
+    /// The convolution computed.
+    g: Geometry,
     /// Tile rows and columns (`⌈out / tile side⌉`).
     tile_rows: usize,
     tile_cols: usize,
@@ -926,13 +916,12 @@ impl Plan {
             n,
             c,
             m,
-            h,
             w,
             oh,
             ow,
-            pad_top,
             pad_left,
             kernel,
+            ..
         } = *geometry;
         if kernel != variant.kernel() || !m.is_multiple_of(WIDTH) || c == 0 || n == 0 {
             return None;
@@ -989,15 +978,7 @@ impl Plan {
         let slots = threads.clamp(1, bands * oc_groups);
         let plan = Plan {
             variant,
-            n,
-            c,
-            m,
-            h,
-            w,
-            oh,
-            ow,
-            pad_top,
-            pad_left,
+            g: *geometry,
             tile_rows,
             tile_cols,
             band_rows,
@@ -1011,7 +992,7 @@ impl Plan {
     }
 
     fn bands(&self) -> usize {
-        self.n * self.tile_rows / self.band_rows
+        self.g.n * self.tile_rows / self.band_rows
     }
 
     /// Tasks: (band, channel group) pairs.
@@ -1025,7 +1006,7 @@ impl Plan {
     }
 
     fn blocks_per_group(&self) -> usize {
-        self.m / WIDTH / self.oc_groups
+        self.g.m / WIDTH / self.oc_groups
     }
 
     /// Elements of one set of transformed rows.
@@ -1041,7 +1022,7 @@ impl Plan {
     /// direct kernel's 14 instructions per 4 tiles × 8 channels), both transforms, and the
     /// transformed weights read once per band when they do not stay in L2.
     fn cost(&self) -> f64 {
-        let (c, blocks) = (self.c as f64, (self.m / WIDTH) as f64);
+        let (c, blocks) = (self.g.c as f64, (self.g.m / WIDTH) as f64);
         let (input, output) = self.variant.transform_cost();
         let tiles = (self.bands() * self.tiles) as f64;
         let work = tiles
@@ -1054,7 +1035,7 @@ impl Plan {
     /// Modelled seconds of the weights: streaming the transformed ones (when they do not
     /// stay in L2), or reading the direct ones and transforming each block per band.
     fn weight_cost(&self, runtime: bool) -> f64 {
-        let (c, m, bands) = (self.c, self.m, self.bands());
+        let (c, m, bands) = (self.g.c, self.g.m, self.bands());
         if runtime {
             let transform = (bands * m / WIDTH * c) as f64 * self.variant.weight_transform_cost();
             transform / INSTRUCTIONS_PER_SECOND + weight_seconds(9 * c * m * 4, bands)
@@ -1080,7 +1061,7 @@ impl Plan {
 
     /// Where `M` starts.
     fn m_at(&self) -> usize {
-        self.v_at() + self.variant.points() * point_stride(self.c, self.tiles)
+        self.v_at() + self.variant.points() * point_stride(self.g.c, self.tiles)
     }
 
     /// Where the row of a tile's partial output columns starts.
@@ -1108,9 +1089,9 @@ impl Plan {
     /// together).
     fn u_stride(&self) -> usize {
         if self.runtime_weights {
-            point_stride(self.c, WIDTH)
+            point_stride(self.g.c, WIDTH)
         } else {
-            self.c * WIDTH
+            self.g.c * WIDTH
         }
     }
 
@@ -1136,7 +1117,7 @@ impl Plan {
         let x = k.buffer(
             "x",
             DType::F32,
-            self.n * self.c * self.h * self.w,
+            self.g.n * self.g.c * self.g.h * self.g.w,
             BufferKind::Input,
         );
         let u_name = if self.runtime_weights {
@@ -1145,11 +1126,11 @@ impl Plan {
             "u_winograd"
         };
         let u = k.buffer(u_name, DType::F32, u.len(), BufferKind::Const(u));
-        let b = k.buffer("b", DType::F32, self.m, BufferKind::Const(b));
+        let b = k.buffer("b", DType::F32, self.g.m, BufferKind::Const(b));
         let y = k.buffer(
             "y",
             DType::F32,
-            self.n * self.m * self.oh * self.ow,
+            self.g.n * self.g.m * self.g.oh * self.g.ow,
             BufferKind::Output,
         );
         let s = k.buffer(
@@ -1197,7 +1178,7 @@ impl Plan {
     ) {
         let (band, group) = split(task, self.bands(), self.oc_groups);
         let group = Expr::Local(k.declare(Ty::I64, group));
-        let (batch, band) = split(band, self.n, self.tile_rows / self.band_rows);
+        let (batch, band) = split(band, self.g.n, self.tile_rows / self.band_rows);
         let batch = Expr::Local(k.declare(Ty::I64, batch));
         let band = Expr::Local(k.declare(Ty::I64, band));
         let f = Frame {
@@ -1207,8 +1188,11 @@ impl Plan {
             y,
             s,
             extras: extras.to_vec(),
-            x_base: Expr::Local(k.declare(Ty::I64, times(batch.clone(), self.c * self.h * self.w))),
-            y_base: Expr::Local(k.declare(Ty::I64, times(batch, self.m * self.oh * self.ow))),
+            x_base: Expr::Local(k.declare(
+                Ty::I64,
+                times(batch.clone(), self.g.c * self.g.h * self.g.w),
+            )),
+            y_base: Expr::Local(k.declare(Ty::I64, times(batch, self.g.m * self.g.oh * self.g.ow))),
             band,
             slot: slot.clone(),
         };
@@ -1216,9 +1200,9 @@ impl Plan {
         // transformed into one set while the previous channel's tiles are read from the
         // other, so the tile loads (at other offsets than the row stores) never wait for
         // stores still in flight.
-        let last = self.c as i64 - 1;
+        let last = self.g.c as i64 - 1;
         self.transform_rows(k, &f, &Expr::Int(0), 0);
-        k.for_loop(0, (self.c / 2 * 2) as i64, 2, LoopKind::Serial, |k, c| {
+        k.for_loop(0, (self.g.c / 2 * 2) as i64, 2, LoopKind::Serial, |k, c| {
             let c = Expr::Local(k.declare(Ty::I64, c));
             let next = Expr::Local(k.declare(Ty::I64, plus(c.clone(), 1)));
             self.transform_rows(k, &f, &next, 1);
@@ -1228,7 +1212,7 @@ impl Plan {
             self.transform_rows(k, &f, &after, 0);
             self.transform_tiles(k, &f, &next, 1);
         });
-        if self.c % 2 == 1 {
+        if self.g.c % 2 == 1 {
             self.transform_tiles(k, &f, &Expr::Int(last), 0);
         }
         k.range(self.blocks_per_group(), |k, j| {
@@ -1246,16 +1230,17 @@ impl Plan {
     /// many transformed rows of the scratch, 4 columns at a time (the last 4 may overlap).
     fn transform_rows(&self, k: &mut KernelBuilder, f: &Frame, ci: &Expr, set: usize) {
         let (out, input) = (self.variant.out(), self.variant.input());
-        let plane = self.h * self.w;
+        let plane = self.g.h * self.g.w;
         let x_channel = sum([f.x_base.clone(), times(ci.clone(), plane)]);
         let x_channel = Expr::Local(k.declare(Ty::I64, x_channel));
         // Bands whose every input row lies in the input need no checks.
         let band_count = self.tile_rows / self.band_rows;
-        let first_row = |band: usize| (out * self.band_rows * band) as i64 - self.pad_top as i64;
+        let first_row = |band: usize| (out * self.band_rows * band) as i64 - self.g.pad_top as i64;
         let interior: Vec<usize> = (0..band_count)
             .filter(|&b| {
                 first_row(b) >= 0
-                    && first_row(b) + ((out * (self.band_rows - 1) + input) as i64) <= self.h as i64
+                    && first_row(b) + ((out * (self.band_rows - 1) + input) as i64)
+                        <= self.g.h as i64
             })
             .collect();
         let emit = |k: &mut KernelBuilder, band: &Expr, checked: bool| {
@@ -1264,7 +1249,7 @@ impl Plan {
                 let top = sum([
                     times(band.clone(), out * self.band_rows),
                     times(r.clone(), out),
-                    Expr::Int(-(self.pad_top as i64)),
+                    Expr::Int(-(self.g.pad_top as i64)),
                 ]);
                 let top = Expr::Local(k.declare(Ty::I64, top));
                 let rows: Vec<(Expr, Option<Expr>)> = (0..input)
@@ -1272,13 +1257,13 @@ impl Plan {
                         let iy = plus(top.clone(), i as i64);
                         if checked {
                             let iy = Expr::Local(k.declare(Ty::I64, iy));
-                            let clamped = iy.clone().clamp(0, self.h as i64 - 1);
+                            let clamped = iy.clone().clamp(0, self.g.h as i64 - 1);
                             let clamped = Expr::Local(k.declare(Ty::I64, clamped));
                             let valid = clamped.clone().cmp(CmpOp::Eq, iy);
-                            let at = sum([x_channel.clone(), times(clamped, self.w)]);
+                            let at = sum([x_channel.clone(), times(clamped, self.g.w)]);
                             (Expr::Local(k.declare(Ty::I64, at)), Some(valid))
                         } else {
-                            let at = sum([x_channel.clone(), times(iy, self.w)]);
+                            let at = sum([x_channel.clone(), times(iy, self.g.w)]);
                             (Expr::Local(k.declare(Ty::I64, at)), None)
                         }
                     })
@@ -1287,7 +1272,7 @@ impl Plan {
                     f.slot.clone(),
                     Expr::Int((set * self.rows_len()) as i64),
                     times(r, input * self.row_len),
-                    Expr::Int(self.pad_left as i64),
+                    Expr::Int(self.g.pad_left as i64),
                 ]);
                 let out_row = Expr::Local(k.declare(Ty::I64, out_row));
                 let columns = |k: &mut KernelBuilder, col: Expr| {
@@ -1302,7 +1287,7 @@ impl Plan {
                         .enumerate()
                         .map(|(i, (at, valid))| {
                             let at = match &x_col {
-                                Some(x_col) => plus(x_col.clone(), (i * self.w) as i64),
+                                Some(x_col) => plus(x_col.clone(), (i * self.g.w) as i64),
                                 None => sum([at.clone(), col.clone()]),
                             };
                             let v = Expr::load4(f.x, at);
@@ -1320,12 +1305,12 @@ impl Plan {
                         k.store(f.s, at, value);
                     }
                 };
-                let full = self.w / 4 * 4;
+                let full = self.g.w / 4 * 4;
                 k.for_loop(0, full as i64, 4, LoopKind::Serial, |k, col| {
                     columns(k, col)
                 });
-                if full < self.w {
-                    columns(k, Expr::Int(self.w as i64 - 4));
+                if full < self.g.w {
+                    columns(k, Expr::Int(self.g.w as i64 - 4));
                 }
             });
         };
@@ -1384,7 +1369,7 @@ impl Plan {
                 }
                 for (l, value) in self.variant.input_points(k, d).into_iter().enumerate() {
                     let point = row * input + l;
-                    let at = point * point_stride(self.c, self.tiles) + g * self.c * GROUP;
+                    let at = point * point_stride(self.g.c, self.tiles) + g * self.g.c * GROUP;
                     let at = at as i64;
                     k.store(f.s, plus(v_ci.clone(), at), value);
                 }
@@ -1396,7 +1381,7 @@ impl Plan {
     /// `[block][C][9][8]`, into the slot's `U[point][C][8]`: per input channel, two lanes of 4
     /// output channels.
     fn weights_at_run_time(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
-        let (c, input) = (self.c, self.variant.input());
+        let (c, input) = (self.g.c, self.variant.input());
         let u_at = plus(f.slot.clone(), self.u_at() as i64);
         let u_at = Expr::Local(k.declare(Ty::I64, u_at));
         let w_block = Expr::Local(k.declare(Ty::I64, times(block.clone(), c * 9 * WIDTH)));
@@ -1441,7 +1426,7 @@ impl Plan {
     /// The products for output-channel block `block`: for each point and group of 4 tiles,
     /// `Σ_c V[ξ][group][c][tile] · U[block][ξ][c][0..8]` into `M[ξ][tile][0..8]`.
     fn products(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
-        let c = self.c;
+        let c = self.g.c;
         let points = self.variant.points();
         // The block's transformed weights: in the constant, or in the slot.
         let (u_buf, u_block) = if self.runtime_weights {
@@ -1512,7 +1497,7 @@ impl Plan {
     fn outputs(&self, k: &mut KernelBuilder, f: &Frame, conv: &DirectConv<'_>, block: &Expr) {
         let out = self.variant.out();
         let per_block = 4 / out;
-        let full = self.ow / 4;
+        let full = self.g.ow / 4;
         k.range(self.band_rows, |k, r| {
             let oy = sum([
                 times(f.band.clone(), out * self.band_rows),
@@ -1527,7 +1512,7 @@ impl Plan {
                     .collect();
                 self.output_columns(k, f, conv, block, &oy, tiles, &times(cb, 4), 4);
             });
-            if full * 4 < self.ow {
+            if full * 4 < self.g.ow {
                 let tx = full * per_block;
                 let tiles = (0..per_block)
                     .map(|i| {
@@ -1535,7 +1520,7 @@ impl Plan {
                     })
                     .collect();
                 let ox = Expr::Int((4 * full) as i64);
-                self.output_columns(k, f, conv, block, &oy, tiles, &ox, self.ow - 4 * full);
+                self.output_columns(k, f, conv, block, &oy, tiles, &ox, self.g.ow - 4 * full);
             }
         });
     }
@@ -1556,7 +1541,7 @@ impl Plan {
         columns: usize,
     ) {
         let (out, input) = (self.variant.out(), self.variant.input());
-        let out_plane = self.oh * self.ow;
+        let out_plane = self.g.oh * self.g.ow;
         let m_tiles: Vec<Option<Expr>> = tiles
             .into_iter()
             .map(|t| {
@@ -1571,7 +1556,7 @@ impl Plan {
             })
             .collect();
         // Rows the last tile row may have below the output.
-        let spare = out * self.tile_rows - self.oh;
+        let spare = out * self.tile_rows - self.g.oh;
         for v in 0..WIDTH / 4 {
             let channel = plus(times(block.clone(), WIDTH), 4 * v as i64);
             let channel = Expr::Local(k.declare(Ty::I64, channel));
@@ -1608,7 +1593,7 @@ impl Plan {
                 let y_row = plus(oy.clone(), i as i64);
                 let may_miss = i >= out - spare;
                 let oy_row = if may_miss {
-                    y_row.clone().clamp(0, self.oh as i64 - 1)
+                    y_row.clone().clamp(0, self.g.oh as i64 - 1)
                 } else {
                     y_row.clone()
                 };
@@ -1617,7 +1602,7 @@ impl Plan {
                     let at = sum([
                         f.y_base.clone(),
                         times(channel.clone(), out_plane),
-                        times(oy_row.clone(), self.ow),
+                        times(oy_row.clone(), self.g.ow),
                         ox.clone(),
                     ]);
                     let at = Expr::Local(k.declare(Ty::I64, at));
@@ -1643,7 +1628,7 @@ impl Plan {
                     }
                 };
                 if may_miss {
-                    let inside = y_row.clone().cmp(CmpOp::Lt, Expr::Int(self.oh as i64));
+                    let inside = y_row.clone().cmp(CmpOp::Lt, Expr::Int(self.g.oh as i64));
                     k.if_else(inside, store_row, |_| {});
                 } else {
                     store_row(k);
