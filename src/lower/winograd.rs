@@ -938,9 +938,9 @@ impl Plan {
                 && padded(band_rows) / GROUP <= MAX_GROUPS
                 && points * c * padded(band_rows) * 4 <= MAX_BAND_BYTES
         };
-        // Output-channel groups for bands of `band_rows`: the fewest that give every thread
-        // an iteration, keeping at least 4 blocks per group (each group repeats the input
-        // transform).
+        // Output-channel groups for bands of `band_rows` of streamed weights: the fewest that
+        // give every thread an iteration, keeping at least 4 blocks per group (each group
+        // repeats the input transform).
         let blocks = m / WIDTH;
         let bands = |band_rows: usize| n * tile_rows / band_rows;
         let oc_groups = |band_rows: usize| {
@@ -949,27 +949,43 @@ impl Plan {
                 .find(|g| bands(band_rows) * g >= threads)
                 .unwrap_or(1)
         };
-        // The products of the busiest thread, in (padded) tiles × channel blocks: tiles
-        // padded to groups of 4 are computed too (14 tiles a row pad to 16: 1/8 more), and
-        // a thread with one more task than another sets the pace.
-        let span = |band_rows: usize| {
-            let g = oc_groups(band_rows);
-            (bands(band_rows) * g).div_ceil(threads.max(1)) * padded(band_rows) * (blocks / g)
+        // Weights that stay in L2: small bands (parallel iterations) of at least a group of
+        // tiles, and output-channel groups, chosen together for the least work on the
+        // busiest thread: its tasks × padded tiles × (its blocks' products and output
+        // transforms + the input transform, which each group repeats). Tiles padded to
+        // groups of 4 are computed too (14 tiles a row pad to 16: 1/8 more), and a thread
+        // with one more task than another sets the pace. ResNet-18's 56×56 layers: bands of
+        // 2 rows of 14 tiles, no padding (1.56 → 1.34 ms on one thread); on 2 threads also
+        // 2 groups of 4 blocks, as 7 bands split 4 + 3 left a thread idle 1/8 of the time
+        // (the layer alone 0.85–0.91 → 0.81–0.86 ms). Weights streamed from memory: the
+        // largest band, to read them once.
+        let (input_cost, output_cost) = variant.transform_cost();
+        let per_block = points as f64 * c as f64 * 3.5 + output_cost;
+        let busiest = |band_rows: usize, g: usize| {
+            let tasks = (bands(band_rows) * g).div_ceil(threads.max(1));
+            let per_tile = (blocks / g) as f64 * per_block + input_cost * c as f64;
+            (tasks * padded(band_rows)) as f64 * per_tile
         };
-        // Weights that stay in L2: small bands (parallel iterations), at least a group of
-        // tiles each, the least busy thread's work first (ResNet-18's 56×56 layers: bands of
-        // 2 rows of 14 tiles, no padding, 1.56 → 1.34 ms on one thread). Weights streamed
-        // from memory: the largest band, to read them once.
-        let band_rows = if points * c * m * 4 <= CACHED_WEIGHT_BYTES {
+        let cached = if points * c * m * 4 <= CACHED_WEIGHT_BYTES {
+            let groups = (1..=blocks).filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4);
             (1..=tile_rows)
                 .filter(|&r| fits_band(r) && r * tile_cols >= GROUP)
-                .min_by_key(|&r| (span(r), r))
+                .flat_map(|r| groups.clone().map(move |g| (r, g)))
+                .min_by(|&(r, g), &(s, h)| {
+                    busiest(r, g)
+                        .total_cmp(&busiest(s, h))
+                        .then((g, r).cmp(&(h, s)))
+                })
         } else {
-            (1..=tile_rows).rev().find(|&r| fits_band(r))
+            None
+        };
+        let band_rows = match cached {
+            Some((r, _)) => Some(r),
+            None => (1..=tile_rows).rev().find(|&r| fits_band(r)),
         };
         let band_rows = band_rows.or_else(|| (1..=tile_rows).find(|&r| fits_band(r)))?;
         let tiles = padded(band_rows);
-        let oc_groups = oc_groups(band_rows);
+        let oc_groups = cached.map_or_else(|| oc_groups(band_rows), |(_, g)| g);
         let bands = bands(band_rows);
         let row_len = out * tile_cols + 4;
         if pad_left + w > row_len {
