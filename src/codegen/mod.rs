@@ -583,13 +583,14 @@ impl Gen<'_, '_> {
                         BinOp::Mul => self.b.ins().fmul(x, y),
                         BinOp::Div => self.b.ins().fdiv(x, y),
                         BinOp::Min | BinOp::Max => {
-                            // `a < b ? a : b` lowers to one minps/minss (and max alike).
-                            let cc = if *op == BinOp::Min {
-                                FloatCC::LessThan
+                            // `a < b ? a : b` lowers to one minps, and `b < a ? a : b` to one
+                            // maxps: Cranelift matches these two forms only (`a > b ? a : b`
+                            // became a compare and a blend).
+                            let c = if *op == BinOp::Min {
+                                self.b.ins().fcmp(FloatCC::LessThan, x, y)
                             } else {
-                                FloatCC::GreaterThan
+                                self.b.ins().fcmp(FloatCC::LessThan, y, x)
                             };
-                            let c = self.b.ins().fcmp(cc, x, y);
                             self.float_select(c, x, y, t)
                         }
                         BinOp::Pow => math::pow(&mut self.b, x, y),
