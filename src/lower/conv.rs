@@ -620,7 +620,7 @@ struct ConvFrame {
 }
 
 impl ConvShape {
-    /// The bindings of the kernel's buffers (x, w, [b], y, extras...).
+    /// The bindings of the kernel's buffers (x, w, optionally b, y, extras...).
     fn args(&self, x: Arg) -> Vec<Arg> {
         let mut args = vec![x, Arg::Input(1)];
         if self.b_len.is_some() {

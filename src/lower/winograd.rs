@@ -1,5 +1,6 @@
-//! Winograd convolution for 3×3, stride-1, ungrouped convolutions: F(4×4, 3×3) (4× fewer
-//! multiplications than the direct method) and F(2×2, 3×3) (2.25×).
+//! Winograd convolution for ungrouped convolutions: for 3×3 stride-1 ones F(4×4, 3×3) (4×
+//! fewer multiplications than the direct method) and F(2×2, 3×3) (2.25×); see below for
+//! other kernel sizes and stride 2.
 //!
 //! Each `m × m` block of outputs (a *tile*, `m` = 4 or 2) is computed from the
 //! `(m+2) × (m+2)` block of inputs under it as `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A` (Lavin and
@@ -32,10 +33,15 @@
 //! each byte for few tiles), the kernel keeps the taps and transforms each block of output
 //! channels at run time just before its products ([`Plan::choose_weights`]).
 //!
+//! Other kernels: 2×2 and 4×4 ones take F(4×4, r×r) with matrices built by Toom–Cook
+//! ([`toom_cook`], [`Variant::Cook`]), and a stride-2 `K×K` convolution (K = 3–8) runs as a
+//! stride-1 `⌈K/2⌉×⌈K/2⌉` one over the four phases of its input, written by a first kernel
+//! ([`Phases`]: ResNet's 7×7 stem as F(4×4, 4×4) over 12 phase channels).
+//!
 //! The tasks are shared equally among one scratch slot per thread (transformed rows, `V`,
 //! `M`, run-time `U`), each slot's tasks run in turn. Splitting the output channels into
-//! groups repeats the input transform once per group, so groups are only made to give
-//! every thread a task. Whether Winograd pays over the direct kernel, which variant and
+//! groups repeats the input transform once per group; bands and groups are chosen together
+//! for the least work on the busiest thread. Whether Winograd pays over the direct kernel, which variant and
 //! where the weights are transformed is decided per layer by a cost model ([`Plan::cost`],
 //! [`direct_cost`]).
 //!
@@ -476,10 +482,11 @@ impl Variant {
     }
 }
 
-/// The Winograd kernel for `conv`, or `None` when it does not apply (not 3×3 stride 1, not
-/// ungrouped, output channels not a multiple of 8, rows narrower than 4 outputs) or when
-/// the cost model prefers the direct kernel. Of the two variants, the one the cost model
-/// finds cheaper.
+/// The Winograd kernels for `conv` (a phase kernel first for stride 2), or `None` when
+/// Winograd does not apply (kernel sizes or strides other than [`Geometry::of`] and
+/// [`Phases::of`] take, grouped, output channels not a multiple of 8, rows narrower than 4
+/// outputs) or when the cost model prefers the direct kernel. Of the variants that fit,
+/// the one the cost model finds cheaper.
 pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
     let winograd = node.options.winograd;
     let threads = node.options.threads;
