@@ -211,38 +211,40 @@ fn strided_conv_with_a_partial_last_tile_and_a_residual_add() {
 
 /// Stride-2 convolutions computed by Winograd over their input's four phases (a
 /// space-to-depth kernel, then a stride-1 convolution with ⌈K/2⌉ taps a side): every kernel
-/// size that maps to 2, 3 or 4 taps, odd and even planes, padding on both sides, a fused
-/// residual add and ReLU, 1 and 2 threads, against the interpreter.
+/// size that maps to 2, 3 or 4 taps, batches of 1 and 2, odd and even planes, padding on
+/// both sides, a fused residual add and ReLU, 1 and 2 threads, against the interpreter.
 #[test]
 fn stride_two_convs_run_over_their_phases() {
-    // (taps, pad, input channels, output channels, rows, columns)
+    // (batch, taps, pad, input channels, output channels, rows, columns)
     let cases = [
-        (7, 3, 3, 64, 32, 32),
-        (7, 3, 3, 16, 37, 30),
-        (8, 3, 3, 16, 30, 31),
-        (5, 2, 8, 16, 29, 29),
-        (6, 2, 4, 8, 24, 26),
-        (3, 1, 16, 32, 28, 28),
-        (3, 1, 8, 16, 15, 17),
-        (4, 1, 8, 16, 20, 22),
+        (1, 7, 3, 3, 64, 32, 32),
+        (1, 7, 3, 3, 16, 37, 30),
+        (2, 7, 3, 3, 16, 21, 19),
+        (1, 8, 3, 3, 16, 30, 31),
+        (1, 5, 2, 8, 16, 29, 29),
+        (2, 5, 2, 8, 8, 17, 16),
+        (1, 6, 2, 4, 8, 24, 26),
+        (1, 3, 1, 16, 32, 28, 28),
+        (1, 3, 1, 8, 16, 15, 17),
+        (1, 4, 1, 8, 16, 20, 22),
     ];
-    for (k, pad, c, m, h, w) in cases {
-        let out = |n: usize| (n + 2 * pad - k) / 2 + 1;
+    for (n, k, pad, c, m, h, w) in cases {
+        let out = |len: usize| (len + 2 * pad - k) / 2 + 1;
         let (oh, ow) = (out(h), out(w));
         let text = format!(
-            "graph g(x: f32[1,{c},{h},{w}], r: f32[1,{m},{oh},{ow}]) -> (y: f32[1,{m},{oh},{ow}]) {{
+            "graph g(x: f32[{n},{c},{h},{w}], r: f32[{n},{m},{oh},{ow}]) -> (y: f32[{n},{m},{oh},{ow}]) {{
   const w: f32[{m},{c},{k},{k}] = normal(seed=1, std=0.1)
   const b: f32[{m}] = normal(seed=2, std=0.1)
-  conv: f32[1,{m},{oh},{ow}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[2, 2]}}
-  sum: f32[1,{m},{oh},{ow}] = add(conv, r)
-  y: f32[1,{m},{oh},{ow}] = relu(sum)
+  conv: f32[{n},{m},{oh},{ow}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[2, 2]}}
+  sum: f32[{n},{m},{oh},{ow}] = add(conv, r)
+  y: f32[{n},{m},{oh},{ow}] = relu(sum)
 }}"
         );
         let r = k.div_ceil(2);
         matches_the_interpreter(
             &text,
             Winograd::F4x4,
-            &format!("{k}x{k} stride 2, {c} channels, {h}x{w}"),
+            &format!("{k}x{k} stride 2, batch {n}, {c} channels, {h}x{w}"),
             |compiled| {
                 let schedules = schedules(compiled);
                 assert!(
