@@ -120,6 +120,10 @@ struct Matrices {
 /// odd half, summed and subtracted: [`apply_rows`], [`apply_columns`]).
 const MAGNITUDES: [f64; 3] = [1.0, 2.0, 0.5];
 
+/// The largest kernel side a [`Variant::Cook`] takes (F(4×4, 5×5) uses all of
+/// [`MAGNITUDES`]).
+const MAX_COOK_KERNEL: usize = 5;
+
 /// F(m, r) by Toom–Cook at `m + r − 2` finite points ([`MAGNITUDES`]) and ∞. The correlation is
 /// the transpose of the convolution `s = g ∗ h` computed by evaluating both polynomials at
 /// the points and interpolating: `Aᵀ` is the Vandermonde matrix of `h`'s `m` coefficients
@@ -260,7 +264,8 @@ fn apply_rows(k: &mut KernelBuilder, rows: &[Vec<f64>], d: Vec<Expr>) -> Vec<Exp
 fn apply_columns(k: &mut KernelBuilder, at: &[Vec<f64>], m: Vec<Expr>) -> Vec<Expr> {
     let n = m.len();
     let column = |j: usize| -> Vec<f64> { at.iter().map(|row| row[j]).collect() };
-    let mut paired: Vec<Option<(usize, Expr, Expr)>> = vec![None; n];
+    // Per pair, at its first column: the sum and the difference; `taken` marks both columns.
+    let mut paired: Vec<Option<(Expr, Expr)>> = vec![None; n];
     let mut taken = vec![false; n];
     for j in 0..n {
         if taken[j] {
@@ -282,7 +287,7 @@ fn apply_columns(k: &mut KernelBuilder, at: &[Vec<f64>], m: Vec<Expr>) -> Vec<Ex
             let b = Expr::Local(k.declare(Ty::F32x4, m[jj].clone()));
             let s = Expr::Local(k.declare(Ty::F32x4, a.clone().add(b.clone())));
             let d = Expr::Local(k.declare(Ty::F32x4, a.sub(b)));
-            paired[j] = Some((jj, s, d));
+            paired[j] = Some((s, d));
         }
     }
     at.iter()
@@ -290,9 +295,9 @@ fn apply_columns(k: &mut KernelBuilder, at: &[Vec<f64>], m: Vec<Expr>) -> Vec<Ex
         .map(|(i, row)| {
             let mut terms = Vec::new();
             for j in 0..n {
-                if let Some((_, s, d)) = &paired[j] {
+                if let Some((s, d)) = &paired[j] {
                     terms.push((row[j], if i % 2 == 0 { s.clone() } else { d.clone() }));
-                } else if !paired.iter().flatten().any(|(jj, _, _)| *jj == j) {
+                } else if !taken[j] {
                     terms.push((row[j], m[j].clone()));
                 }
             }
@@ -329,10 +334,19 @@ impl Variant {
     }
 
     /// The Toom–Cook matrices of a [`Variant::Cook`].
-    fn matrices(self) -> Option<Matrices> {
+    fn matrices(self) -> Option<&'static Matrices> {
+        // Built once per kernel size: the emitters ask for them at every transform.
+        static COOK: std::sync::OnceLock<Vec<Option<Matrices>>> = std::sync::OnceLock::new();
         match self {
             Variant::F2 | Variant::F4 => None,
-            Variant::Cook(r) => toom_cook(self.out(), r),
+            Variant::Cook(r) => COOK
+                .get_or_init(|| {
+                    (0..=MAX_COOK_KERNEL)
+                        .map(|r| if r >= 2 { toom_cook(4, r) } else { None })
+                        .collect()
+                })
+                .get(r)?
+                .as_ref(),
         }
     }
 
@@ -341,7 +355,7 @@ impl Variant {
         match self {
             Variant::F2 => G2.iter().map(|r| r.to_vec()).collect(),
             Variant::F4 => G4.iter().map(|r| r.to_vec()).collect(),
-            Variant::Cook(_) => self.matrices().map(|m| m.g).unwrap_or_default(),
+            Variant::Cook(_) => self.matrices().map(|m| m.g.clone()).unwrap_or_default(),
         }
     }
 
@@ -403,8 +417,8 @@ impl Variant {
                 ]
             }
             Variant::Cook(_) => {
-                let bt = self.matrices().map(|m| m.bt).unwrap_or_default();
-                apply_rows(k, &bt, d)
+                let bt = self.matrices().map_or(&[][..], |m| &m.bt[..]);
+                apply_rows(k, bt, d)
             }
         }
     }
@@ -475,8 +489,8 @@ impl Variant {
                 ]
             }
             Variant::Cook(_) => {
-                let at = self.matrices().map(|m| m.at).unwrap_or_default();
-                apply_columns(k, &at, m)
+                let at = self.matrices().map_or(&[][..], |m| &m.at[..]);
+                apply_columns(k, at, m)
             }
         }
     }
@@ -539,7 +553,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         Some(phases) => {
             scratch.push((DType::F32, phases.len()));
             kernels.push(LoweredKernel {
-                kernel: phases.kernel(&format!("{}_phases", node.name), threads),
+                kernel: phases.kernel(&format!("{}_phases", node.name)),
                 args: vec![Arg::Input(0), Arg::Scratch(1)],
             });
             Arg::Scratch(1)
@@ -703,7 +717,7 @@ impl Phases {
     /// inputs all lie inside the input are copied 4 at a time (two loads, one shuffle of
     /// the phase's lanes); the few at the edges are stored one by one, zero where the
     /// padding is.
-    fn kernel(&self, name: &str, threads: usize) -> Kernel {
+    fn kernel(&self, name: &str) -> Kernel {
         let g = &self.geometry;
         let mut k = KernelBuilder::new(name);
         k.set_schedule(format!(
@@ -713,13 +727,9 @@ impl Phases {
         let plane = self.h * self.w;
         let x = k.buffer("x", DType::F32, g.n * self.c * plane, BufferKind::Input);
         let p = k.buffer("phases", DType::F32, self.len(), BufferKind::Output);
-        let kind = if threads > 1 {
-            LoopKind::Parallel
-        } else {
-            LoopKind::Serial
-        };
         let phase_plane = g.h * g.w;
-        k.for_loop(0, (g.n * self.c * g.h) as i64, 1, kind, |k, row| {
+        let rows = (g.n * self.c * g.h) as i64;
+        k.for_loop(0, rows, 1, LoopKind::Parallel, |k, row| {
             let (channel, yy) = split(row, g.n * self.c, g.h);
             let yy = Expr::Local(k.declare(Ty::I64, yy));
             let channel = Expr::Local(k.declare(Ty::I64, channel));
