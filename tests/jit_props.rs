@@ -251,7 +251,8 @@ proptest! {
 
     #[test]
     fn gemm_matches(
-        m in 1usize..12, k in 1usize..12, n in 1usize..12, trans_a in any::<bool>(), trans_b in any::<bool>(),
+        m in 1usize..12, k in 1usize..12, n in prop_oneof![1usize..12, 30usize..80],
+        trans_a in any::<bool>(), trans_b in any::<bool>(),
         c_kind in 0usize..5, alpha in -2.0f32..2.0, beta in -2.0f32..2.0, seed in 0u64..1000,
     ) {
         let op = Op::from_parts("gemm", &attrs(&[

@@ -8,8 +8,10 @@
 //! (four `f32x4` accumulators), then single vectors, then scalars; the `k` loop runs inside,
 //! broadcasting one element of `a` against contiguous rows of `b`. Rows are the parallel
 //! loop when there are enough of them; otherwise (a batch of one, say) the parallel loop
-//! runs over the 16-column blocks and a serial loop finishes the remaining columns. Every
-//! output element sums over `k` in order from 0, whatever the split.
+//! runs over pairs of 16-column blocks, one from each half of the columns, computed in one
+//! `k` loop (two streams of a packed `b` in flight: a classifier's weights come from
+//! memory), and a serial loop finishes the remaining columns. Every output element sums
+//! over `k` in order from 0, whatever the split.
 //!
 //! Gemm's epilogue follows the interpreter: `acc * alpha`, then `+ beta * c` with `c`
 //! broadcast to `[M, N]`. MatMul's batch axes broadcast through constant tables of each
@@ -98,8 +100,9 @@ struct Buffers {
 
 impl Product {
     /// Emits one block of `max(vectors, 1)` vectors (or one scalar when `vectors` is 0) of
-    /// output row `r` from column `j`.
-    fn block(&self, k: &mut KernelBuilder, bufs: &Buffers, r: &Expr, j: &Expr, vectors: usize) {
+    /// output row `r` from each column of `js`, in one loop over `k`: with several columns,
+    /// as many streams of `b` are read at once.
+    fn block(&self, k: &mut KernelBuilder, bufs: &Buffers, r: &Expr, js: &[Expr], vectors: usize) {
         let (bi, i) = split(r.clone(), self.batches, self.m);
         let a_base = sum([
             bufs.a_offsets
@@ -113,54 +116,66 @@ impl Product {
         } else {
             (Ty::F32, Expr::Float(0.0))
         };
-        let accs: Vec<_> = (0..lanes).map(|_| k.declare(ty, zero.clone())).collect();
+        let accs: Vec<Vec<_>> = js
+            .iter()
+            .map(|_| (0..lanes).map(|_| k.declare(ty, zero.clone())).collect())
+            .collect();
         range_or_zero(k, self.k, LoopKind::Serial, |k, kk| {
             let a = Expr::load(bufs.a, sum([a_base.clone(), times(kk.clone(), self.a_col)]));
             let a = if vectors > 0 { a.splat() } else { a };
-            // A constant `b` is packed in panels ([`pack_panels`]), others are row-major.
-            let b_row = if !matches!(self.rhs, Rhs::Const(_)) {
-                sum([b_base.clone(), times(kk, self.n), j.clone()])
-            } else if vectors == BLOCK / 4 {
-                // Panel `j / 16` starts at `j * K`; its rows are 16 apart.
-                sum([times(j.clone(), self.k), times(kk, BLOCK)])
+            let a = if js.len() > 1 {
+                Expr::Local(k.declare(ty, a))
             } else {
-                let full = self.n / BLOCK * BLOCK;
-                let rest = self.n - full;
-                sum([
-                    Expr::Int((full * self.k) as i64),
-                    times(kk, rest),
-                    plus(j.clone(), -(full as i64)),
-                ])
+                a
             };
-            for (u, acc) in accs.iter().enumerate() {
-                let index = plus(b_row.clone(), 4 * u as i64);
-                let b = if vectors > 0 {
-                    Expr::load4(bufs.b, index)
+            for (j, accs) in js.iter().zip(&accs) {
+                // A constant `b` is packed in panels ([`pack_panels`]), others are row-major.
+                let b_row = if !matches!(self.rhs, Rhs::Const(_)) {
+                    sum([b_base.clone(), times(kk.clone(), self.n), j.clone()])
+                } else if vectors == BLOCK / 4 {
+                    // Panel `j / 16` starts at `j * K`; its rows are 16 apart.
+                    sum([times(j.clone(), self.k), times(kk.clone(), BLOCK)])
                 } else {
-                    Expr::load(bufs.b, index)
+                    let full = self.n / BLOCK * BLOCK;
+                    let rest = self.n - full;
+                    sum([
+                        Expr::Int((full * self.k) as i64),
+                        times(kk.clone(), rest),
+                        plus(j.clone(), -(full as i64)),
+                    ])
                 };
-                k.assign(*acc, a.clone().fma(b, Expr::Local(*acc)));
+                for (u, acc) in accs.iter().enumerate() {
+                    let index = plus(b_row.clone(), 4 * u as i64);
+                    let b = if vectors > 0 {
+                        Expr::load4(bufs.b, index)
+                    } else {
+                        Expr::load(bufs.b, index)
+                    };
+                    k.assign(*acc, a.clone().fma(b, Expr::Local(*acc)));
+                }
             }
         });
-        let y_row = sum([times(r.clone(), self.n), j.clone()]);
-        for (u, acc) in accs.iter().enumerate() {
-            let mut value = Expr::Local(*acc);
-            if self.alpha != 1.0 {
-                value = value.mul(Expr::Float(self.alpha));
+        for (j, accs) in js.iter().zip(&accs) {
+            let y_row = sum([times(r.clone(), self.n), j.clone()]);
+            for (u, acc) in accs.iter().enumerate() {
+                let mut value = Expr::Local(*acc);
+                if self.alpha != 1.0 {
+                    value = value.mul(Expr::Float(self.alpha));
+                }
+                if let (Some(bias), Some(c)) = (&self.bias, bufs.c) {
+                    let at = sum([
+                        times(i.clone(), bias.row_stride),
+                        times(plus(j.clone(), 4 * u as i64), bias.col_stride),
+                    ]);
+                    let c = if vectors > 0 && bias.col_stride == 1 {
+                        Expr::load4(c, at)
+                    } else {
+                        Expr::load(c, at)
+                    };
+                    value = value.add(Expr::Float(bias.beta).mul(c));
+                }
+                k.store(bufs.y, plus(y_row.clone(), 4 * u as i64), value);
             }
-            if let (Some(bias), Some(c)) = (&self.bias, bufs.c) {
-                let at = sum([
-                    times(i.clone(), bias.row_stride),
-                    times(plus(j.clone(), 4 * u as i64), bias.col_stride),
-                ]);
-                let c = if vectors > 0 && bias.col_stride == 1 {
-                    Expr::load4(c, at)
-                } else {
-                    Expr::load(c, at)
-                };
-                value = value.add(Expr::Float(bias.beta).mul(c));
-            }
-            k.store(bufs.y, plus(y_row.clone(), 4 * u as i64), value);
         }
     }
 
@@ -177,14 +192,14 @@ impl Product {
                     end as i64,
                     width as i64,
                     LoopKind::Serial,
-                    |k, j| self.block(k, bufs, r, &j, vectors),
+                    |k, j| self.block(k, bufs, r, &[j], vectors),
                 );
                 pos = end;
             }
         }
         if pos < self.n {
             k.for_loop(pos as i64, self.n as i64, 1, LoopKind::Serial, |k, j| {
-                self.block(k, bufs, r, &j, 0)
+                self.block(k, bufs, r, &[j], 0)
             });
         }
     }
@@ -245,20 +260,24 @@ impl Product {
             b_offsets,
         };
         let blocks = self.n / BLOCK;
-        if rows >= PARALLEL_ROWS || blocks == 0 {
+        if rows >= PARALLEL_ROWS || blocks < 2 {
             k.for_loop(0, rows as i64, 1, LoopKind::Parallel, |k, r| {
                 self.row(k, &bufs, &r, 0)
             });
         } else {
-            k.for_loop(0, blocks as i64, 1, LoopKind::Parallel, |k, t| {
-                let j = times(t, BLOCK);
+            // Each iteration takes a block from each half of the columns: two streams of
+            // `b` at once (MobileNetV2's 1280 → 1000 classifier, its 5 MB of weights read
+            // from memory: 0.67 → 0.56 ms, median of 6 alternated runs).
+            let half = blocks / 2;
+            k.for_loop(0, half as i64, 1, LoopKind::Parallel, |k, t| {
+                let js = [times(t.clone(), BLOCK), times(plus(t, half as i64), BLOCK)];
                 range_or_zero(k, rows, LoopKind::Serial, |k, r| {
-                    self.block(k, &bufs, &r, &j, BLOCK / 4)
+                    self.block(k, &bufs, &r, &js, BLOCK / 4)
                 });
             });
-            if blocks * BLOCK < self.n {
+            if 2 * half * BLOCK < self.n {
                 range_or_zero(&mut k, rows, LoopKind::Serial, |k, r| {
-                    self.row(k, &bufs, &r, blocks * BLOCK)
+                    self.row(k, &bufs, &r, 2 * half * BLOCK)
                 });
             }
         }
