@@ -165,7 +165,7 @@ impl OptChoice {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum WinogradChoice {
-    /// Per layer, by cost model: F(4x4), F(2x2) or the direct kernel.
+    /// Per layer, by cost model: F(4x4), F(2x2), F(7x7) or the direct kernel.
     Auto,
     /// The direct kernel everywhere.
     Off,
@@ -173,6 +173,8 @@ enum WinogradChoice {
     F2x2,
     /// F(4x4, r x r) wherever it applies.
     F4x4,
+    /// F(7x7, 3x3) wherever it applies.
+    F7x7,
 }
 
 impl WinogradChoice {
@@ -182,6 +184,7 @@ impl WinogradChoice {
             WinogradChoice::Off => Winograd::Off,
             WinogradChoice::F2x2 => Winograd::F2x2,
             WinogradChoice::F4x4 => Winograd::F4x4,
+            WinogradChoice::F7x7 => Winograd::F7x7,
         })
     }
 }

@@ -97,6 +97,8 @@ pub enum Winograd {
     F2x2,
     /// F(4×4, r×r) wherever it applies (36 points per 16 outputs for 3×3 kernels).
     F4x4,
+    /// F(7×7, 3×3) wherever it applies (3×3 kernels at stride 1; 81 points per 49 outputs).
+    F7x7,
 }
 
 /// Compiler options that change how nodes are lowered (never what they compute).

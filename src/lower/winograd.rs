@@ -77,10 +77,11 @@ enum Variant {
     F2,
     /// F(4×4, 3×3): 36 points per 16 outputs (4× fewer).
     F4,
-    /// F(4×4, r×r) for another kernel size `r` (2 or 4: the space-to-depth forms of 3×3
-    /// and 7×7 stride-2 convolutions), its matrices built by [`toom_cook`]; weights
-    /// transformed at compile time only.
-    Cook(usize),
+    /// F(m×m, r×r) with matrices built by [`toom_cook`]: F(4×4, r×r) for other kernel
+    /// sizes `r` (2 or 4: the space-to-depth forms of 3×3 and 7×7 stride-2 convolutions),
+    /// and F(7×7, 3×3) (81 points per 49 outputs: 5.4× fewer multiplications, and planes
+    /// of 7, 14, 28 and 56 split into whole tiles).
+    Cook(usize, usize),
 }
 
 /// `G` of F(2×2, 3×3) (`U = G g Gᵀ`) with its rows' scales moved into `Aᵀ`: rows of
@@ -120,9 +121,13 @@ struct Matrices {
 /// odd half, summed and subtracted: [`apply_rows`], [`apply_columns`]).
 const MAGNITUDES: [f64; 3] = [1.0, 2.0, 0.5];
 
-/// The largest kernel side a [`Variant::Cook`] takes (F(4×4, 5×5) uses all of
-/// [`MAGNITUDES`]).
-const MAX_COOK_KERNEL: usize = 5;
+/// The magnitudes of F(7, 3)'s 8 finite points: ±1, ±2, ±¼, ±¾ rounded least of the sets
+/// tried in `f32` (max error relative to the tile's largest output over 25 random 256-channel
+/// tiles: 5.2e-5, against 2.5e-4 for ±1, ±2, ±½, ±¼ and 6.5e-6 for F(4, 3)).
+const MAGNITUDES_7: [f64; 4] = [1.0, 2.0, 0.25, 0.75];
+
+/// The [`Variant::Cook`] algorithms `(m, r)`: F(4×4, r×r) for `r` = 2–5 and F(7×7, 3×3).
+const COOK: [(usize, usize); 5] = [(4, 2), (4, 3), (4, 4), (4, 5), (7, 3)];
 
 /// F(m, r) by Toom–Cook at `m + r − 2` finite points ([`MAGNITUDES`]) and ∞. The correlation is
 /// the transpose of the convolution `s = g ∗ h` computed by evaluating both polynomials at
@@ -131,8 +136,14 @@ const MAX_COOK_KERNEL: usize = 5;
 /// holds the coefficients of `Π_{l≠j} (x − a_l)` (of `Π_l (x − a_l)` for ∞), each scaled
 /// by a power of two to integers; `G`'s rows carry the rest of the scale,
 /// `1 / Π_{l≠j} (a_j − a_l)`, so that the run-time transforms multiply by small integers
-/// and powers of the points only. `None` past [`MAGNITUDES`].
+/// and powers of the points only. `None` past the magnitudes (for F(7, 3):
+/// [`MAGNITUDES_7`]).
 fn toom_cook(m: usize, r: usize) -> Option<Matrices> {
+    let magnitudes: &[f64] = if (m, r) == (7, 3) {
+        &MAGNITUDES_7
+    } else {
+        &MAGNITUDES
+    };
     let n = m + r - 1;
     let count = n.checked_sub(1)?;
     let mut finite = if count % 2 == 1 {
@@ -140,7 +151,7 @@ fn toom_cook(m: usize, r: usize) -> Option<Matrices> {
     } else {
         Vec::new()
     };
-    for &a in MAGNITUDES.get(..count / 2)? {
+    for &a in magnitudes.get(..count / 2)? {
         finite.extend([a, -a]);
     }
     let mul = |p: &[f64], a: f64| {
@@ -311,7 +322,8 @@ impl Variant {
     fn out(self) -> usize {
         match self {
             Variant::F2 => 2,
-            Variant::F4 | Variant::Cook(_) => 4,
+            Variant::F4 => 4,
+            Variant::Cook(m, _) => m,
         }
     }
 
@@ -319,7 +331,7 @@ impl Variant {
     fn kernel(self) -> usize {
         match self {
             Variant::F2 | Variant::F4 => 3,
-            Variant::Cook(r) => r,
+            Variant::Cook(_, r) => r,
         }
     }
 
@@ -336,17 +348,16 @@ impl Variant {
     /// The Toom–Cook matrices of a [`Variant::Cook`].
     fn matrices(self) -> Option<&'static Matrices> {
         // Built once per kernel size: the emitters ask for them at every transform.
-        static COOK: std::sync::OnceLock<Vec<Option<Matrices>>> = std::sync::OnceLock::new();
+        static MATRICES: std::sync::OnceLock<Vec<Option<Matrices>>> = std::sync::OnceLock::new();
         match self {
             Variant::F2 | Variant::F4 => None,
-            Variant::Cook(r) => COOK
-                .get_or_init(|| {
-                    (0..=MAX_COOK_KERNEL)
-                        .map(|r| if r >= 2 { toom_cook(4, r) } else { None })
-                        .collect()
-                })
-                .get(r)?
-                .as_ref(),
+            Variant::Cook(m, r) => {
+                let i = COOK.iter().position(|&c| c == (m, r))?;
+                MATRICES
+                    .get_or_init(|| COOK.iter().map(|&(m, r)| toom_cook(m, r)).collect())
+                    .get(i)?
+                    .as_ref()
+            }
         }
     }
 
@@ -355,7 +366,7 @@ impl Variant {
         match self {
             Variant::F2 => G2.iter().map(|r| r.to_vec()).collect(),
             Variant::F4 => G4.iter().map(|r| r.to_vec()).collect(),
-            Variant::Cook(_) => self.matrices().map(|m| m.g.clone()).unwrap_or_default(),
+            Variant::Cook(..) => self.matrices().map(|m| m.g.clone()).unwrap_or_default(),
         }
     }
 
@@ -366,7 +377,7 @@ impl Variant {
         match self {
             Variant::F2 => (22.0, 82.0),
             Variant::F4 => (60.0, 290.0),
-            Variant::Cook(_) => {
+            Variant::Cook(..) => {
                 let Some(m) = self.matrices() else {
                     return (f64::INFINITY, f64::INFINITY);
                 };
@@ -416,7 +427,7 @@ impl Variant {
                         .fma(f(4.0), d[3].clone().fma(f(-5.0), d[5].clone())),
                 ]
             }
-            Variant::Cook(_) => {
+            Variant::Cook(..) => {
                 let bt = self.matrices().map_or(&[][..], |m| &m.bt[..]);
                 apply_rows(k, bt, d)
             }
@@ -427,7 +438,7 @@ impl Variant {
     /// `f32`, for weights transformed at run time).
     fn weight_points(self, k: &mut KernelBuilder, g: Vec<Expr>) -> Vec<Expr> {
         let f = Expr::Float;
-        if let Variant::Cook(_) = self {
+        if let Variant::Cook(..) = self {
             return apply_rows(k, &self.g(), g);
         }
         let mut local = |e: Expr| Expr::Local(k.declare(Ty::F32x4, e));
@@ -449,13 +460,23 @@ impl Variant {
     }
 
     /// Vector instructions to transform one input channel's weights of a block of 8 output
-    /// channels at run time (two lanes of 4: loads, `G g Gᵀ`, stores; counted from the code).
-    /// [`Variant::Cook`] weights are transformed at compile time only.
+    /// channels at run time (two lanes of 4: loads, `G g Gᵀ`, stores; counted from the code,
+    /// for [`Variant::Cook`] estimated from `G`'s nonzeros). Only 3×3 kernels are
+    /// transformed at run time.
     fn weight_transform_cost(self) -> f64 {
         match self {
             Variant::F2 => 84.0,
             Variant::F4 => 155.0,
-            Variant::Cook(_) => f64::INFINITY,
+            Variant::Cook(_, 3) => {
+                let Some(m) = self.matrices() else {
+                    return f64::INFINITY;
+                };
+                let nonzeros = m.g.iter().flatten().filter(|c| **c != 0.0).count() as f64;
+                let n = self.input() as f64;
+                // Per lane: 9 loads, `G` down 3 columns and along `n` rows, `n²` stores.
+                2.0 * (9.0 + (3.0 + n) * nonzeros + n * n)
+            }
+            Variant::Cook(..) => f64::INFINITY,
         }
     }
 
@@ -488,7 +509,7 @@ impl Variant {
                     d34.fma(f(1.0 / 3.0), d12).add(m[5].clone()),
                 ]
             }
-            Variant::Cook(_) => {
+            Variant::Cook(..) => {
                 let at = self.matrices().map_or(&[][..], |m| &m.at[..]);
                 apply_columns(k, at, m)
             }
@@ -511,20 +532,29 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     };
     let variants: Vec<Variant> = match (winograd, geometry.kernel) {
         (Winograd::Off, _) => return None,
-        (Winograd::Auto, 3) => vec![Variant::F4, Variant::F2],
+        (Winograd::Auto, 3) => vec![Variant::F4, Variant::F2, Variant::Cook(7, 3)],
         (Winograd::F2x2, 3) => vec![Variant::F2],
         (Winograd::F4x4, 3) => vec![Variant::F4],
-        (Winograd::Auto | Winograd::F4x4, r) => vec![Variant::Cook(r)],
-        (Winograd::F2x2, _) => return None,
+        (Winograd::F7x7, 3) => vec![Variant::Cook(7, 3)],
+        (Winograd::Auto | Winograd::F4x4, r) => vec![Variant::Cook(4, r)],
+        (Winograd::F2x2 | Winograd::F7x7, _) => return None,
     };
-    let plan = variants
+    // What is computed (the algorithm, where the weights are transformed, Winograd or not)
+    // is chosen as for one thread, so that results are the same, bit for bit, on any
+    // number of threads; only the work split depends on them.
+    let single = variants
         .iter()
-        .filter_map(|&v| Plan::new(&geometry, v, threads))
+        .filter_map(|&v| Plan::new(&geometry, v, 1))
         .min_by(|a, b| a.cost().total_cmp(&b.cost()))?;
     let extra = phases.as_ref().map_or(0.0, Phases::cost);
-    if winograd == Winograd::Auto && plan.cost() + extra >= 0.9 * direct_cost(conv)? {
+    if winograd == Winograd::Auto && single.cost() + extra >= 0.9 * direct_cost(conv)? {
         return None;
     }
+    let plan = if threads > 1 {
+        Plan::new(&geometry, single.variant, threads)?.with_weights(single.runtime_weights)
+    } else {
+        single
+    };
     let phase_weights;
     let w = match &phases {
         Some(phases) => {
@@ -1077,6 +1107,12 @@ impl Plan {
         }
     }
 
+    /// The plan with the weights transformed at run time or not.
+    fn with_weights(mut self, runtime: bool) -> Plan {
+        self.runtime_weights = runtime;
+        self
+    }
+
     /// Transforms the weights at run time where the model says it is cheaper.
     fn choose_weights(mut self) -> Plan {
         self.runtime_weights = self.weight_cost(true) < self.weight_cost(false);
@@ -1380,6 +1416,10 @@ impl Plan {
             times(ci.clone(), GROUP),
         ]);
         let v_ci = Expr::Local(k.declare(Ty::I64, v_ci));
+        if out > 4 {
+            self.transform_tile_groups(k, f, &v_ci, set);
+            return;
+        }
         for g in 0..self.groups() {
             // The scratch offset of each lane's tile (the last real tile repeats).
             let starts: [usize; 4] = [0, 1, 2, 3].map(|j| {
@@ -1395,10 +1435,12 @@ impl Plan {
                         Expr::load4(f.s, plus(f.slot.clone(), at as i64))
                     })
                 };
-                // Lane j of column e: element e of tile j's row (over 4: two loads).
-                let mut d = transpose4(k, &load(0), 0..4);
-                if input > 4 {
-                    d.extend(transpose4(k, &load(input - 4), 8 - input..4));
+                // Lane j of column e: element e of tile j's row, 4 elements per load (the
+                // last load overlaps the one before).
+                let mut d = Vec::with_capacity(input);
+                while d.len() < input {
+                    let start = d.len().min(input - 4);
+                    d.extend(transpose4(k, &load(start), d.len() - start..4));
                 }
                 for (l, value) in self.variant.input_points(k, d).into_iter().enumerate() {
                     let point = row * input + l;
@@ -1408,6 +1450,50 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// [`Plan::transform_tiles`] for tiles wider than 4: the groups in a loop (their code,
+    /// 9 rows of 9 points, is too long to repeat for every group), each lane's tile found
+    /// at run time.
+    fn transform_tile_groups(&self, k: &mut KernelBuilder, f: &Frame, v_ci: &Expr, set: usize) {
+        let (out, input) = (self.variant.out(), self.variant.input());
+        let real = self.band_rows * self.tile_cols;
+        k.range(self.groups(), |k, g| {
+            // The scratch offset of each lane's tile (the last real tile repeats).
+            let starts: Vec<Expr> = (0..GROUP)
+                .map(|j| {
+                    let t = plus(times(g.clone(), GROUP), j as i64).clamp(0, real as i64 - 1);
+                    let t = Expr::Local(k.declare(Ty::I64, t));
+                    let (r, tx) = split(t, self.band_rows, self.tile_cols);
+                    let at = sum([
+                        f.slot.clone(),
+                        Expr::Int((set * self.rows_len()) as i64),
+                        times(r, input * self.row_len),
+                        times(tx, out),
+                    ]);
+                    Expr::Local(k.declare(Ty::I64, at))
+                })
+                .collect();
+            let v_group = sum([v_ci.clone(), times(g, self.g.c * GROUP)]);
+            let v_group = Expr::Local(k.declare(Ty::I64, v_group));
+            for row in 0..input {
+                let load = |offset: usize| {
+                    [0, 1, 2, 3].map(|j| {
+                        let at = (row * self.row_len + offset) as i64;
+                        Expr::load4(f.s, plus(starts[j].clone(), at))
+                    })
+                };
+                let mut d = Vec::with_capacity(input);
+                while d.len() < input {
+                    let start = d.len().min(input - 4);
+                    d.extend(transpose4(k, &load(start), d.len() - start..4));
+                }
+                for (l, value) in self.variant.input_points(k, d).into_iter().enumerate() {
+                    let at = (row * input + l) * point_stride(self.g.c, self.tiles);
+                    k.store(f.s, plus(v_group.clone(), at as i64), value);
+                }
+            }
+        });
     }
 
     /// `U = G g Gᵀ` of output-channel block `block` at run time, from the direct taps packed
@@ -1529,6 +1615,29 @@ impl Plan {
     /// four output columns at a time, through the epilogue into the output.
     fn outputs(&self, k: &mut KernelBuilder, f: &Frame, conv: &DirectConv<'_>, block: &Expr) {
         let out = self.variant.out();
+        if out > 4 {
+            // Wider tiles: each one on its own, its rows stored 4 columns at a time.
+            let full = self.g.ow / out;
+            k.range(self.band_rows, |k, r| {
+                let oy = sum([
+                    times(f.band.clone(), out * self.band_rows),
+                    times(r.clone(), out),
+                ]);
+                let oy = Expr::Local(k.declare(Ty::I64, oy));
+                let first = Expr::Local(k.declare(Ty::I64, times(r, self.tile_cols)));
+                k.range(full, |k, tx| {
+                    let tiles = vec![Some(sum([first.clone(), tx.clone()]))];
+                    self.output_columns(k, f, conv, block, &oy, tiles, &times(tx, out), out);
+                });
+                if full * out < self.g.ow {
+                    let tiles = vec![Some(plus(first.clone(), full as i64))];
+                    let ox = Expr::Int((out * full) as i64);
+                    let columns = self.g.ow - out * full;
+                    self.output_columns(k, f, conv, block, &oy, tiles, &ox, columns);
+                }
+            });
+            return;
+        }
         let per_block = 4 / out;
         let full = self.g.ow / 4;
         k.range(self.band_rows, |k, r| {
@@ -1558,9 +1667,10 @@ impl Plan {
         });
     }
 
-    /// Four output columns from `ox` of the tile row starting at output row `oy`: from
-    /// `tiles` (their indices in the band; `None` past the last tile), of which `columns`
-    /// lie inside the output.
+    /// The output columns from `ox` of the tile row starting at output row `oy` that
+    /// `tiles` compute (their indices in the band; `None` past the last tile): four (one
+    /// F(4×4) tile or two F(2×2) ones) or a wider tile's, of which `columns` lie inside the
+    /// output. Each row is stored 4 columns at a time.
     #[allow(clippy::too_many_arguments)]
     fn output_columns(
         &self,
@@ -1590,8 +1700,9 @@ impl Plan {
             .collect();
         // Rows the last tile row may have below the output.
         let spare = out * self.tile_rows - self.g.oh;
-        for v in 0..WIDTH / 4 {
-            let channel = plus(times(block.clone(), WIDTH), 4 * v as i64);
+        // Per vector `v` of 4 output channels (a loop for wide tiles, whose code is long).
+        let lane = |k: &mut KernelBuilder, v: Expr| {
+            let channel = sum([times(block.clone(), WIDTH), times(v.clone(), 4)]);
             let channel = Expr::Local(k.declare(Ty::I64, channel));
             let bias = Expr::Local(k.declare(Ty::F32x4, Expr::load4(f.b, channel.clone())));
             // Per output row, the 4 columns' values (lanes: 4 output channels).
@@ -1608,8 +1719,14 @@ impl Plan {
                 for l in 0..input {
                     let m = (0..input)
                         .map(|kk| {
-                            let at = ((kk * input + l) * self.tiles * WIDTH + 4 * v) as i64;
-                            Expr::load4(f.s, plus(m_tile.clone(), at))
+                            let at = ((kk * input + l) * self.tiles * WIDTH) as i64;
+                            match &v {
+                                Expr::Int(v) => Expr::load4(f.s, plus(m_tile.clone(), at + 4 * v)),
+                                v => Expr::load4(
+                                    f.s,
+                                    plus(sum([m_tile.clone(), times(v.clone(), 4)]), at),
+                                ),
+                            }
                         })
                         .collect();
                     for (i, value) in self.variant.output_points(k, m).into_iter().enumerate() {
@@ -1630,33 +1747,41 @@ impl Plan {
                 } else {
                     y_row.clone()
                 };
-                let row: [Expr; 4] = row.try_into().expect("four columns per row");
                 let store_row = |k: &mut KernelBuilder| {
-                    let at = sum([
-                        f.y_base.clone(),
-                        times(channel.clone(), out_plane),
-                        times(oy_row.clone(), self.g.ow),
-                        ox.clone(),
-                    ]);
-                    let at = Expr::Local(k.declare(Ty::I64, at));
-                    for (lane, value) in transpose4(k, &row, 0..4).into_iter().enumerate() {
-                        let index = plus(at.clone(), (lane * out_plane) as i64);
-                        let channel = plus(channel.clone(), lane as i64);
-                        if columns == 4 {
-                            let store_at = StoreAt { index, channel };
-                            conv.epilogue.store(k, &f.extras, f.y, &store_at, value, 4);
-                            continue;
+                    for (c, chunk) in row.chunks(4).enumerate() {
+                        let columns = columns.saturating_sub(4 * c).min(4);
+                        if columns == 0 {
+                            break;
                         }
-                        let edge = plus(f.slot.clone(), self.edge_at() as i64);
-                        let edge = Expr::Local(k.declare(Ty::I64, edge));
-                        k.store(f.s, edge.clone(), value);
-                        for j in 0..columns {
-                            let value = Expr::load(f.s, plus(edge.clone(), j as i64));
-                            let store_at = StoreAt {
-                                index: plus(index.clone(), j as i64),
-                                channel: channel.clone(),
-                            };
-                            conv.epilogue.store(k, &f.extras, f.y, &store_at, value, 1);
+                        let mut chunk = chunk.to_vec();
+                        chunk.resize(4, Expr::Float(0.0).splat());
+                        let chunk: [Expr; 4] = chunk.try_into().expect("four columns");
+                        let at = sum([
+                            f.y_base.clone(),
+                            times(channel.clone(), out_plane),
+                            times(oy_row.clone(), self.g.ow),
+                            plus(ox.clone(), 4 * c as i64),
+                        ]);
+                        let at = Expr::Local(k.declare(Ty::I64, at));
+                        for (lane, value) in transpose4(k, &chunk, 0..4).into_iter().enumerate() {
+                            let index = plus(at.clone(), (lane * out_plane) as i64);
+                            let channel = plus(channel.clone(), lane as i64);
+                            if columns == 4 {
+                                let store_at = StoreAt { index, channel };
+                                conv.epilogue.store(k, &f.extras, f.y, &store_at, value, 4);
+                                continue;
+                            }
+                            let edge = plus(f.slot.clone(), self.edge_at() as i64);
+                            let edge = Expr::Local(k.declare(Ty::I64, edge));
+                            k.store(f.s, edge.clone(), value);
+                            for j in 0..columns {
+                                let value = Expr::load(f.s, plus(edge.clone(), j as i64));
+                                let store_at = StoreAt {
+                                    index: plus(index.clone(), j as i64),
+                                    channel: channel.clone(),
+                                };
+                                conv.epilogue.store(k, &f.extras, f.y, &store_at, value, 1);
+                            }
                         }
                     }
                 };
@@ -1666,6 +1791,13 @@ impl Plan {
                 } else {
                     store_row(k);
                 }
+            }
+        };
+        if out > 4 {
+            k.range(WIDTH / 4, lane);
+        } else {
+            for v in 0..WIDTH / 4 {
+                lane(k, Expr::Int(v as i64));
             }
         }
     }
@@ -1770,6 +1902,7 @@ mod tests {
             (4, 5),
             (3, 4),
             (6, 3),
+            (7, 3),
         ] {
             let matrices = toom_cook(m, r).unwrap_or_else(|| panic!("F({m}, {r})"));
             check(&matrices);
