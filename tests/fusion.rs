@@ -323,7 +323,10 @@ fn seven_by_seven_winograd_tiles() {
   y: f32[{n},{m},{oh},{ow}] = relu(sum)
 }}"
         );
-        let what = format!("batch {n}, {c} channels, pads {:?}, {h}x{w}", [pt, pl, pb, pr]);
+        let what = format!(
+            "batch {n}, {c} channels, pads {:?}, {h}x{w}",
+            [pt, pl, pb, pr]
+        );
         matches_within(&text, Winograd::F7x7, &what, 1e-4, |compiled| {
             let schedule = &schedules(compiled)[0];
             assert!(schedule.contains("F(7x7,3x3)"), "{what}: {schedule}");

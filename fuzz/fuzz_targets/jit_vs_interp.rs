@@ -35,8 +35,8 @@ struct Case {
     threads2: bool,
     optimize: bool,
     fusion: bool,
-    /// Modulo 3: the direct kernel only, the cost model's choice, or F(4×4) wherever it
-    /// applies.
+    /// Modulo 4: the direct kernel only, the cost model's choice, F(4×4) or F(7×7)
+    /// wherever it applies.
     winograd: u8,
 }
 
@@ -437,10 +437,11 @@ fuzz_target!(|case: Case| {
         .kernel_cache(false)
         .optimize(case.optimize)
         .fusion(case.fusion)
-        .winograd(match case.winograd % 3 {
+        .winograd(match case.winograd % 4 {
             0 => Winograd::Off,
             1 => Winograd::Auto,
-            _ => Winograd::F4x4,
+            2 => Winograd::F4x4,
+            _ => Winograd::F7x7,
         });
     let jit = match compiler
         .compile(&model)
@@ -458,7 +459,7 @@ fuzz_target!(|case: Case| {
             .filter(|y| y.is_finite())
             .fold(0f64, |m, y| m.max(y.abs()));
         for (i, (x, y)) in a.to_f64_vec().iter().zip(expected).enumerate() {
-            let scale = if case.winograd % 3 != 0 {
+            let scale = if case.winograd % 4 != 0 {
                 largest.max(y.abs())
             } else {
                 y.abs()

@@ -86,8 +86,10 @@ pub struct NodeInfo<'a> {
 /// Winograd does not apply to always use the direct kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Winograd {
-    /// Per layer, the cheapest of F(4×4, r×r), F(2×2, 3×3) and the direct kernel by a cost
-    /// model of their arithmetic and of the transformed weights' memory traffic.
+    /// Per layer, the cheapest of F(4×4, r×r), F(2×2, 3×3), F(7×7, 3×3) and the direct
+    /// kernel by a cost model of their arithmetic and of the transformed weights' memory
+    /// traffic (chosen as for one thread, so that results do not depend on the thread
+    /// count).
     #[default]
     Auto,
     /// Never: the direct kernel.

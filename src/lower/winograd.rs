@@ -1,6 +1,6 @@
 //! Winograd convolution for ungrouped convolutions: for 3×3 stride-1 ones F(4×4, 3×3) (4×
-//! fewer multiplications than the direct method) and F(2×2, 3×3) (2.25×); see below for
-//! other kernel sizes and stride 2.
+//! fewer multiplications than the direct method), F(2×2, 3×3) (2.25×) and F(7×7, 3×3)
+//! (5.4×); see below for F(7×7), other kernel sizes and stride 2.
 //!
 //! Each `m × m` block of outputs (a *tile*, `m` = 4 or 2) is computed from the
 //! `(m+2) × (m+2)` block of inputs under it as `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A` (Lavin and
@@ -32,6 +32,14 @@
 //! would not stay in cache (they are 4× or 1.8× the taps, and at batch 1 a small plane uses
 //! each byte for few tiles), the kernel keeps the taps and transforms each block of output
 //! channels at run time just before its products ([`Plan::choose_weights`]).
+//!
+//! F(7×7, 3×3) ([`Variant::Cook`]`(7, 3)`, Toom–Cook at ±1, ±2, ±¼, ±¾ and ∞) takes 81
+//! points per 49 outputs (5.4× fewer multiplications), and planes of 7, 14, 28 and 56 split
+//! into whole tiles where F(4×4) pads 14 to 16 and 7 to 8: on ResNet-18 it takes the 56×56,
+//! 28×28 and 14×14 layers (12–17% faster each); a 7×7 plane is one tile, which fills one of
+//! the GEMM's 4 lanes, so layer 4 keeps F(4×4). Its tiles' code is long (9 rows of 9
+//! points), so the tile groups of the input transform and the output lanes run in loops.
+//! Its rounding error is about 6× F(4×4)'s.
 //!
 //! Other kernels: 2×2 and 4×4 ones take F(4×4, r×r) with matrices built by Toom–Cook
 //! ([`toom_cook`], [`Variant::Cook`]), and a stride-2 `K×K` convolution (K = 3–8) runs as a
