@@ -1623,16 +1623,18 @@ impl Plan {
     /// four output columns at a time, through the epilogue into the output.
     fn outputs(&self, k: &mut KernelBuilder, f: &Frame, conv: &DirectConv<'_>, block: &Expr) {
         let out = self.variant.out();
-        if out > 4 {
-            // Wider tiles: each one on its own, its rows stored 4 columns at a time.
-            let full = self.g.ow / out;
-            k.range(self.band_rows, |k, r| {
-                let oy = sum([
-                    times(f.band.clone(), out * self.band_rows),
-                    times(r.clone(), out),
-                ]);
-                let oy = Expr::Local(k.declare(Ty::I64, oy));
-                let first = Expr::Local(k.declare(Ty::I64, times(r, self.tile_cols)));
+        let per_block = 4 / out;
+        let full = self.g.ow / 4;
+        k.range(self.band_rows, |k, r| {
+            let oy = sum([
+                times(f.band.clone(), out * self.band_rows),
+                times(r.clone(), out),
+            ]);
+            let oy = Expr::Local(k.declare(Ty::I64, oy));
+            let first = Expr::Local(k.declare(Ty::I64, times(r, self.tile_cols)));
+            if out > 4 {
+                // Wider tiles: each one on its own, its rows stored 4 columns at a time.
+                let full = self.g.ow / out;
                 k.range(full, |k, tx| {
                     let tiles = vec![Some(sum([first.clone(), tx.clone()]))];
                     self.output_columns(k, f, conv, block, &oy, tiles, &times(tx, out), out);
@@ -1643,18 +1645,8 @@ impl Plan {
                     let columns = self.g.ow - out * full;
                     self.output_columns(k, f, conv, block, &oy, tiles, &ox, columns);
                 }
-            });
-            return;
-        }
-        let per_block = 4 / out;
-        let full = self.g.ow / 4;
-        k.range(self.band_rows, |k, r| {
-            let oy = sum([
-                times(f.band.clone(), out * self.band_rows),
-                times(r.clone(), out),
-            ]);
-            let oy = Expr::Local(k.declare(Ty::I64, oy));
-            let first = Expr::Local(k.declare(Ty::I64, times(r, self.tile_cols)));
+                return;
+            }
             k.range(full, |k, cb| {
                 let tile = sum([first.clone(), times(cb.clone(), per_block)]);
                 let tiles = (0..per_block)
