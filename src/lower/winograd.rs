@@ -2,7 +2,7 @@
 //! fewer multiplications than the direct method), F(2×2, 3×3) (2.25×) and F(7×7, 3×3)
 //! (5.4×); see below for F(7×7), other kernel sizes and stride 2.
 //!
-//! Each `m × m` block of outputs (a *tile*, `m` = 4 or 2) is computed from the
+//! Each `m × m` block of outputs (a *tile*, `m` = 2, 4 or 7) is computed from the
 //! `(m+2) × (m+2)` block of inputs under it as `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A` (Lavin and
 //! Gray; F(4×4): interpolation points 0, ±1, ±2, ∞), summed over input channels. The kernel
 //! weights `g` become `U = G g Gᵀ` (36 or 16 *points* per output × input channel). One
@@ -49,9 +49,9 @@
 //! The tasks are shared equally among one scratch slot per thread (transformed rows, `V`,
 //! `M`, run-time `U`), each slot's tasks run in turn. Splitting the output channels into
 //! groups repeats the input transform once per group; bands and groups are chosen together
-//! for the least work on the busiest thread. Whether Winograd pays over the direct kernel, which variant and
-//! where the weights are transformed is decided per layer by a cost model ([`Plan::cost`],
-//! [`direct_cost`]).
+//! for the least work on the busiest thread. Whether Winograd pays over the direct kernel,
+//! which variant and where the weights are transformed is decided per layer by a cost model
+//! ([`Plan::cost`], [`direct_cost`]).
 //!
 //! Rounding differs from the direct method (the transforms scale values by up to 8 and
 //! 1/24): relative to the output's magnitude the error stays near 1e-6 (tests compare
@@ -134,24 +134,25 @@ const MAGNITUDES: [f64; 3] = [1.0, 2.0, 0.5];
 /// tiles: 5.2e-5, against 2.5e-4 for ±1, ±2, ±½, ±¼ and 6.5e-6 for F(4, 3)).
 const MAGNITUDES_7: [f64; 4] = [1.0, 2.0, 0.25, 0.75];
 
-/// The [`Variant::Cook`] algorithms `(m, r)`: F(4×4, r×r) for `r` = 2–5 and F(7×7, 3×3).
-const COOK: [(usize, usize); 5] = [(4, 2), (4, 3), (4, 4), (4, 5), (7, 3)];
+/// The [`Variant::Cook`] algorithms `(m, r)` and their points' magnitudes: F(4×4, r×r) for
+/// `r` = 2–5 and F(7×7, 3×3).
+const COOK: [(usize, usize, &[f64]); 5] = [
+    (4, 2, &MAGNITUDES),
+    (4, 3, &MAGNITUDES),
+    (4, 4, &MAGNITUDES),
+    (4, 5, &MAGNITUDES),
+    (7, 3, &MAGNITUDES_7),
+];
 
-/// F(m, r) by Toom–Cook at `m + r − 2` finite points ([`MAGNITUDES`]) and ∞. The correlation is
+/// F(m, r) by Toom–Cook at `m + r − 2` finite points (± `magnitudes`) and ∞. The correlation is
 /// the transpose of the convolution `s = g ∗ h` computed by evaluating both polynomials at
 /// the points and interpolating: `Aᵀ` is the Vandermonde matrix of `h`'s `m` coefficients
 /// (transposed), `G` the one of `g`'s `r`, and `Bᵀ` the transposed interpolation: row `j`
 /// holds the coefficients of `Π_{l≠j} (x − a_l)` (of `Π_l (x − a_l)` for ∞), each scaled
 /// by a power of two to integers; `G`'s rows carry the rest of the scale,
 /// `1 / Π_{l≠j} (a_j − a_l)`, so that the run-time transforms multiply by small integers
-/// and powers of the points only. `None` past the magnitudes (for F(7, 3):
-/// [`MAGNITUDES_7`]).
-fn toom_cook(m: usize, r: usize) -> Option<Matrices> {
-    let magnitudes: &[f64] = if (m, r) == (7, 3) {
-        &MAGNITUDES_7
-    } else {
-        &MAGNITUDES
-    };
+/// and powers of the points only. `None` past the magnitudes.
+fn toom_cook(m: usize, r: usize, magnitudes: &[f64]) -> Option<Matrices> {
     let n = m + r - 1;
     let count = n.checked_sub(1)?;
     let mut finite = if count % 2 == 1 {
@@ -355,14 +356,18 @@ impl Variant {
 
     /// The Toom–Cook matrices of a [`Variant::Cook`].
     fn matrices(self) -> Option<&'static Matrices> {
-        // Built once per kernel size: the emitters ask for them at every transform.
+        // Built once per algorithm: the emitters ask for them at every transform.
         static MATRICES: std::sync::OnceLock<Vec<Option<Matrices>>> = std::sync::OnceLock::new();
         match self {
             Variant::F2 | Variant::F4 => None,
             Variant::Cook(m, r) => {
-                let i = COOK.iter().position(|&c| c == (m, r))?;
+                let i = COOK.iter().position(|&(cm, cr, _)| (cm, cr) == (m, r))?;
                 MATRICES
-                    .get_or_init(|| COOK.iter().map(|&(m, r)| toom_cook(m, r)).collect())
+                    .get_or_init(|| {
+                        COOK.iter()
+                            .map(|&(m, r, magnitudes)| toom_cook(m, r, magnitudes))
+                            .collect()
+                    })
                     .get(i)?
                     .as_ref()
             }
@@ -931,6 +936,22 @@ fn pack_taps(w: &[f32], m: usize, c: usize) -> Vec<f32> {
     packed
 }
 
+/// The `input` columns of one transformed row of 4 tiles, tiles in lanes: column `e` holds
+/// element `e` of each tile's row. `load(offset)` loads elements `offset..offset + 4` of the
+/// 4 tiles' rows; 4 columns per load, the last load overlapping the one before.
+fn tile_columns(
+    k: &mut KernelBuilder,
+    input: usize,
+    load: impl Fn(usize) -> [Expr; 4],
+) -> Vec<Expr> {
+    let mut d = Vec::with_capacity(input);
+    while d.len() < input {
+        let start = d.len().min(input - 4);
+        d.extend(transpose4(k, &load(start), d.len() - start..4));
+    }
+    d
+}
+
 /// Elements between two points' transformed inputs (`c` channels × `tiles`), padded by a
 /// cache line so that the 16–36 stores of one tile group's points never share their low
 /// 12 address bits (4K aliasing stalls the loads that follow them).
@@ -1443,13 +1464,7 @@ impl Plan {
                         Expr::load4(f.s, plus(f.slot.clone(), at as i64))
                     })
                 };
-                // Lane j of column e: element e of tile j's row, 4 elements per load (the
-                // last load overlaps the one before).
-                let mut d = Vec::with_capacity(input);
-                while d.len() < input {
-                    let start = d.len().min(input - 4);
-                    d.extend(transpose4(k, &load(start), d.len() - start..4));
-                }
+                let d = tile_columns(k, input, load);
                 for (l, value) in self.variant.input_points(k, d).into_iter().enumerate() {
                     let point = row * input + l;
                     let at = point * point_stride(self.g.c, self.tiles) + g * self.g.c * GROUP;
@@ -1491,11 +1506,7 @@ impl Plan {
                         Expr::load4(f.s, plus(starts[j].clone(), at))
                     })
                 };
-                let mut d = Vec::with_capacity(input);
-                while d.len() < input {
-                    let start = d.len().min(input - 4);
-                    d.extend(transpose4(k, &load(start), d.len() - start..4));
-                }
+                let d = tile_columns(k, input, load);
                 for (l, value) in self.variant.input_points(k, d).into_iter().enumerate() {
                     let at = (row * input + l) * point_stride(self.g.c, self.tiles);
                     k.store(f.s, plus(v_group.clone(), at as i64), value);
@@ -1822,7 +1833,7 @@ struct Frame {
 
 #[cfg(test)]
 mod tests {
-    use super::{G2, G4, Matrices, toom_cook};
+    use super::{G2, G4, MAGNITUDES, MAGNITUDES_7, Matrices, toom_cook};
 
     /// `Bᵀ` and `Aᵀ` of F(2, 3) and F(4, 3), as the kernels' formulas compute them.
     const BT2: [[f64; 4]; 4] = [
@@ -1893,7 +1904,7 @@ mod tests {
             g: rows(&G4),
             at: rows(&AT4),
         });
-        for (m, r) in [
+        let cases = [
             (2, 2),
             (2, 3),
             (4, 2),
@@ -1902,21 +1913,22 @@ mod tests {
             (4, 5),
             (3, 4),
             (6, 3),
-            (7, 3),
-        ] {
-            let matrices = toom_cook(m, r).unwrap_or_else(|| panic!("F({m}, {r})"));
+        ];
+        for (m, r) in cases {
+            let matrices = toom_cook(m, r, &MAGNITUDES).unwrap_or_else(|| panic!("F({m}, {r})"));
             check(&matrices);
         }
-        assert_eq!(toom_cook(6, 4), None, "past the points");
+        check(&toom_cook(7, 3, &MAGNITUDES_7).expect("F(7, 3)"));
+        assert_eq!(toom_cook(6, 4, &MAGNITUDES), None, "past the points");
     }
 
     /// Toom–Cook at 0, ±1, ±2 and ∞ gives the hand-factored F(4, 3)'s `Bᵀ`; the transform
     /// rows of points ±a are mirror pairs, and `Bᵀ` is integer.
     #[test]
     fn toom_cook_matches_the_hand_written_f4() {
-        let cook = toom_cook(4, 3).unwrap();
+        let cook = toom_cook(4, 3, &MAGNITUDES).unwrap();
         assert_eq!(cook.bt, rows(&BT4));
-        let f44 = toom_cook(4, 4).unwrap();
+        let f44 = toom_cook(4, 4, &MAGNITUDES).unwrap();
         for row in &f44.bt[..f44.bt.len() - 1] {
             assert!(row.iter().all(|c| c.fract() == 0.0), "{row:?}");
         }
