@@ -162,7 +162,9 @@ proptest! {
     }
 
     /// Many input channels: the direct kernel sums them chunk by chunk through its
-    /// scratch rows.
+    /// scratch rows. Sums of 72–1,440 products cancel to outputs far below their terms, so
+    /// the error is measured against the largest output (an output of 0.014 among ones of
+    /// ~20 once differed from the interpreter by 1.2e-5, its rounding).
     #[test]
     fn chunked_direct_conv_matches(
         c in prop::sample::select(vec![72usize, 128, 160]), blocks in 1usize..3,
@@ -175,7 +177,8 @@ proptest! {
             ("pads", ints(&[pad; 4])),
         ]), "node").unwrap();
         let m = 8 * blocks;
-        check(op, &[1, c, h, w], vec![Some(weights(vec![m, c, k, k], seed)), Some(weights(vec![m], seed + 1))], seed)?;
+        let consts = vec![Some(weights(vec![m, c, k, k], seed)), Some(weights(vec![m], seed + 1))];
+        check_with(op, &[1, c, h, w], consts, seed, Compiler::new().winograd(Winograd::Off), true)?;
     }
 
     /// 3×3 stride-1 convolutions on the Winograd kernels, F(2×2) and F(4×4) (output channels a multiple of 8,

@@ -485,3 +485,46 @@ fn random_graphs_with_aliases_match_the_interpreter() {
     // Every rule fired on some of the graphs.
     assert!(fired.iter().all(|&n| n > 0), "{fired:?}");
 }
+
+/// Packed weights of a megabyte or more are copied onto 2 MiB-aligned memory advised for
+/// huge pages (`runtime::pages`), counted once, and read from there: the outputs match the
+/// interpreter, the plan's loop IR no longer holds the data, and smaller constants stay
+/// where they were.
+#[test]
+fn large_constants_move_onto_huge_pages() {
+    // 256 → 256 3×3 (2.4 MB of taps; Winograd keeps them as packed taps) and 16 → 16 1×1.
+    let text = "graph big(x: f32[1,256,14,14]) -> (y: f32[1,16,14,14]) {
+  const w: f32[256,256,3,3] = normal(seed=1, std=0.02)
+  const v: f32[16,256,1,1] = normal(seed=2, std=0.05)
+  c: f32[1,256,14,14] = conv(x, w) {kernel_shape=[3, 3], pads=[1, 1, 1, 1]}
+  r: f32[1,256,14,14] = relu(c)
+  y: f32[1,16,14,14] = conv(r, v) {kernel_shape=[1, 1]}
+}";
+    let model = Model::parse(text).unwrap();
+    let inputs = common::inputs(&model);
+    let refs = named(&inputs);
+    let expected = model.interpret(&refs).unwrap();
+    for threads in [1, 2] {
+        let compiled = Compiler::new().threads(threads).compile(&model).unwrap();
+        let got = compiled.run(&refs).unwrap();
+        let e = relative_error(&got[0].1, &expected[0].1);
+        assert!(e <= 1e-4, "{threads} threads: relative error {e}");
+        let huge = compiled.stats().huge_page_constant_bytes;
+        assert_eq!(huge, 4 << 20, "the 2.4 MB of taps on two 2 MiB pages");
+        let plan = compiled.static_plan().unwrap();
+        let sizes: Vec<(usize, usize)> = plan
+            .kernels()
+            .iter()
+            .flat_map(|k| &k.buffers)
+            .filter_map(|b| match &b.kind {
+                fovea::lower::BufferKind::Const(t) => Some((b.len, t.len())),
+                _ => None,
+            })
+            .collect();
+        assert!(sizes.contains(&(256 * 256 * 9, 0)), "{sizes:?}");
+        assert!(
+            sizes.iter().any(|&(len, held)| len > 0 && held == len),
+            "{sizes:?}"
+        );
+    }
+}

@@ -27,6 +27,7 @@
 //! apart ([`MemoryPlan::aliases`]).
 
 use super::alias::AliasCounts;
+use super::pages::PageBuffer;
 
 /// Alignment of every buffer in the arena, in bytes.
 pub const ALIGN: usize = 64;
@@ -400,7 +401,8 @@ impl MemoryPlan {
     }
 }
 
-/// An arena for one run: memory whose start is aligned to [`ALIGN`] bytes.
+/// An arena for one run: memory aligned to [`ALIGN`] bytes, on huge pages when large
+/// ([`PageBuffer`]: a run's activations and scratch are written and read by every kernel).
 ///
 /// Kernels write every element of their outputs before reading it, so the initial contents
 /// do not matter: in release builds the arena is zeroed, in debug builds it is filled with
@@ -408,31 +410,21 @@ impl MemoryPlan {
 /// memory it has not written shows up in the tests.
 #[derive(Debug)]
 pub struct Arena {
-    words: Vec<u64>,
-    start: usize,
-    bytes: usize,
+    memory: PageBuffer,
 }
 
 impl Arena {
-    /// An arena of at least `bytes` bytes.
+    /// An arena of `bytes` bytes.
     pub fn new(bytes: usize) -> Arena {
-        let fill = if cfg!(debug_assertions) { u64::MAX } else { 0 };
-        let words = vec![fill; (bytes + ALIGN).div_ceil(8)];
-        let start = words.as_ptr().cast::<u8>().align_offset(ALIGN).min(ALIGN);
+        let fill = if cfg!(debug_assertions) { u8::MAX } else { 0 };
         Arena {
-            words,
-            start,
-            bytes,
+            memory: PageBuffer::filled(bytes, fill),
         }
     }
 
     /// The arena's bytes, starting at an aligned address.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        let ptr = self.words.as_mut_ptr().cast::<u8>();
-        // SAFETY: `words` holds `bytes + ALIGN` bytes or more and `start <= ALIGN`, so the
-        // range lies inside the allocation, which the returned borrow keeps alive and
-        // exclusive; `u8` has no alignment or validity requirements.
-        unsafe { std::slice::from_raw_parts_mut(ptr.add(self.start), self.bytes) }
+        self.memory.as_bytes_mut()
     }
 }
 

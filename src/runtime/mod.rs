@@ -24,6 +24,7 @@ pub mod alias;
 pub mod cache;
 pub mod fuse;
 pub mod memory;
+pub mod pages;
 pub mod pool;
 pub mod specialize;
 pub mod workers;
@@ -41,6 +42,7 @@ use crate::graph::{Dim, Graph, NodeId, ValueDef, ValueId};
 use crate::lower::{self, Arg, NodeInfo, Operand};
 use crate::model::Model;
 use crate::tensor::{DType, Tensor};
+use pages::PageBuffer;
 
 /// Compile options; `Compiler::new().threads(4).compile(&model)`.
 ///
@@ -255,6 +257,9 @@ pub struct CompileStats {
     pub arena_unshared_bytes: usize,
     /// Plans evicted from the bounded plan cache ([`Compiler::plan_capacity`]).
     pub plans_evicted: usize,
+    /// Bytes of the most recent plan's constants placed on huge pages (packed weights of a
+    /// megabyte or more, [`pages`]), rounding to whole 2 MiB pages included.
+    pub huge_page_constant_bytes: usize,
 }
 
 /// Where a kernel buffer lives during a run.
@@ -264,6 +269,9 @@ enum Slot {
     Input(usize),
     /// Constant data.
     Const(Arc<Tensor>),
+    /// A large constant a kernel's lowering made (packed weights), copied onto huge pages
+    /// ([`pages`]): these are the bytes streamed from memory on every run.
+    Pages(Arc<PageBuffer>),
     /// A buffer in the run's arena (see [`memory`]).
     Temp { dtype: DType, len: usize },
 }
@@ -350,7 +358,8 @@ pub struct Plan {
     steps: Vec<Step>,
     /// Slot and name of each graph output.
     outputs: Vec<(String, usize, Vec<usize>)>,
-    /// The loop IR of every kernel launch, for dumps.
+    /// The loop IR of every kernel launch, for dumps (large constants emptied, see
+    /// [`Plan::kernels`]).
     kernels: Vec<lower::Kernel>,
     /// Where the temporaries live in the arena.
     memory: memory::MemoryPlan,
@@ -360,12 +369,26 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Bytes of the plan's constants placed on huge pages ([`CompileStats::huge_page_constant_bytes`]).
+    pub fn huge_page_constant_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Slot::Pages(p) => p.allocated(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// The specialised graph the plan computes.
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
 
-    /// The loop IR of every kernel launch, in order.
+    /// The loop IR of every kernel launch, in order. Constants of a megabyte or more are
+    /// not in it: the plan holds their data once, on huge pages ([`pages`]), and these
+    /// kernels' [`lower::BufferKind::Const`] tensors are empty (the buffers keep their
+    /// lengths).
     pub fn kernels(&self) -> &[lower::Kernel] {
         &self.kernels
     }
@@ -699,6 +722,7 @@ impl CompiledModel {
             stats.arena_bytes = plan.memory.arena_bytes;
             stats.arena_lower_bound_bytes = plan.memory.lower_bound_bytes;
             stats.arena_unshared_bytes = plan.memory.unshared_bytes;
+            stats.huge_page_constant_bytes = plan.huge_page_constant_bytes();
         }
         // The evicted plan (and, unless other plans use them, its kernels' code) is freed
         // here, outside the locks, or when its last run in flight ends.
@@ -875,6 +899,8 @@ fn slot_bytes(plan: &Plan, slot: usize, inputs: Inputs, base: *mut u8) -> Result
             Ok((data_ptr(t), t.len() * t.dtype().size_bytes()))
         }
         Some(Slot::Const(t)) => Ok((data_ptr(t), t.len() * t.dtype().size_bytes())),
+        // Kernels never store to constants (see `data_ptr`).
+        Some(Slot::Pages(p)) => Ok((p.as_ptr().cast_mut(), p.len())),
         Some(Slot::Temp { dtype, len }) => {
             let offset = plan.offsets.get(slot).copied().flatten().unwrap_or(0);
             // In bounds: the planner placed every temporary inside the arena, and the
@@ -924,6 +950,18 @@ fn check_outputs(plan: &Plan, outputs: &[Tensor]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The slot of a constant a lowering made: large ones copied onto huge pages.
+fn const_slot(t: &Arc<Tensor>) -> Slot {
+    let bytes = t.len() * t.dtype().size_bytes();
+    if bytes < pages::HUGE_FROM {
+        return Slot::Const(t.clone());
+    }
+    // SAFETY: `data_ptr` points at the tensor's `bytes` initialised bytes, alive while `t`
+    // is borrowed.
+    let data = unsafe { std::slice::from_raw_parts(data_ptr(t).cast_const(), bytes) };
+    Slot::Pages(Arc::new(PageBuffer::copy_of(data)))
 }
 
 fn data_ptr(t: &Tensor) -> *mut u8 {
@@ -1190,7 +1228,7 @@ fn build_plan(
             flops: anchor_flops(&concrete, node_id),
         };
         let kernel_count = lowered.kernels.len();
-        for (index, lk) in lowered.kernels.into_iter().enumerate() {
+        for (index, mut lk) in lowered.kernels.into_iter().enumerate() {
             // The group's work is counted on its last kernel (the others copy or pad).
             let about = if index + 1 == kernel_count {
                 about.clone()
@@ -1201,7 +1239,7 @@ fn build_plan(
                 }
             };
             let mut args = Vec::with_capacity(lk.args.len());
-            for (buffer, arg) in lk.kernel.buffers.iter().zip(&lk.args) {
+            for (buffer, arg) in lk.kernel.buffers.iter_mut().zip(&lk.args) {
                 let slot = match *arg {
                     Arg::Input(i) => node
                         .inputs
@@ -1215,9 +1253,15 @@ fn build_plan(
                         .get(i)
                         .and_then(|id| slot_of.get(id).copied()),
                     Arg::Scratch(i) => (i < lowered.scratch.len()).then_some(scratch_base + i),
-                    Arg::Const => match &buffer.kind {
+                    Arg::Const => match &mut buffer.kind {
                         lower::BufferKind::Const(t) => {
-                            slots.push(Slot::Const(t.clone()));
+                            let slot = const_slot(t);
+                            if let Slot::Pages(_) = slot {
+                                // The plan keeps the loop IR for inspection only: the data
+                                // lives on in the slot, not twice.
+                                *t = Arc::new(Tensor::from_f32(vec![0], Vec::new())?);
+                            }
+                            slots.push(slot);
                             Some(slots.len() - 1)
                         }
                         _ => None,
