@@ -613,7 +613,7 @@ impl BenchReport {
             "arena_bytes": stats.arena_bytes,
             "arena_lower_bound_bytes": stats.arena_lower_bound_bytes,
             "arena_unshared_bytes": stats.arena_unshared_bytes,
-            "huge_page_constant_bytes": stats.huge_page_constant_bytes,
+            "constant_pool_bytes": stats.constant_pool_bytes,
             "profile": self.profile.as_ref().map(|kernels| {
                 kernels
                     .iter()

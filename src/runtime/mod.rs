@@ -257,9 +257,10 @@ pub struct CompileStats {
     pub arena_unshared_bytes: usize,
     /// Plans evicted from the bounded plan cache ([`Compiler::plan_capacity`]).
     pub plans_evicted: usize,
-    /// Bytes of the most recent plan's constants placed on huge pages (packed weights of a
-    /// megabyte or more, [`pages`]), rounding to whole 2 MiB pages included.
-    pub huge_page_constant_bytes: usize,
+    /// Bytes of the most recent plan's constant pool: every constant its kernels' lowerings
+    /// made (packed weights, tables) in one buffer, on huge pages when 1 MiB or more
+    /// ([`pages`]), rounding included.
+    pub constant_pool_bytes: usize,
 }
 
 /// Where a kernel buffer lives during a run.
@@ -269,9 +270,9 @@ enum Slot {
     Input(usize),
     /// Constant data.
     Const(Arc<Tensor>),
-    /// A large constant a kernel's lowering made (packed weights), copied onto huge pages
-    /// ([`pages`]): these are the bytes streamed from memory on every run.
-    Pages(Arc<PageBuffer>),
+    /// A constant a kernel's lowering made (packed weights, tables), at `offset` bytes in
+    /// the plan's constant pool ([`Plan::constants`]).
+    Pooled { offset: usize, bytes: usize },
     /// A buffer in the run's arena (see [`memory`]).
     Temp { dtype: DType, len: usize },
 }
@@ -358,9 +359,14 @@ pub struct Plan {
     steps: Vec<Step>,
     /// Slot and name of each graph output.
     outputs: Vec<(String, usize, Vec<usize>)>,
-    /// The loop IR of every kernel launch, for dumps (large constants emptied, see
+    /// The loop IR of every kernel launch, for dumps (constants emptied, see
     /// [`Plan::kernels`]).
     kernels: Vec<lower::Kernel>,
+    /// Every constant the kernels' lowerings made, back to back (each aligned to
+    /// [`memory::ALIGN`]) in one buffer: on huge pages when 1 MiB or more ([`pages`]: a
+    /// network's packed weights are streamed from memory on every run), with no per-buffer
+    /// rounding.
+    constants: PageBuffer,
     /// Where the temporaries live in the arena.
     memory: memory::MemoryPlan,
     /// For each slot, its arena offset in bytes (`None` for inputs, constants and
@@ -369,15 +375,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Bytes of the plan's constants placed on huge pages ([`CompileStats::huge_page_constant_bytes`]).
-    pub fn huge_page_constant_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|s| match s {
-                Slot::Pages(p) => p.allocated(),
-                _ => 0,
-            })
-            .sum()
+    /// Bytes of the plan's constant pool ([`CompileStats::constant_pool_bytes`]).
+    pub fn constant_pool_bytes(&self) -> usize {
+        self.constants.allocated()
     }
 
     /// The specialised graph the plan computes.
@@ -385,10 +385,9 @@ impl Plan {
         &self.graph
     }
 
-    /// The loop IR of every kernel launch, in order. Constants of a megabyte or more are
-    /// not in it: the plan holds their data once, on huge pages ([`pages`]), and these
-    /// kernels' [`lower::BufferKind::Const`] tensors are empty (the buffers keep their
-    /// lengths).
+    /// The loop IR of every kernel launch, in order, without the constant data: the plan
+    /// holds it once, in its constant pool, and these kernels' [`lower::BufferKind::Const`]
+    /// tensors are empty (the buffers keep their lengths).
     pub fn kernels(&self) -> &[lower::Kernel] {
         &self.kernels
     }
@@ -722,7 +721,7 @@ impl CompiledModel {
             stats.arena_bytes = plan.memory.arena_bytes;
             stats.arena_lower_bound_bytes = plan.memory.lower_bound_bytes;
             stats.arena_unshared_bytes = plan.memory.unshared_bytes;
-            stats.huge_page_constant_bytes = plan.huge_page_constant_bytes();
+            stats.constant_pool_bytes = plan.constant_pool_bytes();
         }
         // The evicted plan (and, unless other plans use them, its kernels' code) is freed
         // here, outside the locks, or when its last run in flight ends.
@@ -900,7 +899,11 @@ fn slot_bytes(plan: &Plan, slot: usize, inputs: Inputs, base: *mut u8) -> Result
         }
         Some(Slot::Const(t)) => Ok((data_ptr(t), t.len() * t.dtype().size_bytes())),
         // Kernels never store to constants (see `data_ptr`).
-        Some(Slot::Pages(p)) => Ok((p.as_ptr().cast_mut(), p.len())),
+        // In the pool by construction (`pool_constants`).
+        Some(Slot::Pooled { offset, bytes }) => Ok((
+            plan.constants.as_ptr().wrapping_add(*offset).cast_mut(),
+            *bytes,
+        )),
         Some(Slot::Temp { dtype, len }) => {
             let offset = plan.offsets.get(slot).copied().flatten().unwrap_or(0);
             // In bounds: the planner placed every temporary inside the arena, and the
@@ -952,16 +955,19 @@ fn check_outputs(plan: &Plan, outputs: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// The slot of a constant a lowering made: large ones copied onto huge pages.
-fn const_slot(t: &Arc<Tensor>) -> Slot {
-    let bytes = t.len() * t.dtype().size_bytes();
-    if bytes < pages::HUGE_FROM {
-        return Slot::Const(t.clone());
+/// The constant pool holding `constants` (each at its slot's offset; see
+/// [`Plan::constants`]), `bytes` long.
+fn pool_constants(bytes: usize, constants: &[(usize, Arc<Tensor>)]) -> PageBuffer {
+    let mut pool = PageBuffer::filled(bytes, 0);
+    let memory = pool.as_bytes_mut();
+    for (offset, t) in constants {
+        let len = t.len() * t.dtype().size_bytes();
+        // SAFETY: `data_ptr` points at the tensor's `len` initialised bytes, alive while
+        // `t` is borrowed.
+        let data = unsafe { std::slice::from_raw_parts(data_ptr(t).cast_const(), len) };
+        memory[*offset..*offset + len].copy_from_slice(data);
     }
-    // SAFETY: `data_ptr` points at the tensor's `bytes` initialised bytes, alive while `t`
-    // is borrowed.
-    let data = unsafe { std::slice::from_raw_parts(data_ptr(t).cast_const(), bytes) };
-    Slot::Pages(Arc::new(PageBuffer::copy_of(data)))
+    pool
 }
 
 fn data_ptr(t: &Tensor) -> *mut u8 {
@@ -1144,6 +1150,9 @@ fn build_plan(
         }
     }
     let mut pending = Vec::new();
+    // The lowerings' constants and their offsets in the pool.
+    let mut constants: Vec<(usize, Arc<Tensor>)> = Vec::new();
+    let mut constant_bytes = 0;
     // Kernel fusion is one of the optimisations: without them every node is its own group.
     let groups = if options.optimize && options.fusion {
         fuse::fusion_groups(&concrete)
@@ -1255,13 +1264,14 @@ fn build_plan(
                     Arg::Scratch(i) => (i < lowered.scratch.len()).then_some(scratch_base + i),
                     Arg::Const => match &mut buffer.kind {
                         lower::BufferKind::Const(t) => {
-                            let slot = const_slot(t);
-                            if let Slot::Pages(_) = slot {
-                                // The plan keeps the loop IR for inspection only: the data
-                                // lives on in the slot, not twice.
-                                *t = Arc::new(Tensor::from_f32(vec![0], Vec::new())?);
-                            }
-                            slots.push(slot);
+                            // Into the pool; the plan keeps the loop IR for inspection only,
+                            // so the data lives on in the pool, not twice.
+                            let bytes = t.len() * t.dtype().size_bytes();
+                            let offset = constant_bytes;
+                            constant_bytes = memory::align_up(offset + bytes);
+                            let empty = Arc::new(Tensor::from_f32(vec![0], Vec::new())?);
+                            constants.push((offset, std::mem::replace(t, empty)));
+                            slots.push(Slot::Pooled { offset, bytes });
                             Some(slots.len() - 1)
                         }
                         _ => None,
@@ -1340,6 +1350,7 @@ fn build_plan(
             steps,
             outputs,
             kernels,
+            constants: pool_constants(constant_bytes, &constants),
             memory,
             offsets,
         },
