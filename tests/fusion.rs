@@ -339,6 +339,49 @@ fn seven_by_seven_winograd_tiles() {
     );
 }
 
+/// Stride-2 3×3 and 4×4 convolutions as 2×2 ones over their input's four phases on
+/// F(7×7, 2×2): output planes that split into whole 7×7 tiles and planes that do not,
+/// padding 0 and 1, a batch of 2, weights transformed at compile time (few channels) and
+/// at run time (many: the 2×2 phase taps through `G g Gᵀ`), against the interpreter.
+#[test]
+fn strided_convolutions_take_seven_by_seven_winograd_over_their_phases() {
+    // (batch, taps, pad, input channels, output channels, input side)
+    let cases = [
+        (1, 3, 1, 8, 16, 28),
+        (2, 3, 1, 8, 8, 17),
+        (1, 3, 0, 16, 8, 31),
+        (1, 4, 1, 8, 16, 30),
+        (1, 3, 1, 64, 64, 56),
+        (1, 4, 1, 64, 32, 28),
+    ];
+    let mut weights = Vec::new();
+    for (n, k, pad, c, m, side) in cases {
+        let out = (side + 2 * pad - k) / 2 + 1;
+        let text = format!(
+            "graph g(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{out},{out}]) {{
+  const w: f32[{m},{c},{k},{k}] = normal(seed=1, std=0.1)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[{n},{m},{out},{out}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[2, 2]}}
+  y: f32[{n},{m},{out},{out}] = relu(conv)
+}}"
+        );
+        let what = format!("batch {n}, {k}x{k} pad {pad}, {c} -> {m} channels, {side}x{side}");
+        matches_within(&text, Winograd::F7x7, &what, 1e-4, |compiled| {
+            let schedule = &schedules(compiled);
+            assert!(
+                schedule[0].starts_with("space-to-depth"),
+                "{what}: {schedule:?}"
+            );
+            assert!(schedule[1].contains("F(7x7,2x2)"), "{what}: {schedule:?}");
+            weights.push(schedule[1].contains("at run time"));
+        });
+    }
+    assert!(
+        weights.contains(&true) && weights.contains(&false),
+        "weights transformed both at compile time and at run time"
+    );
+}
+
 /// Compiles `text` for 1 and 2 threads with `winograd`, shows each compiled model to
 /// `inspect`, runs it on seeded inputs and checks its output against the interpreter's
 /// within 1e-5 of the largest magnitude; `what` names the case in failures.

@@ -129,9 +129,10 @@ fn resnet18_compiles_once_and_shares_repeated_kernels() {
     assert_eq!(stats.cache_hits, plan.kernel_count());
 }
 
-/// The cost model puts every 3×3 stride-1 convolution of ResNet-18 on Winograd F(4×4),
-/// with the weights of layers 2-4 transformed at run time; `Winograd::Off` puts them back
-/// on the direct kernel.
+/// The cost model puts every 3×3 stride-1 convolution of ResNet-18 on Winograd (F(7×7) on
+/// layers 1–3, F(4×4) on layer 4), the stem and layer 2's stride-2 3×3 over their input's
+/// phases, the weights transformed at run time but the stem's; `Winograd::Off` puts them
+/// back on the direct kernel.
 #[test]
 fn resnet18_takes_winograd_where_the_cost_model_says() {
     let model = Model::load(manifest_dir().join("ir/resnet18.fovea")).unwrap();
@@ -158,6 +159,7 @@ fn resnet18_takes_winograd_where_the_cost_model_says() {
             "layer1.0.conv2",
             "layer1.1.conv1",
             "layer1.1.conv2",
+            "layer2.0.conv1",
             "layer2.0.conv2",
             "layer2.1.conv1",
             "layer2.1.conv2",
@@ -170,11 +172,14 @@ fn resnet18_takes_winograd_where_the_cost_model_says() {
         ]
     );
     for (name, schedule) in &auto {
-        // The 7×7 stride-2 stem runs over its input's four phases as a 4×4 convolution;
-        // the 56×56, 28×28 and 14×14 planes split into whole 7×7 tiles; a 7×7 plane would
-        // fill one lane of F(7×7)'s 4-tile GEMM, so layer 4 takes F(4×4).
+        // The 7×7 stride-2 stem runs over its input's four phases as a 4×4 convolution,
+        // layer 2's 3×3 stride-2 one as a 2×2 convolution (layers 3 and 4's stay direct: 4
+        // and 1 tiles amortise little of the weight transform); the 56×56, 28×28 and 14×14
+        // planes split into whole 7×7 tiles; a 7×7 plane would fill one lane of F(7×7)'s
+        // 4-tile GEMM, so layer 4 takes F(4×4).
         let algorithm = match name.as_str() {
             "conv1" => "F(4x4,4x4)",
+            "layer2.0.conv1" => "F(7x7,2x2)",
             n if n.starts_with("layer4") => "F(4x4,3x3)",
             _ => "F(7x7,3x3)",
         };

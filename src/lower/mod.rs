@@ -86,8 +86,8 @@ pub struct NodeInfo<'a> {
 /// Winograd does not apply to always use the direct kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Winograd {
-    /// Per layer, the cheapest of F(4×4, r×r), F(2×2, 3×3), F(7×7, 3×3) and the direct
-    /// kernel by a cost model of their arithmetic and of the transformed weights' memory
+    /// Per layer, the cheapest of F(4×4, r×r), F(2×2, 3×3), F(7×7, 3×3), F(7×7, 2×2)
+    /// (3×3 and 4×4 kernels at stride 2) and the direct kernel by a cost model of their arithmetic and of the transformed weights' memory
     /// traffic (chosen as for one thread, so that results do not depend on the thread
     /// count).
     #[default]
@@ -99,7 +99,9 @@ pub enum Winograd {
     F2x2,
     /// F(4×4, r×r) wherever it applies (36 points per 16 outputs for 3×3 kernels).
     F4x4,
-    /// F(7×7, 3×3) wherever it applies (3×3 kernels at stride 1; 81 points per 49 outputs).
+    /// F(7×7, 3×3) or F(7×7, 2×2) wherever they apply (3×3 kernels at stride 1: 81 points
+    /// per 49 outputs; 3×3 and 4×4 kernels at stride 2 over their input's phases: 64 points
+    /// per 49 outputs and phase).
     F7x7,
 }
 

@@ -44,7 +44,13 @@
 //! Other kernels: 2×2 and 4×4 ones take F(4×4, r×r) with matrices built by Toom–Cook
 //! ([`toom_cook`], [`Variant::Cook`]), and a stride-2 `K×K` convolution (K = 3–8) runs as a
 //! stride-1 `⌈K/2⌉×⌈K/2⌉` one over the four phases of its input, written by a first kernel
-//! ([`Phases`]: ResNet's 7×7 stem as F(4×4, 4×4) over 12 phase channels).
+//! ([`Phases`]: ResNet's 7×7 stem as F(4×4, 4×4) over 12 phase channels). A 3×3 or 4×4
+//! one becomes 2×2 over the phases, which F(7×7, 2×2) computes with 64 points per 49
+//! outputs and phase channel (5.2 multiplications per output and input channel against 9
+//! direct; Toom–Cook at 0, ±1, ±2, ±½ and ∞, error as F(4×4, 2×2)'s): ResNet-18's layer-2
+//! stride-2 3×3 convolution, weights transformed at run time (2.32 → 1.94 ms alone).
+//! Smaller planes amortise the weight transform over too few tiles (layer 3's 14×14: no
+//! gain, see [`PHASES_MARGIN`]).
 //!
 //! The tasks are shared equally among one scratch slot per thread (transformed rows, `V`,
 //! `M`, run-time `U`), each slot's tasks run in turn. Splitting the output channels into
@@ -135,8 +141,11 @@ const MAGNITUDES: [f64; 3] = [1.0, 2.0, 0.5];
 const MAGNITUDES_7: [f64; 4] = [1.0, 2.0, 0.25, 0.75];
 
 /// The [`Variant::Cook`] algorithms `(m, r)` and their points' magnitudes: F(4×4, r×r) for
-/// `r` = 2–5 and F(7×7, 3×3).
-const COOK: [(usize, usize, &[f64]); 5] = [
+/// `r` = 2–5, F(7×7, 2×2) (0, ±1, ±2, ±½: of the sets tried in `f32`, the least error,
+/// 1.5e-5 of the largest output over 256 random channels, as F(4, 2)'s 1.4e-5; ±¼ in place
+/// of ±½ 1.7e-4) and F(7×7, 3×3).
+const COOK: [(usize, usize, &[f64]); 6] = [
+    (7, 2, &MAGNITUDES),
     (4, 2, &MAGNITUDES),
     (4, 3, &MAGNITUDES),
     (4, 4, &MAGNITUDES),
@@ -474,22 +483,20 @@ impl Variant {
 
     /// Vector instructions to transform one input channel's weights of a block of 8 output
     /// channels at run time (two lanes of 4: loads, `G g Gᵀ`, stores; counted from the code,
-    /// for [`Variant::Cook`] estimated from `G`'s nonzeros). Only 3×3 kernels are
-    /// transformed at run time.
+    /// for [`Variant::Cook`] estimated from `G`'s nonzeros).
     fn weight_transform_cost(self) -> f64 {
         match self {
             Variant::F2 => 84.0,
             Variant::F4 => 155.0,
-            Variant::Cook(_, 3) => {
+            Variant::Cook(_, r) => {
                 let Some(m) = self.matrices() else {
                     return f64::INFINITY;
                 };
                 let nonzeros = m.g.iter().flatten().filter(|c| **c != 0.0).count() as f64;
-                let n = self.input() as f64;
-                // Per lane: 9 loads, `G` down 3 columns and along `n` rows, `n²` stores.
-                2.0 * (9.0 + (3.0 + n) * nonzeros + n * n)
+                let (n, r) = (self.input() as f64, r as f64);
+                // Per lane: r² loads, `G` down r columns and along `n` rows, `n²` stores.
+                2.0 * (r * r + (r + n) * nonzeros + n * n)
             }
-            Variant::Cook(..) => f64::INFINITY,
         }
     }
 
@@ -549,6 +556,8 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         (Winograd::F2x2, 3) => vec![Variant::F2],
         (Winograd::F4x4, 3) => vec![Variant::F4],
         (Winograd::F7x7, 3) => vec![Variant::Cook(7, 3)],
+        (Winograd::F7x7, 2) => vec![Variant::Cook(7, 2)],
+        (Winograd::Auto, 2) => vec![Variant::Cook(4, 2), Variant::Cook(7, 2)],
         (Winograd::Auto | Winograd::F4x4, r) => vec![Variant::Cook(4, r)],
         (Winograd::F2x2 | Winograd::F7x7, _) => return None,
     };
@@ -559,8 +568,11 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         .iter()
         .filter_map(|&v| Plan::new(&geometry, v, 1))
         .min_by(|a, b| a.cost().total_cmp(&b.cost()))?;
-    let extra = phases.as_ref().map_or(0.0, Phases::cost);
-    if winograd == Winograd::Auto && single.cost() + extra >= 0.9 * direct_cost(conv)? {
+    let (extra, margin) = match &phases {
+        Some(phases) => (phases.cost(), PHASES_MARGIN),
+        None => (0.0, MARGIN),
+    };
+    if winograd == Winograd::Auto && single.cost() + extra >= margin * direct_cost(conv)? {
         return None;
     }
     let plan = if threads > 1 {
@@ -577,7 +589,8 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         None => conv.weights.as_f32()?,
     };
     let u = if plan.runtime_weights {
-        pack_taps(w, plan.g.m, plan.g.c)
+        let r = plan.variant.kernel();
+        pack_taps(w, plan.g.m, plan.g.c, r * r)
     } else {
         transform_weights(plan.variant, w, plan.g.m, plan.g.c)
     };
@@ -855,6 +868,15 @@ impl Phases {
     }
 }
 
+/// Winograd is taken when its modelled time is under this fraction of the direct kernel's.
+const MARGIN: f64 = 0.9;
+
+/// The same for a stride-2 layer over its phases, which the model finds cheaper than they
+/// are: ResNet-18's layer-2 and layer-3 stride-2 3×3 convolutions by F(7×7, 2×2) with
+/// run-time weights, modelled 1.62 and 2.17 ms against 2.14 and 2.58 direct, measured 1.94
+/// and 2.56 against 2.32 and 2.54 (alone, 1 thread); the second is no gain.
+const PHASES_MARGIN: f64 = 0.8;
+
 /// Vector instructions per second one core retires in these kernels, and bytes per second
 /// it streams from memory (both measured on ResNet-18's layers with `fovea bench
 /// --profile`); the cost model's units.
@@ -921,15 +943,15 @@ fn transform_weights(variant: Variant, w: &[f32], m: usize, c: usize) -> Vec<f32
     u
 }
 
-/// The direct taps packed `[block of 8 output channels][C][9][8]` for weights transformed
-/// at run time.
-fn pack_taps(w: &[f32], m: usize, c: usize) -> Vec<f32> {
-    let mut packed = vec![0f32; m * c * 9];
+/// The direct taps (`taps` per output × input channel) packed `[block of 8 output
+/// channels][C][taps][8]` for weights transformed at run time.
+fn pack_taps(w: &[f32], m: usize, c: usize, taps: usize) -> Vec<f32> {
+    let mut packed = vec![0f32; m * c * taps];
     for oc in 0..m {
         let (block, j) = (oc / WIDTH, oc % WIDTH);
         for ci in 0..c {
-            for tap in 0..9 {
-                packed[((block * c + ci) * 9 + tap) * WIDTH + j] = w[(oc * c + ci) * 9 + tap];
+            for tap in 0..taps {
+                packed[((block * c + ci) * taps + tap) * WIDTH + j] = w[(oc * c + ci) * taps + tap];
             }
         }
     }
@@ -980,8 +1002,8 @@ struct Plan {
     /// Length of a transformed row in the scratch (zero-padded, a multiple of 4).
     row_len: usize,
     /// Whether the weights are transformed at run time, per block of output channels, into
-    /// the slot at [`Plan::u_at`] (the kernel then reads the 9 direct taps per channel pair
-    /// instead of 16 or 36 points: for layers whose transformed weights would be streamed
+    /// the slot at [`Plan::u_at`] (the kernel then reads the `r²` direct taps per channel
+    /// pair instead of 16–81 points: for layers whose transformed weights would be streamed
     /// from memory, this is less traffic than the transform costs).
     runtime_weights: bool,
 }
@@ -1130,7 +1152,8 @@ impl Plan {
         let (c, m, bands) = (self.g.c, self.g.m, self.bands());
         if runtime {
             let transform = (bands * m / WIDTH * c) as f64 * self.variant.weight_transform_cost();
-            transform / INSTRUCTIONS_PER_SECOND + weight_seconds(9 * c * m * 4, bands)
+            let taps = self.variant.kernel() * self.variant.kernel();
+            transform / INSTRUCTIONS_PER_SECOND + weight_seconds(taps * c * m * 4, bands)
         } else {
             weight_seconds(self.variant.points() * c * m * 4, bands)
         }
@@ -1516,15 +1539,15 @@ impl Plan {
     }
 
     /// `U = G g Gᵀ` of output-channel block `block` at run time, from the direct taps packed
-    /// `[block][C][9][8]`, into the slot's `U[point][C][8]`: per input channel, two lanes of 4
-    /// output channels.
+    /// `[block][C][r·r][8]`, into the slot's `U[point][C][8]`: per input channel, two lanes of
+    /// 4 output channels.
     fn weights_at_run_time(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
-        let (c, input) = (self.g.c, self.variant.input());
+        let (c, input, r) = (self.g.c, self.variant.input(), self.variant.kernel());
         let u_at = plus(f.slot.clone(), self.u_at() as i64);
         let u_at = Expr::Local(k.declare(Ty::I64, u_at));
-        let w_block = Expr::Local(k.declare(Ty::I64, times(block.clone(), c * 9 * WIDTH)));
+        let w_block = Expr::Local(k.declare(Ty::I64, times(block.clone(), c * r * r * WIDTH)));
         k.range(c, |k, ci| {
-            let w_at = sum([w_block.clone(), times(ci.clone(), 9 * WIDTH)]);
+            let w_at = sum([w_block.clone(), times(ci.clone(), r * r * WIDTH)]);
             let w_at = Expr::Local(k.declare(Ty::I64, w_at));
             let u_ci = sum([u_at.clone(), times(ci, WIDTH)]);
             let u_ci = Expr::Local(k.declare(Ty::I64, u_ci));
@@ -1532,27 +1555,23 @@ impl Plan {
                 let tap = |a: usize, b: usize| {
                     Expr::load4(
                         f.u,
-                        plus(w_at.clone(), ((a * 3 + b) * WIDTH + 4 * v) as i64),
+                        plus(w_at.clone(), ((a * r + b) * WIDTH + 4 * v) as i64),
                     )
                 };
                 // G g per kernel column, then (G g) Gᵀ per transformed row.
-                let columns: Vec<Vec<Expr>> = (0..3)
+                let columns: Vec<Vec<Expr>> = (0..r)
                     .map(|b| {
+                        let column = (0..r).map(|a| tap(a, b)).collect();
                         self.variant
-                            .weight_points(k, vec![tap(0, b), tap(1, b), tap(2, b)])
+                            .weight_points(k, column)
                             .into_iter()
                             .map(|e| Expr::Local(k.declare(Ty::F32x4, e)))
                             .collect()
                     })
                     .collect();
                 for kk in 0..input {
-                    let row = [&columns[0], &columns[1], &columns[2]].map(|col| col[kk].clone());
-                    for (l, value) in self
-                        .variant
-                        .weight_points(k, row.to_vec())
-                        .into_iter()
-                        .enumerate()
-                    {
+                    let row = columns.iter().map(|col| col[kk].clone()).collect();
+                    for (l, value) in self.variant.weight_points(k, row).into_iter().enumerate() {
                         let at = ((kk * input + l) * self.u_stride() + 4 * v) as i64;
                         k.store(f.s, plus(u_ci.clone(), at), value);
                     }
