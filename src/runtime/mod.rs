@@ -898,8 +898,8 @@ fn slot_bytes(plan: &Plan, slot: usize, inputs: Inputs, base: *mut u8) -> Result
             Ok((data_ptr(t), t.len() * t.dtype().size_bytes()))
         }
         Some(Slot::Const(t)) => Ok((data_ptr(t), t.len() * t.dtype().size_bytes())),
-        // Kernels never store to constants (see `data_ptr`).
-        // In the pool by construction (`pool_constants`).
+        // Inside the pool by construction (`pool_constants`); kernels never store to
+        // constants (see `data_ptr`).
         Some(Slot::Pooled { offset, bytes }) => Ok((
             plan.constants.as_ptr().wrapping_add(*offset).cast_mut(),
             *bytes,

@@ -1,5 +1,5 @@
-//! Memory for the large buffers a run reads and writes (packed weights, the activation
-//! arena), placed on huge pages where the system offers them.
+//! Memory for the large buffers a run reads and writes (a plan's constant pool, the
+//! activation arenas), placed on huge pages where the system offers them.
 //!
 //! A network streams its weights from memory on every run (ResNet-18's 46 MB do not stay
 //! in cache), and on 4 KiB pages that is one TLB miss per 4 KiB read — each a page walk,
@@ -7,9 +7,9 @@
 //! Buffers of [`HUGE_FROM`] bytes or more are therefore aligned to 2 MiB, their length
 //! rounded up to it, and advised for transparent huge pages (`madvise(MADV_HUGEPAGE)`, on
 //! Linux) before anything touches them, so that their first writes fault in whole 2 MiB
-//! pages: a 9.4 MB weight tensor is 5 TLB entries instead of 2,300. Where huge pages are
-//! disabled or none is free, the kernel backs the range with small pages and nothing else
-//! changes. Smaller buffers are aligned to a cache line.
+//! pages: a layer's 9.4 MB of weights is 5 TLB entries instead of 2,300. Where huge pages
+//! are disabled or none is free, the kernel backs the range with small pages and nothing
+//! else changes. Smaller buffers are aligned to a cache line.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
@@ -45,21 +45,8 @@ impl PageBuffer {
         buffer
     }
 
-    /// A copy of `bytes`.
-    pub fn copy_of(bytes: &[u8]) -> PageBuffer {
-        let buffer = PageBuffer::uninit(bytes.len());
-        let (ptr, size) = (buffer.ptr.as_ptr(), buffer.layout.size());
-        // SAFETY: the allocation holds `size >= bytes.len()` bytes and is new, so it does
-        // not overlap `bytes`; the rounding past them is zeroed so that every byte is
-        // initialised.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
-            ptr.add(bytes.len()).write_bytes(0, size - bytes.len());
-        }
-        buffer
-    }
-
-    /// An allocation for `len` bytes, advised for huge pages when large, not yet written.
+    /// An allocation for `len` bytes, advised for huge pages when large, not yet written
+    /// (every caller writes all of it before reading).
     fn uninit(len: usize) -> PageBuffer {
         let (size, align) = if len >= HUGE_FROM {
             (len.next_multiple_of(HUGE_PAGE), HUGE_PAGE)
@@ -169,14 +156,16 @@ mod tests {
 
     #[test]
     fn large_buffers_sit_on_huge_page_boundaries() {
-        let data: Vec<u8> = (0..HUGE_FROM + 12_345).map(|i| (i % 251) as u8).collect();
-        let b = PageBuffer::copy_of(&data);
+        let mut b = PageBuffer::filled(3 * HUGE_PAGE + 1, 0);
         assert!(b.huge());
         assert_eq!(b.as_ptr() as usize % HUGE_PAGE, 0);
-        assert_eq!(b.as_bytes(), &data[..]);
-        let mut z = PageBuffer::filled(3 * HUGE_PAGE + 1, 0);
-        assert!(z.as_bytes().iter().all(|&x| x == 0));
-        z.as_bytes_mut()[3 * HUGE_PAGE] = 9;
-        assert_eq!(z.as_bytes()[3 * HUGE_PAGE], 9);
+        assert_eq!(b.allocated(), 4 * HUGE_PAGE);
+        assert!(b.as_bytes().iter().all(|&x| x == 0));
+        b.as_bytes_mut()[3 * HUGE_PAGE] = 9;
+        assert_eq!(b.as_bytes()[3 * HUGE_PAGE], 9);
+        let just = PageBuffer::filled(HUGE_FROM, 1);
+        assert!(just.huge() && just.allocated() == HUGE_PAGE);
+        let below = PageBuffer::filled(HUGE_FROM - 1, 1);
+        assert!(!below.huge());
     }
 }
