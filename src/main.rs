@@ -173,7 +173,8 @@ enum WinogradChoice {
     F2x2,
     /// F(4x4, r x r) wherever it applies.
     F4x4,
-    /// F(7x7, 3x3) wherever it applies, F(7x7, 2x2) for stride-2 3x3 and 4x4 kernels.
+    /// F(7x7, 3x3) wherever it applies; F(7x7, 2x2) for 2x2 kernels and stride-2 3x3 and 4x4
+    /// ones.
     F7x7,
 }
 

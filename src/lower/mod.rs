@@ -87,7 +87,7 @@ pub struct NodeInfo<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Winograd {
     /// Per layer, the cheapest of F(4×4, r×r), F(2×2, 3×3), F(7×7, 3×3), F(7×7, 2×2)
-    /// (3×3 and 4×4 kernels at stride 2) and the direct kernel by a cost model of their arithmetic and of the transformed weights' memory
+    /// (2×2 kernels, and 3×3 and 4×4 ones at stride 2) and the direct kernel by a cost model of their arithmetic and of the transformed weights' memory
     /// traffic (chosen as for one thread, so that results do not depend on the thread
     /// count).
     #[default]
@@ -100,8 +100,8 @@ pub enum Winograd {
     /// F(4×4, r×r) wherever it applies (36 points per 16 outputs for 3×3 kernels).
     F4x4,
     /// F(7×7, 3×3) or F(7×7, 2×2) wherever they apply (3×3 kernels at stride 1: 81 points
-    /// per 49 outputs; 3×3 and 4×4 kernels at stride 2 over their input's phases: 64 points
-    /// per 49 outputs and phase).
+    /// per 49 outputs; 2×2 kernels at stride 1, and 3×3 and 4×4 ones at stride 2 over their
+    /// input's phases: 64 points per 49 outputs and channel).
     F7x7,
 }
 
