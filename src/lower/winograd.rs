@@ -353,6 +353,11 @@ impl Variant {
         }
     }
 
+    /// Kernel taps (`r²`): what weights transformed at run time read per channel pair.
+    fn taps(self) -> usize {
+        self.kernel() * self.kernel()
+    }
+
     /// Inputs per tile side.
     fn input(self) -> usize {
         self.out() + self.kernel() - 1
@@ -493,9 +498,9 @@ impl Variant {
                     return f64::INFINITY;
                 };
                 let nonzeros = m.g.iter().flatten().filter(|c| **c != 0.0).count() as f64;
-                let (n, r) = (self.input() as f64, r as f64);
+                let (n, r, taps) = (self.input() as f64, r as f64, self.taps() as f64);
                 // Per lane: r² loads, `G` down r columns and along `n` rows, `n²` stores.
-                2.0 * (r * r + (r + n) * nonzeros + n * n)
+                2.0 * (taps + (r + n) * nonzeros + n * n)
             }
         }
     }
@@ -589,8 +594,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         None => conv.weights.as_f32()?,
     };
     let u = if plan.runtime_weights {
-        let r = plan.variant.kernel();
-        pack_taps(w, plan.g.m, plan.g.c, r * r)
+        pack_taps(w, plan.g.m, plan.g.c, plan.variant.taps())
     } else {
         transform_weights(plan.variant, w, plan.g.m, plan.g.c)
     };
@@ -1152,7 +1156,7 @@ impl Plan {
         let (c, m, bands) = (self.g.c, self.g.m, self.bands());
         if runtime {
             let transform = (bands * m / WIDTH * c) as f64 * self.variant.weight_transform_cost();
-            let taps = self.variant.kernel() * self.variant.kernel();
+            let taps = self.variant.taps();
             transform / INSTRUCTIONS_PER_SECOND + weight_seconds(taps * c * m * 4, bands)
         } else {
             weight_seconds(self.variant.points() * c * m * 4, bands)
@@ -1166,9 +1170,9 @@ impl Plan {
     }
 
     /// Transforms the weights at run time where the model says it is cheaper.
-    fn choose_weights(mut self) -> Plan {
-        self.runtime_weights = self.weight_cost(true) < self.weight_cost(false);
-        self
+    fn choose_weights(self) -> Plan {
+        let runtime = self.weight_cost(true) < self.weight_cost(false);
+        self.with_weights(runtime)
     }
 
     // A slot's layout, in elements: two sets of transformed rows (one channel's are written
@@ -1545,9 +1549,10 @@ impl Plan {
         let (c, input, r) = (self.g.c, self.variant.input(), self.variant.kernel());
         let u_at = plus(f.slot.clone(), self.u_at() as i64);
         let u_at = Expr::Local(k.declare(Ty::I64, u_at));
-        let w_block = Expr::Local(k.declare(Ty::I64, times(block.clone(), c * r * r * WIDTH)));
+        let taps = self.variant.taps();
+        let w_block = Expr::Local(k.declare(Ty::I64, times(block.clone(), c * taps * WIDTH)));
         k.range(c, |k, ci| {
-            let w_at = sum([w_block.clone(), times(ci.clone(), r * r * WIDTH)]);
+            let w_at = sum([w_block.clone(), times(ci.clone(), taps * WIDTH)]);
             let w_at = Expr::Local(k.declare(Ty::I64, w_at));
             let u_ci = sum([u_at.clone(), times(ci, WIDTH)]);
             let u_ci = Expr::Local(k.declare(Ty::I64, u_ci));
@@ -1750,13 +1755,8 @@ impl Plan {
                     let m = (0..input)
                         .map(|kk| {
                             let at = ((kk * input + l) * self.tiles * WIDTH) as i64;
-                            match &v {
-                                Expr::Int(v) => Expr::load4(f.s, plus(m_tile.clone(), at + 4 * v)),
-                                v => Expr::load4(
-                                    f.s,
-                                    plus(sum([m_tile.clone(), times(v.clone(), 4)]), at),
-                                ),
-                            }
+                            let lane_at = sum([m_tile.clone(), times(v.clone(), 4)]);
+                            Expr::load4(f.s, plus(lane_at, at))
                         })
                         .collect();
                     for (i, value) in self.variant.output_points(k, m).into_iter().enumerate() {

@@ -1153,6 +1153,8 @@ fn build_plan(
     // The lowerings' constants and their offsets in the pool.
     let mut constants: Vec<(usize, Arc<Tensor>)> = Vec::new();
     let mut constant_bytes = 0;
+    // What the kept loop IR holds in their place.
+    let empty = Arc::new(Tensor::from_f32(vec![0], Vec::new())?);
     // Kernel fusion is one of the optimisations: without them every node is its own group.
     let groups = if options.optimize && options.fusion {
         fuse::fusion_groups(&concrete)
@@ -1269,8 +1271,7 @@ fn build_plan(
                             let bytes = t.len() * t.dtype().size_bytes();
                             let offset = constant_bytes;
                             constant_bytes = memory::align_up(offset + bytes);
-                            let empty = Arc::new(Tensor::from_f32(vec![0], Vec::new())?);
-                            constants.push((offset, std::mem::replace(t, empty)));
+                            constants.push((offset, std::mem::replace(t, empty.clone())));
                             slots.push(Slot::Pooled { offset, bytes });
                             Some(slots.len() - 1)
                         }
