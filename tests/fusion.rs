@@ -9,7 +9,7 @@ use fovea::runtime::fuse::{fusion_groups, print_groups};
 use fovea::{CompiledModel, Winograd};
 
 mod common;
-use common::{inputs, named, relative_error};
+use common::{bits, inputs, named, relative_error};
 
 /// The fusion groups of `text` as `--stage fused` prints them. Also runs the model fused
 /// and unfused (with two threads) and checks both against the interpreter, and that fusion
@@ -372,14 +372,98 @@ fn strided_convolutions_take_seven_by_seven_winograd_over_their_phases() {
                 schedule[0].starts_with("space-to-depth"),
                 "{what}: {schedule:?}"
             );
-            assert!(schedule[1].contains("F(7x7,2x2)"), "{what}: {schedule:?}");
-            weights.push(schedule[1].contains("at run time"));
+            // The products' kernel is the last (on 2 threads the input transform may have
+            // a kernel of its own before it).
+            let last = schedule.last().unwrap();
+            assert!(last.contains("F(7x7,2x2)"), "{what}: {schedule:?}");
+            weights.push(last.contains("at run time"));
         });
     }
     assert!(
         weights.contains(&true) && weights.contains(&false),
         "weights transformed both at compile time and at run time"
     );
+}
+
+/// On several threads, a Winograd layer whose tasks would each repeat the input transform
+/// (few bands, output channels split into groups) gives it a kernel of its own, split over
+/// bands and chunks of input channels, and its products one over bands and output-channel
+/// groups of any size: the outputs are one thread's, bit for bit, at 2, 3, 4 and 16
+/// threads, and the interpreter's within 1e-4 of the largest output.
+#[test]
+fn winograd_input_transforms_split_across_threads() {
+    // (batch, input channels, output channels, input side, stride, algorithm)
+    let cases = [
+        (1, 64, 64, 56, 1, Winograd::Auto),
+        (1, 128, 128, 28, 1, Winograd::Auto),
+        (1, 256, 256, 14, 1, Winograd::Auto),
+        (1, 512, 512, 7, 1, Winograd::Auto),
+        (1, 64, 128, 56, 2, Winograd::Auto),
+        (2, 9, 16, 13, 1, Winograd::F2x2),
+        (1, 20, 24, 30, 1, Winograd::F4x4),
+    ];
+    let mut split = Vec::new();
+    for (n, c, m, side, stride, winograd) in cases {
+        let out = (side - 1) / stride + 1;
+        let text = format!(
+            "graph g(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{out},{out}]) {{
+  const w: f32[{m},{c},3,3] = normal(seed=1, std=0.05)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[{n},{m},{out},{out}] = conv(x, w, b) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[{stride}, {stride}]}}
+  y: f32[{n},{m},{out},{out}] = relu(conv)
+}}"
+        );
+        let what = format!("batch {n}, {c} -> {m} channels, {side}x{side}, stride {stride}");
+        let model = Model::parse(&text).unwrap();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
+        let compile = |threads| {
+            Compiler::new()
+                .threads(threads)
+                .winograd(winograd)
+                .compile(&model)
+                .unwrap()
+        };
+        let one = compile(1);
+        assert!(
+            schedules(&one).iter().any(|s| s.starts_with("winograd")),
+            "{what}: {:?}",
+            schedules(&one)
+        );
+        let expected = one.run(&refs).unwrap();
+        let interpreted = model.interpret(&refs).unwrap();
+        let e = relative_error(&expected[0].1, &interpreted[0].1);
+        assert!(e <= 1e-4, "{what}: error {e} against the interpreter");
+        for threads in [2, 3, 4, 16] {
+            let compiled = compile(threads);
+            let schedule = schedules(&compiled);
+            if let [.., input, products] = &schedule[..]
+                && input.contains("input transform:")
+            {
+                assert!(
+                    products.contains("kernel of its own"),
+                    "{what}: {schedule:?}"
+                );
+                split.push((what.clone(), threads));
+            }
+            assert_eq!(
+                bits(&compiled.run(&refs).unwrap()),
+                bits(&expected),
+                "{what}, {threads} threads"
+            );
+        }
+    }
+    // ResNet-18's layers on 16 threads split (on fewer, repeating the transform costs
+    // less than passing `V` between threads).
+    println!("input transforms split: {split:?}");
+    for side in [56, 28, 14] {
+        assert!(
+            split
+                .iter()
+                .any(|(what, t)| *t == 16 && what.contains(&format!(", {side}x{side}, stride 1"))),
+            "{side}x{side} on 16 threads: {split:?}"
+        );
+    }
 }
 
 /// Compiles `text` for 1 and 2 threads with `winograd`, shows each compiled model to

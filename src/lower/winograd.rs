@@ -12,7 +12,7 @@
 //!    along columns (`Bᵀ d`, four columns at a time, into zero-padded scratch rows so that
 //!    padding costs nothing), then each group of 4 tiles is transposed (tiles into lanes)
 //!    and combined along rows (`· B`), giving `V[ξ][group][c][4 tiles]` for the points `ξ`.
-//!    Channels are pipelined in pairs (see [`Plan::task`]).
+//!    Channels are pipelined in pairs (see [`Plan::transform_channels`]).
 //! 2. **Batched products.** For each block of 8 output channels and each point, a
 //!    register-blocked GEMM `M[ξ][tile][8] = Σ_c V[ξ][c][tile] · U[ξ][c][8]`: 4 tiles ×
 //!    8 channels in 8 `f32x4` accumulators, broadcast `V`, FMA — the direct kernel's tile.
@@ -55,9 +55,16 @@
 //! The tasks are shared equally among one scratch slot per thread (transformed rows, `V`,
 //! `M`, run-time `U`), each slot's tasks run in turn. Splitting the output channels into
 //! groups repeats the input transform once per group; bands and groups are chosen together
-//! for the least work on the busiest thread. Whether Winograd pays over the direct kernel,
-//! which variant and where the weights are transformed is decided per layer by a cost model
-//! ([`Plan::cost`], [`direct_cost`]).
+//! for the least work on the busiest thread. On many threads a layer with few bands
+//! (ResNet-18's 28×28 and smaller planes are one band) would either leave threads idle or
+//! repeat its input transform on each; there the input transform gets a kernel of its own
+//! (`{layer}_input`, tasks of a band and a chunk of input channels, writing `V` to a buffer
+//! of its own) and the products kernel splits the output channels into groups of any size
+//! ([`Plan::split_input`]; ResNet-18 on 16 cores of a Xeon: 28.8 → 7.2–8.1 ms). Whether
+//! Winograd pays over the direct kernel, which variant and where the weights are
+//! transformed is decided per layer by a cost model ([`Plan::cost`], [`direct_cost`]); the
+//! work split never changes what is computed, so results are the same, bit for bit, on any
+//! number of threads.
 //!
 //! Rounding differs from the direct method (the transforms scale values by up to 8 and
 //! 1/24): relative to the output's magnitude the error stays near 1e-6 (tests compare
@@ -581,7 +588,9 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         return None;
     }
     let plan = if threads > 1 {
-        Plan::new(&geometry, single.variant, threads)?.with_weights(single.runtime_weights)
+        Plan::new(&geometry, single.variant, threads)?
+            .with_weights(single.runtime_weights)
+            .split_input(threads)
     } else {
         single
     };
@@ -608,22 +617,25 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     }
     let bias = Tensor::from_f32(vec![conv.m], bias).ok()?;
     let mut kernels = Vec::new();
-    let mut scratch = vec![(DType::F32, plan.slots * plan.slot())];
+    // Scratch 0: the slots; 1: `V` when the input transform has a kernel of its own; then
+    // the phases.
+    let mut scratch = vec![(DType::F32, plan.total_slots() * plan.slot())];
+    if plan.split.is_some() {
+        scratch.push((DType::F32, plan.bands() * plan.v_len()));
+    }
     let x = match &phases {
         Some(phases) => {
+            let at = scratch.len();
             scratch.push((DType::F32, phases.len()));
             kernels.push(LoweredKernel {
                 kernel: phases.kernel(&format!("{}_phases", node.name)),
-                args: vec![Arg::Input(0), Arg::Scratch(1)],
+                args: vec![Arg::Input(0), Arg::Scratch(at)],
             });
-            Arg::Scratch(1)
+            Arg::Scratch(at)
         }
         None => Arg::Input(0),
     };
-    let kernel = plan.kernel(node.name, conv, Arc::new(u), Arc::new(bias));
-    let mut args = vec![x, Arg::Const, Arg::Const, Arg::Output(0), Arg::Scratch(0)];
-    args.extend(conv.epilogue.args());
-    kernels.push(LoweredKernel { kernel, args });
+    kernels.extend(plan.kernels(node.name, conv, x, (Arc::new(u), Arc::new(bias))));
     Some(Lowered { kernels, scratch })
 }
 
@@ -985,6 +997,29 @@ fn point_stride(c: usize, tiles: usize) -> usize {
     c * tiles + 16
 }
 
+/// The input transform in a kernel of its own: its tasks, each a band and a chunk of input
+/// channels, shared among `slots` scratch slots ([`Plan::split_input`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InputSplit {
+    /// Chunks of input channels per band (each an even number of channels, or all).
+    chunks: usize,
+    slots: usize,
+}
+
+/// Seconds one more kernel launch costs (posting it, the threads' pickup and the wait for
+/// the last).
+const LAUNCH_SECONDS: f64 = 5e-6;
+
+/// Bytes per second a thread reads of data other threads wrote (the transformed input, with
+/// the input transform in a kernel of its own). Set between two measurements (`fovea
+/// bench`): on this 2-core development machine ResNet-18's Winograd layers alone were
+/// 1–8% slower on 2 threads with the input transform's own kernel (which the model
+/// reproduces below 8 GB/s); on a 16-core Xeon ResNet-18 took 12.0 ms on 8 threads with
+/// every layer split and 15.9 ms with the layers split at 3.25 GB/s (layer 1 kept whole on
+/// 4 of the 8 threads), 7.2 against 8.1 ms on 16 (above 4.5 GB/s the model splits layer 1
+/// on 8).
+const SHARED_BYTES_PER_SECOND: f64 = 8e9;
+
 /// The geometry and work split of one Winograd convolution.
 #[derive(Debug)]
 struct Plan {
@@ -1005,6 +1040,8 @@ struct Plan {
     slots: usize,
     /// Length of a transformed row in the scratch (zero-padded, a multiple of 4).
     row_len: usize,
+    /// Whether the input transform has a kernel of its own (see [`InputSplit`]).
+    split: Option<InputSplit>,
     /// Whether the weights are transformed at run time, per block of output channels, into
     /// the slot at [`Plan::u_at`] (the kernel then reads the `r²` direct taps per channel
     /// pair instead of 16–81 points: for layers whose transformed weights would be streamed
@@ -1041,15 +1078,16 @@ impl Plan {
                 && points * c * padded(band_rows) * 4 <= MAX_BAND_BYTES
         };
         // Output-channel groups for bands of `band_rows` of streamed weights: the fewest that
-        // give every thread an iteration, keeping at least 4 blocks per group (each group
-        // repeats the input transform).
+        // give every thread an iteration (the most if none does), keeping at least 4 blocks
+        // per group (each group repeats the input transform).
         let blocks = m / WIDTH;
         let bands = |band_rows: usize| n * tile_rows / band_rows;
         let oc_groups = |band_rows: usize| {
-            (1..=blocks)
-                .filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4)
+            let mut groups = (1..=blocks).filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4);
+            let most = groups.clone().next_back().unwrap_or(1);
+            groups
                 .find(|g| bands(band_rows) * g >= threads)
-                .unwrap_or(1)
+                .unwrap_or(most)
         };
         // Weights that stay in L2: small bands (parallel iterations) of at least a group of
         // tiles, and output-channel groups, chosen together for the least work on the
@@ -1104,6 +1142,7 @@ impl Plan {
             oc_groups,
             slots,
             row_len,
+            split: None,
             runtime_weights: false,
         };
         Some(plan.choose_weights())
@@ -1118,9 +1157,63 @@ impl Plan {
         self.bands() * self.oc_groups
     }
 
-    /// Tasks per slot (the last slot may have fewer).
-    fn tasks_per_slot(&self) -> usize {
-        self.tasks().div_ceil(self.slots)
+    /// The plan with the input transform in a kernel of its own when that leaves the
+    /// busiest of `threads` threads less work: the fused kernel's tasks each transform
+    /// their band's whole input, once per output-channel group, and a layer with few bands
+    /// (ResNet-18's 28×28 and smaller: one) has few tasks unless it splits its output
+    /// channels; with its own kernel the input transform is split over bands and chunks of
+    /// input channels and done once, the products over bands and output-channel groups of
+    /// any size, at the price of one more launch and `V` passed through the cache between
+    /// threads.
+    fn split_input(mut self, threads: usize) -> Plan {
+        if threads <= 1 {
+            return self;
+        }
+        let (c, blocks, bands) = (self.g.c, self.g.m / WIDTH, self.bands());
+        let (input_cost, output_cost) = self.variant.transform_cost();
+        let tiles = self.tiles as f64;
+        // Instructions per block of output channels and band: products, output transform,
+        // and the weight transform when the weights are transformed at run time.
+        let weights = if self.runtime_weights {
+            c as f64 * self.variant.weight_transform_cost()
+        } else {
+            0.0
+        };
+        let per_block =
+            tiles * (self.variant.points() as f64 * c as f64 * 3.5 + output_cost) + weights;
+        let per_channel = tiles * input_cost;
+        let rounds = |tasks: usize| tasks.div_ceil(threads) as f64;
+        let fused = rounds(bands * self.oc_groups)
+            * ((blocks / self.oc_groups) as f64 * per_block + c as f64 * per_channel);
+        let divisors = |n: usize| (1..=n).filter(move |d| n.is_multiple_of(*d));
+        let least = |n: usize, cost: &dyn Fn(usize) -> f64| {
+            divisors(n).min_by(|&a, &b| cost(a).total_cmp(&cost(b)).then(a.cmp(&b)))
+        };
+        // Chunks of an even number of channels (the transform pipelines channel pairs).
+        let chunk_cost = |d: usize| rounds(bands * d) * (c / d) as f64 * per_channel;
+        let chunks = if c.is_multiple_of(2) {
+            least(c / 2, &chunk_cost).unwrap_or(1)
+        } else {
+            1
+        };
+        // Each products task reads its band's `V`, all but a thread's share of it written
+        // by the others.
+        let shared = (threads - 1) as f64 / threads as f64;
+        let v_read =
+            (self.v_len() * 4) as f64 * shared / SHARED_BYTES_PER_SECOND * INSTRUCTIONS_PER_SECOND;
+        let group_cost = |g: usize| rounds(bands * g) * ((blocks / g) as f64 * per_block + v_read);
+        let groups = least(blocks, &group_cost).unwrap_or(1);
+        let split =
+            chunk_cost(chunks) + group_cost(groups) + LAUNCH_SECONDS * INSTRUCTIONS_PER_SECOND;
+        if split < fused {
+            self.oc_groups = groups;
+            self.slots = threads.min(bands * groups);
+            self.split = Some(InputSplit {
+                chunks,
+                slots: threads.min(bands * chunks),
+            });
+        }
+        self
     }
 
     fn blocks_per_group(&self) -> usize {
@@ -1176,17 +1269,28 @@ impl Plan {
     }
 
     // A slot's layout, in elements: two sets of transformed rows (one channel's are written
-    // while the previous channel's are read, see `Plan::task`), `V`, `M`, a 4-element edge
-    // row, then (run-time weights only) the block's `U`.
+    // while the previous channel's are read, see `Plan::transform_channels`), `V`, `M`, a
+    // 4-element edge row, then (run-time weights only) the block's `U`. With the input
+    // transform in a kernel of its own, `V` is in a buffer of its own, and the slot holds
+    // the rows for that kernel and `M`, the edge and `U` (from 0) for the other.
 
-    /// Where `V` starts in a slot.
+    /// Where `V` starts in a slot (one kernel only).
     fn v_at(&self) -> usize {
         2 * self.rows_len()
     }
 
+    /// Elements of one band's `V`.
+    fn v_len(&self) -> usize {
+        self.variant.points() * point_stride(self.g.c, self.tiles)
+    }
+
     /// Where `M` starts.
     fn m_at(&self) -> usize {
-        self.v_at() + self.variant.points() * point_stride(self.g.c, self.tiles)
+        if self.split.is_some() {
+            0
+        } else {
+            self.v_at() + self.v_len()
+        }
     }
 
     /// Where the row of a tile's partial output columns starts.
@@ -1206,7 +1310,17 @@ impl Plan {
         } else {
             0
         };
-        (self.u_at() + u).next_multiple_of(16)
+        let products = (self.u_at() + u).next_multiple_of(16);
+        if self.split.is_some() {
+            products.max(2 * self.rows_len())
+        } else {
+            products
+        }
+    }
+
+    /// Scratch slots (the input transform's kernel may have more than the products').
+    fn total_slots(&self) -> usize {
+        self.slots.max(self.split.as_ref().map_or(0, |s| s.slots))
     }
 
     /// Elements between two points' transformed weights of one block: `C × 8`, padded off
@@ -1220,13 +1334,23 @@ impl Plan {
         }
     }
 
-    fn kernel(&self, name: &str, conv: &DirectConv<'_>, u: Arc<Tensor>, b: Arc<Tensor>) -> Kernel {
-        let mut k = KernelBuilder::new(name);
+    /// The schedule words shared by the fused kernel and the split one's output kernel.
+    fn schedule(&self) -> String {
         let (side, r) = (self.variant.out(), self.variant.kernel());
-        k.set_schedule(format!(
+        let input = match &self.split {
+            Some(split) => format!(
+                "input transformed by a kernel of its own ({} bands x {} channel chunks on {} \
+                 threads)",
+                self.bands(),
+                split.chunks,
+                split.slots
+            ),
+            None => "input transformed per task".to_string(),
+        };
+        format!(
             "winograd F({side}x{side},{r}x{r}), bands of {} x {} tiles ({} with padding), GEMM \
              tile 4 tiles x {WIDTH} channels (8 accumulators), {} bands x {} channel groups \
-             on {} threads, weights transformed {}",
+             on {} threads, weights transformed {}, {input}",
             self.band_rows,
             self.tile_cols,
             self.tiles,
@@ -1238,13 +1362,186 @@ impl Plan {
             } else {
                 "at compile time"
             }
+        )
+    }
+
+    /// The parallel loop shared by the kernels: one iteration per scratch slot (`slots`),
+    /// each running its share of `tasks` in turn (slot `p` the tasks from `p · per`); the
+    /// first `zero` elements of each slot are zeroed first (the transformed rows' padding,
+    /// which stays zero as rows are written inside it only). `task(k, slot, task)` emits
+    /// one task.
+    fn slot_loop(
+        &self,
+        k: &mut KernelBuilder,
+        s: BufId,
+        (slots, tasks): (usize, usize),
+        zero: usize,
+        task: impl Fn(&mut KernelBuilder, &Expr, Expr),
+    ) {
+        k.for_loop(0, slots as i64, 1, LoopKind::Parallel, |k, p| {
+            let slot = Expr::Local(k.declare(Ty::I64, times(p.clone(), self.slot())));
+            k.for_loop(0, zero as i64, 4, LoopKind::Serial, |k, i| {
+                k.store(s, sum([slot.clone(), i]), Expr::Float(0.0).splat());
+            });
+            let per = tasks.div_ceil(slots);
+            k.range(per, |k, t| {
+                let index = sum([times(p.clone(), per), t]);
+                let index = Expr::Local(k.declare(Ty::I64, index));
+                let run = |k: &mut KernelBuilder| {
+                    task(k, &slot, index.clone().clamp(0, tasks as i64 - 1));
+                };
+                if per * slots == tasks {
+                    run(k);
+                } else {
+                    let real = index.clone().cmp(CmpOp::Lt, Expr::Int(tasks as i64));
+                    k.if_else(real, run, |_| {});
+                }
+            });
+        });
+    }
+
+    /// The layer's kernels and their scratch: one kernel, or (when the input transform
+    /// has a kernel of its own) the input transform's and the products'. Arguments of the
+    /// first: `x`, then (split) `V` out, the scratch; of the last: `x` or `V`, the weights,
+    /// the bias, `y`, the scratch, the epilogue's.
+    fn kernels(
+        &self,
+        name: &str,
+        conv: &DirectConv<'_>,
+        x: Arg,
+        (u, b): (Arc<Tensor>, Arc<Tensor>),
+    ) -> Vec<LoweredKernel> {
+        let scratch_len = self.total_slots() * self.slot();
+        let Some(split) = &self.split else {
+            let mut k = KernelBuilder::new(name);
+            k.set_schedule(self.schedule());
+            let x_id = k.buffer("x", DType::F32, self.x_len(), BufferKind::Input);
+            let sink = self.declare_sink(&mut k, u, b);
+            let s = k.buffer(
+                "winograd_scratch",
+                DType::F32,
+                scratch_len,
+                BufferKind::Output,
+            );
+            let extras = conv.epilogue.declare(&mut k);
+            let sink = Sink { extras, ..sink };
+            self.slot_loop(
+                &mut k,
+                s,
+                (self.slots, self.tasks()),
+                2 * self.rows_len(),
+                |k, slot, task| {
+                    let (band, group) = split_locals(k, task, self.bands(), self.oc_groups);
+                    let (f, batch) = self.frame(
+                        k,
+                        s,
+                        slot,
+                        &band,
+                        (s, plus(slot.clone(), self.v_at() as i64)),
+                    );
+                    let src = self.source(k, x_id, &batch);
+                    self.transform_channels(k, &f, &src, &Expr::Int(0), self.g.c);
+                    let sink = Sink {
+                        y_base: self.y_base(k, &batch),
+                        ..sink.clone()
+                    };
+                    self.blocks(k, &f, &sink, conv, &group);
+                },
+            );
+            let mut args = vec![x, Arg::Const, Arg::Const, Arg::Output(0), Arg::Scratch(0)];
+            args.extend(conv.epilogue.args());
+            return vec![LoweredKernel {
+                kernel: k.finish(),
+                args,
+            }];
+        };
+        let v_len = self.bands() * self.v_len();
+        // The input transform: tasks of a band and a chunk of input channels.
+        let mut k = KernelBuilder::new(format!("{name}_input"));
+        let (side, r) = (self.variant.out(), self.variant.kernel());
+        k.set_schedule(format!(
+            "winograd F({side}x{side},{r}x{r}) input transform: {} bands x {} chunks of {} \
+             channels on {} threads",
+            self.bands(),
+            split.chunks,
+            self.g.c / split.chunks,
+            split.slots
         ));
-        let x = k.buffer(
-            "x",
+        let x_id = k.buffer("x", DType::F32, self.x_len(), BufferKind::Input);
+        let v_id = k.buffer("winograd_v", DType::F32, v_len, BufferKind::Output);
+        let s = k.buffer(
+            "winograd_scratch",
             DType::F32,
-            self.g.n * self.g.c * self.g.h * self.g.w,
-            BufferKind::Input,
+            scratch_len,
+            BufferKind::Output,
         );
+        let chunk = self.g.c / split.chunks;
+        self.slot_loop(
+            &mut k,
+            s,
+            (split.slots, self.bands() * split.chunks),
+            2 * self.rows_len(),
+            |k, slot, task| {
+                let (band, part) = split_locals(k, task, self.bands(), split.chunks);
+                let v = times(band.clone(), self.v_len());
+                let (f, batch) = self.frame(k, s, slot, &band, (v_id, v));
+                let src = self.source(k, x_id, &batch);
+                let first = Expr::Local(k.declare(Ty::I64, times(part, chunk)));
+                self.transform_channels(k, &f, &src, &first, chunk);
+            },
+        );
+        let input = LoweredKernel {
+            kernel: k.finish(),
+            args: vec![x, Arg::Scratch(1), Arg::Scratch(0)],
+        };
+        // The products and outputs: tasks of a band and a group of output-channel blocks.
+        let mut k = KernelBuilder::new(name);
+        k.set_schedule(self.schedule());
+        let v_id = k.buffer("winograd_v", DType::F32, v_len, BufferKind::Input);
+        let sink = self.declare_sink(&mut k, u, b);
+        let s = k.buffer(
+            "winograd_scratch",
+            DType::F32,
+            scratch_len,
+            BufferKind::Output,
+        );
+        let extras = conv.epilogue.declare(&mut k);
+        let sink = Sink { extras, ..sink };
+        self.slot_loop(&mut k, s, (self.slots, self.tasks()), 0, |k, slot, task| {
+            let (band, group) = split_locals(k, task, self.bands(), self.oc_groups);
+            let v = times(band.clone(), self.v_len());
+            let (f, batch) = self.frame(k, s, slot, &band, (v_id, v));
+            let sink = Sink {
+                y_base: self.y_base(k, &batch),
+                ..sink.clone()
+            };
+            self.blocks(k, &f, &sink, conv, &group);
+        });
+        let mut args = vec![
+            Arg::Scratch(1),
+            Arg::Const,
+            Arg::Const,
+            Arg::Output(0),
+            Arg::Scratch(0),
+        ];
+        args.extend(conv.epilogue.args());
+        vec![
+            input,
+            LoweredKernel {
+                kernel: k.finish(),
+                args,
+            },
+        ]
+    }
+
+    /// Elements of the layer's input.
+    fn x_len(&self) -> usize {
+        self.g.n * self.g.c * self.g.h * self.g.w
+    }
+
+    /// Declares the weights, the bias and the output (ids 1–3 after the input or `V`); the
+    /// epilogue's buffers and the batch's base are filled in later.
+    fn declare_sink(&self, k: &mut KernelBuilder, u: Arc<Tensor>, b: Arc<Tensor>) -> Sink {
         let u_name = if self.runtime_weights {
             "w_taps"
         } else {
@@ -1252,111 +1549,118 @@ impl Plan {
         };
         let u = k.buffer(u_name, DType::F32, u.len(), BufferKind::Const(u));
         let b = k.buffer("b", DType::F32, self.g.m, BufferKind::Const(b));
-        let y = k.buffer(
-            "y",
-            DType::F32,
-            self.g.n * self.g.m * self.g.oh * self.g.ow,
-            BufferKind::Output,
-        );
-        let s = k.buffer(
-            "winograd_scratch",
-            DType::F32,
-            self.slots * self.slot(),
-            BufferKind::Output,
-        );
-        let extras = conv.epilogue.declare(&mut k);
-        k.for_loop(0, self.slots as i64, 1, LoopKind::Parallel, |k, p| {
-            let slot = Expr::Local(k.declare(Ty::I64, times(p.clone(), self.slot())));
-            // The transformed rows' padding stays zero: rows are written inside it only.
-            k.for_loop(0, self.v_at() as i64, 4, LoopKind::Serial, |k, i| {
-                k.store(s, sum([slot.clone(), i]), Expr::Float(0.0).splat());
-            });
-            let per = self.tasks_per_slot();
-            k.range(per, |k, t| {
-                let task = sum([times(p.clone(), per), t]);
-                let task = Expr::Local(k.declare(Ty::I64, task));
-                let run = |k: &mut KernelBuilder| {
-                    let task = task.clone().clamp(0, self.tasks() as i64 - 1);
-                    self.task(k, conv, &extras, [x, u, b, y, s], &slot, task);
-                };
-                if per * self.slots == self.tasks() {
-                    run(k);
-                } else {
-                    let real = task.clone().cmp(CmpOp::Lt, Expr::Int(self.tasks() as i64));
-                    k.if_else(real, run, |_| {});
-                }
-            });
-        });
-        k.finish()
-    }
-
-    /// One task: the input transform of its band, then its channel blocks' products and
-    /// outputs.
-    fn task(
-        &self,
-        k: &mut KernelBuilder,
-        conv: &DirectConv<'_>,
-        extras: &[BufId],
-        [x, u, b, y, s]: [BufId; 5],
-        slot: &Expr,
-        task: Expr,
-    ) {
-        let (band, group) = split(task, self.bands(), self.oc_groups);
-        let group = Expr::Local(k.declare(Ty::I64, group));
-        let (batch, band) = split(band, self.g.n, self.tile_rows / self.band_rows);
-        let batch = Expr::Local(k.declare(Ty::I64, batch));
-        let band = Expr::Local(k.declare(Ty::I64, band));
-        let f = Frame {
-            x,
+        let y_len = self.g.n * self.g.m * self.g.oh * self.g.ow;
+        let y = k.buffer("y", DType::F32, y_len, BufferKind::Output);
+        Sink {
             u,
             b,
             y,
-            s,
-            extras: extras.to_vec(),
-            x_base: Expr::Local(k.declare(
-                Ty::I64,
-                times(batch.clone(), self.g.c * self.g.h * self.g.w),
-            )),
-            y_base: Expr::Local(k.declare(Ty::I64, times(batch, self.g.m * self.g.oh * self.g.ow))),
-            band,
-            slot: slot.clone(),
-        };
-        // The input transform is pipelined over channel pairs: a channel's rows are
-        // transformed into one set while the previous channel's tiles are read from the
-        // other, so the tile loads (at other offsets than the row stores) never wait for
-        // stores still in flight.
-        let last = self.g.c as i64 - 1;
-        self.transform_rows(k, &f, &Expr::Int(0), 0);
-        k.for_loop(0, (self.g.c / 2 * 2) as i64, 2, LoopKind::Serial, |k, c| {
-            let c = Expr::Local(k.declare(Ty::I64, c));
-            let next = Expr::Local(k.declare(Ty::I64, plus(c.clone(), 1)));
-            self.transform_rows(k, &f, &next, 1);
-            self.transform_tiles(k, &f, &c, 0);
-            // Past the last channel this recomputes it into a set nobody reads.
-            let after = Expr::Local(k.declare(Ty::I64, plus(c, 2).clamp(0, last)));
-            self.transform_rows(k, &f, &after, 0);
-            self.transform_tiles(k, &f, &next, 1);
-        });
-        if self.g.c % 2 == 1 {
-            self.transform_tiles(k, &f, &Expr::Int(last), 0);
+            extras: Vec::new(),
+            y_base: Expr::Int(0),
         }
+    }
+
+    /// The frame of a task on global band `band` (batch × bands) with `V` at `v` (buffer,
+    /// first element), and the band's batch.
+    fn frame(
+        &self,
+        k: &mut KernelBuilder,
+        s: BufId,
+        slot: &Expr,
+        band: &Expr,
+        (v_buf, v): (BufId, Expr),
+    ) -> (Frame, Expr) {
+        let v = Expr::Local(k.declare(Ty::I64, v));
+        let (batch, band) =
+            split_locals(k, band.clone(), self.g.n, self.tile_rows / self.band_rows);
+        let frame = Frame {
+            s,
+            slot: slot.clone(),
+            band,
+            v_buf,
+            v,
+        };
+        (frame, batch)
+    }
+
+    /// The input of batch `batch`.
+    fn source(&self, k: &mut KernelBuilder, x: BufId, batch: &Expr) -> Source {
+        let x_base = times(batch.clone(), self.g.c * self.g.h * self.g.w);
+        Source {
+            x,
+            x_base: Expr::Local(k.declare(Ty::I64, x_base)),
+        }
+    }
+
+    /// The first output element of batch `batch`.
+    fn y_base(&self, k: &mut KernelBuilder, batch: &Expr) -> Expr {
+        let y_base = times(batch.clone(), self.g.m * self.g.oh * self.g.ow);
+        Expr::Local(k.declare(Ty::I64, y_base))
+    }
+
+    /// The input transform of `count` input channels from `first` into the frame's `V`.
+    /// Pipelined over channel pairs: a channel's rows are transformed into one set while
+    /// the previous channel's tiles are read from the other, so the tile loads (at other
+    /// offsets than the row stores) never wait for stores still in flight.
+    fn transform_channels(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        src: &Source,
+        first: &Expr,
+        count: usize,
+    ) {
+        let last = self.g.c as i64 - 1;
+        self.transform_rows(k, f, src, first, 0);
+        k.for_loop(0, (count / 2 * 2) as i64, 2, LoopKind::Serial, |k, c| {
+            let c = Expr::Local(k.declare(Ty::I64, sum([first.clone(), c])));
+            let next = Expr::Local(k.declare(Ty::I64, plus(c.clone(), 1)));
+            self.transform_rows(k, f, src, &next, 1);
+            self.transform_tiles(k, f, &c, 0);
+            // Past the last channel this recomputes one into a set nobody reads.
+            let after = Expr::Local(k.declare(Ty::I64, plus(c, 2).clamp(0, last)));
+            self.transform_rows(k, f, src, &after, 0);
+            self.transform_tiles(k, f, &next, 1);
+        });
+        if count % 2 == 1 {
+            let odd = Expr::Local(k.declare(Ty::I64, plus(first.clone(), count as i64 - 1)));
+            self.transform_tiles(k, f, &odd, 0);
+        }
+    }
+
+    /// The products and outputs of output-channel group `group`, block by block.
+    fn blocks(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        sink: &Sink,
+        conv: &DirectConv<'_>,
+        group: &Expr,
+    ) {
         k.range(self.blocks_per_group(), |k, j| {
             let block = sum([times(group.clone(), self.blocks_per_group()), j]);
             let block = Expr::Local(k.declare(Ty::I64, block));
             if self.runtime_weights {
-                self.weights_at_run_time(k, &f, &block);
+                self.weights_at_run_time(k, f, sink, &block);
             }
-            self.products(k, &f, &block);
-            self.outputs(k, &f, conv, &block);
+            self.products(k, f, sink, &block);
+            self.outputs(k, f, sink, conv, &block);
         });
     }
 
     /// `Bᵀ d` along columns for input channel `ci`: each tile row's input rows into as
     /// many transformed rows of the scratch, 4 columns at a time (the last 4 may overlap).
-    fn transform_rows(&self, k: &mut KernelBuilder, f: &Frame, ci: &Expr, set: usize) {
+    fn transform_rows(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        src: &Source,
+        ci: &Expr,
+        set: usize,
+    ) {
         let (out, input) = (self.variant.out(), self.variant.input());
         let plane = self.g.h * self.g.w;
-        let x_channel = sum([f.x_base.clone(), times(ci.clone(), plane)]);
+        let x_channel = sum([src.x_base.clone(), times(ci.clone(), plane)]);
         let x_channel = Expr::Local(k.declare(Ty::I64, x_channel));
         // Bands whose every input row lies in the input need no checks.
         let band_count = self.tile_rows / self.band_rows;
@@ -1415,7 +1719,7 @@ impl Plan {
                                 Some(x_col) => plus(x_col.clone(), (i * self.g.w) as i64),
                                 None => sum([at.clone(), col.clone()]),
                             };
-                            let v = Expr::load4(f.x, at);
+                            let v = Expr::load4(src.x, at);
                             match valid {
                                 Some(valid) => valid.clone().select(v, Expr::Float(0.0).splat()),
                                 None => v,
@@ -1466,11 +1770,7 @@ impl Plan {
     fn transform_tiles(&self, k: &mut KernelBuilder, f: &Frame, ci: &Expr, set: usize) {
         let (out, input) = (self.variant.out(), self.variant.input());
         let real = self.band_rows * self.tile_cols;
-        let v_ci = sum([
-            f.slot.clone(),
-            Expr::Int(self.v_at() as i64),
-            times(ci.clone(), GROUP),
-        ]);
+        let v_ci = sum([f.v.clone(), times(ci.clone(), GROUP)]);
         let v_ci = Expr::Local(k.declare(Ty::I64, v_ci));
         if out > 4 {
             self.transform_tile_groups(k, f, &v_ci, set);
@@ -1496,7 +1796,7 @@ impl Plan {
                     let point = row * input + l;
                     let at = point * point_stride(self.g.c, self.tiles) + g * self.g.c * GROUP;
                     let at = at as i64;
-                    k.store(f.s, plus(v_ci.clone(), at), value);
+                    k.store(f.v_buf, plus(v_ci.clone(), at), value);
                 }
             }
         }
@@ -1536,7 +1836,7 @@ impl Plan {
                 let d = tile_columns(k, input, load);
                 for (l, value) in self.variant.input_points(k, d).into_iter().enumerate() {
                     let at = (row * input + l) * point_stride(self.g.c, self.tiles);
-                    k.store(f.s, plus(v_group.clone(), at as i64), value);
+                    k.store(f.v_buf, plus(v_group.clone(), at as i64), value);
                 }
             }
         });
@@ -1545,7 +1845,7 @@ impl Plan {
     /// `U = G g Gᵀ` of output-channel block `block` at run time, from the direct taps packed
     /// `[block][C][r·r][8]`, into the slot's `U[point][C][8]`: per input channel, two lanes of
     /// 4 output channels.
-    fn weights_at_run_time(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
+    fn weights_at_run_time(&self, k: &mut KernelBuilder, f: &Frame, sink: &Sink, block: &Expr) {
         let (c, input, r) = (self.g.c, self.variant.input(), self.variant.kernel());
         let u_at = plus(f.slot.clone(), self.u_at() as i64);
         let u_at = Expr::Local(k.declare(Ty::I64, u_at));
@@ -1559,7 +1859,7 @@ impl Plan {
             for v in 0..WIDTH / 4 {
                 let tap = |a: usize, b: usize| {
                     Expr::load4(
-                        f.u,
+                        sink.u,
                         plus(w_at.clone(), ((a * r + b) * WIDTH + 4 * v) as i64),
                     )
                 };
@@ -1587,21 +1887,20 @@ impl Plan {
 
     /// The products for output-channel block `block`: for each point and group of 4 tiles,
     /// `Σ_c V[ξ][group][c][tile] · U[block][ξ][c][0..8]` into `M[ξ][tile][0..8]`.
-    fn products(&self, k: &mut KernelBuilder, f: &Frame, block: &Expr) {
+    fn products(&self, k: &mut KernelBuilder, f: &Frame, sink: &Sink, block: &Expr) {
         let c = self.g.c;
         let points = self.variant.points();
         // The block's transformed weights: in the constant, or in the slot.
         let (u_buf, u_block) = if self.runtime_weights {
             (f.s, plus(f.slot.clone(), self.u_at() as i64))
         } else {
-            (f.u, times(block.clone(), points * c * WIDTH))
+            (sink.u, times(block.clone(), points * c * WIDTH))
         };
         k.range(points, |k, point| {
             let u_at = sum([u_block.clone(), times(point.clone(), self.u_stride())]);
             let u_at = Expr::Local(k.declare(Ty::I64, u_at));
             let v_at = sum([
-                f.slot.clone(),
-                Expr::Int(self.v_at() as i64),
+                f.v.clone(),
                 times(point.clone(), point_stride(c, self.tiles)),
             ]);
             let v_at = Expr::Local(k.declare(Ty::I64, v_at));
@@ -1635,7 +1934,7 @@ impl Plan {
                         });
                         for (j, pair) in acc.iter().enumerate() {
                             let at = plus(v_row.clone(), (u * GROUP + j) as i64);
-                            let xs = k.declare(Ty::F32x4, Expr::load(f.s, at).splat());
+                            let xs = k.declare(Ty::F32x4, Expr::load(f.v_buf, at).splat());
                             for (&a, &wv) in pair.iter().zip(&w) {
                                 k.assign(a, Expr::Local(xs).fma(Expr::Local(wv), Expr::Local(a)));
                             }
@@ -1656,7 +1955,14 @@ impl Plan {
 
     /// `Aᵀ M A` plus bias for every tile of the band and output-channel block `block`,
     /// four output columns at a time, through the epilogue into the output.
-    fn outputs(&self, k: &mut KernelBuilder, f: &Frame, conv: &DirectConv<'_>, block: &Expr) {
+    fn outputs(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        sink: &Sink,
+        conv: &DirectConv<'_>,
+        block: &Expr,
+    ) {
         let out = self.variant.out();
         let per_block = 4 / out;
         let full = self.g.ow / 4;
@@ -1672,13 +1978,13 @@ impl Plan {
                 let full = self.g.ow / out;
                 k.range(full, |k, tx| {
                     let tiles = vec![Some(sum([first.clone(), tx.clone()]))];
-                    self.output_columns(k, f, conv, block, &oy, tiles, &times(tx, out), out);
+                    self.output_columns(k, f, sink, conv, block, &oy, tiles, &times(tx, out), out);
                 });
                 if full * out < self.g.ow {
                     let tiles = vec![Some(plus(first.clone(), full as i64))];
                     let ox = Expr::Int((out * full) as i64);
                     let columns = self.g.ow - out * full;
-                    self.output_columns(k, f, conv, block, &oy, tiles, &ox, columns);
+                    self.output_columns(k, f, sink, conv, block, &oy, tiles, &ox, columns);
                 }
                 return;
             }
@@ -1687,7 +1993,7 @@ impl Plan {
                 let tiles = (0..per_block)
                     .map(|i| Some(plus(tile.clone(), i as i64)))
                     .collect();
-                self.output_columns(k, f, conv, block, &oy, tiles, &times(cb, 4), 4);
+                self.output_columns(k, f, sink, conv, block, &oy, tiles, &times(cb, 4), 4);
             });
             if full * 4 < self.g.ow {
                 let tx = full * per_block;
@@ -1697,7 +2003,17 @@ impl Plan {
                     })
                     .collect();
                 let ox = Expr::Int((4 * full) as i64);
-                self.output_columns(k, f, conv, block, &oy, tiles, &ox, self.g.ow - 4 * full);
+                self.output_columns(
+                    k,
+                    f,
+                    sink,
+                    conv,
+                    block,
+                    &oy,
+                    tiles,
+                    &ox,
+                    self.g.ow - 4 * full,
+                );
             }
         });
     }
@@ -1711,6 +2027,7 @@ impl Plan {
         &self,
         k: &mut KernelBuilder,
         f: &Frame,
+        sink: &Sink,
         conv: &DirectConv<'_>,
         block: &Expr,
         oy: &Expr,
@@ -1739,7 +2056,7 @@ impl Plan {
         let lane = |k: &mut KernelBuilder, v: Expr| {
             let channel = sum([times(block.clone(), WIDTH), times(v.clone(), 4)]);
             let channel = Expr::Local(k.declare(Ty::I64, channel));
-            let bias = Expr::Local(k.declare(Ty::F32x4, Expr::load4(f.b, channel.clone())));
+            let bias = Expr::Local(k.declare(Ty::F32x4, Expr::load4(sink.b, channel.clone())));
             // Per output row, the 4 columns' values (lanes: 4 output channels).
             let mut rows: Vec<Vec<Expr>> = vec![Vec::new(); out];
             for m_tile in &m_tiles {
@@ -1787,7 +2104,7 @@ impl Plan {
                         chunk.resize(4, Expr::Float(0.0).splat());
                         let chunk: [Expr; 4] = chunk.try_into().expect("four columns");
                         let at = sum([
-                            f.y_base.clone(),
+                            sink.y_base.clone(),
                             times(channel.clone(), out_plane),
                             times(oy_row.clone(), self.g.ow),
                             plus(ox.clone(), 4 * c as i64),
@@ -1798,7 +2115,8 @@ impl Plan {
                             let channel = plus(channel.clone(), lane as i64);
                             if columns == 4 {
                                 let store_at = StoreAt { index, channel };
-                                conv.epilogue.store(k, &f.extras, f.y, &store_at, value, 4);
+                                conv.epilogue
+                                    .store(k, &sink.extras, sink.y, &store_at, value, 4);
                                 continue;
                             }
                             let edge = plus(f.slot.clone(), self.edge_at() as i64);
@@ -1810,7 +2128,8 @@ impl Plan {
                                     index: plus(index.clone(), j as i64),
                                     channel: channel.clone(),
                                 };
-                                conv.epilogue.store(k, &f.extras, f.y, &store_at, value, 1);
+                                conv.epilogue
+                                    .store(k, &sink.extras, sink.y, &store_at, value, 1);
                             }
                         }
                     }
@@ -1833,21 +2152,42 @@ impl Plan {
     }
 }
 
-/// The buffers and position of one parallel iteration.
+/// `split(e, outer, inner)` with both parts declared as locals.
+fn split_locals(k: &mut KernelBuilder, e: Expr, outer: usize, inner: usize) -> (Expr, Expr) {
+    let (a, b) = split(e, outer, inner);
+    let a = Expr::Local(k.declare(Ty::I64, a));
+    let b = Expr::Local(k.declare(Ty::I64, b));
+    (a, b)
+}
+
+/// The scratch and position of one task.
 struct Frame {
+    s: BufId,
+    /// First element of the task's scratch slot.
+    slot: Expr,
+    /// The band (of the batch).
+    band: Expr,
+    /// The buffer holding the band's transformed input `V`, and its first element there.
+    v_buf: BufId,
+    v: Expr,
+}
+
+/// What the input transform reads: the input, and the first element of the task's batch.
+struct Source {
     x: BufId,
+    x_base: Expr,
+}
+
+/// What the products and the output transform use besides the frame: the weights, the
+/// bias, the output and the epilogue's buffers, and the first output element of the
+/// task's batch.
+#[derive(Clone)]
+struct Sink {
     u: BufId,
     b: BufId,
     y: BufId,
-    s: BufId,
     extras: Vec<BufId>,
-    /// First element of the iteration's batch in the input and the output.
-    x_base: Expr,
     y_base: Expr,
-    /// The band (of the batch).
-    band: Expr,
-    /// First element of the iteration's scratch slot.
-    slot: Expr,
 }
 
 #[cfg(test)]

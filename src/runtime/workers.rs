@@ -2,31 +2,35 @@
 //!
 //! A compiled model with `threads = n` owns `n - 1` worker threads; the caller of a run is
 //! the n-th: it posts a kernel launch as a `Launch` (the kernel, its pointer table and its
-//! parallel loop cut into chunks), then takes chunks itself alongside the workers until all
-//! are done. Launches of several concurrent callers queue up in order of arrival; workers
-//! take chunks from the oldest.
+//! parallel loop cut into chunks) in a free slot of the pool, then takes chunks itself
+//! alongside the workers until all are done. Several concurrent callers post in several
+//! slots; workers take chunks from the first slot with chunks left. A caller that finds
+//! every slot taken (more than [`SLOTS`] concurrent launches) runs its launch alone.
 //!
 //! Why not rayon: a thread outside a rayon pool enters it by pushing a job onto the pool's
 //! injector queue, which allocates a new block every 63 pushes, so a warm run would not be
-//! allocation-free. Here a launch lives on the caller's stack and the queue is a `VecDeque`
-//! that grows to the largest number of concurrent callers and then stays, so a warm run
-//! allocates nothing.
+//! allocation-free. Here a launch lives on the caller's stack and the slots are fixed, so a
+//! warm run allocates nothing.
+//!
+//! No lock on the way of a chunk: claiming one is a compare-and-swap on its region's
+//! bounds, finishing one an atomic add. (With one mutex taken twice per chunk, 16 threads
+//! queued on it: ResNet-18's launches took at least 70 µs each on 16 cores.) A worker
+//! announces itself in a slot (`users`) before it reads the launch there, and a poster
+//! withdraws its launch and waits for the slot's users to leave before its stack frame
+//! (the launch) goes away, so no worker ever reads a launch that has ended.
 //!
 //! The chunks of a launch are dealt in one contiguous region per thread (see `Deal`), so
 //! consecutive kernels whose loops run over the data in the same order leave each thread's
 //! part of a tensor in its own cache for the next kernel.
 //!
-//! All bookkeeping (the queue, each launch's deal and finished chunk count) sits behind one
-//! mutex, taken twice per chunk; chunks are large (see `SERIAL_THRESHOLD` in the runtime), so
-//! the lock is never the bottleneck. Idle workers spin (1 ms by default) before sleeping on a
-//! condition variable, and a poster spins as long for the workers' last chunks before it
-//! sleeps, so the launches of a run (and of back-to-back runs) do not pay a wake-up each: a
-//! sleeping thread takes tens of microseconds to wake, as long as a small kernel's whole
-//! share (a 128→16 1×1 convolution on 55×55, alone: 0.30 ms median at 2 threads with a
-//! 50 µs spin, 0.14 ms with 1 ms).
+//! Idle workers spin (1 ms by default) before sleeping on a condition variable, and a
+//! poster spins as long for the workers' last chunks before it sleeps, so the launches of a
+//! run (and of back-to-back runs) do not pay a wake-up each: a sleeping thread takes tens of
+//! microseconds to wake, as long as a small kernel's whole share (a 128→16 1×1 convolution
+//! on 55×55, alone: 0.30 ms median at 2 threads with a 50 µs spin, 0.14 ms with 1 ms). The
+//! mutex is taken only to sleep and to wake a sleeper.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,10 +47,12 @@ struct Launch {
     stride: i64,
     /// Iterations of the parallel loop.
     trips: i64,
-    /// Which chunk each claim takes (and how many there are) (changed only under the pool's mutex).
+    /// Which chunk each claim takes (and how many there are).
     deal: Deal,
-    /// Chunks finished (changed only under the pool's mutex).
+    /// Chunks finished.
     finished: AtomicUsize,
+    /// Whether the poster sleeps, waiting for the last chunk.
+    sleeping: AtomicBool,
 }
 
 impl Launch {
@@ -54,16 +60,17 @@ impl Launch {
     ///
     /// # Safety
     /// The launch's table must hold one live pointer per kernel buffer, and chunk `c` must
-    /// not run twice at the same time.
-    unsafe fn run_chunk(func: KernelFn, table: *const *mut u8, range: (i64, i64)) {
-        // SAFETY: forwarded from the caller; `range` is a sub-range of the kernel's parallel
-        // loop aligned to its step.
-        unsafe { func(table, range.0, range.1) }
+    /// not run twice.
+    unsafe fn run_chunk(&self, c: usize) {
+        let (lo, hi) = self.range(c);
+        // SAFETY: forwarded from the caller; `lo..hi` is a sub-range of the kernel's
+        // parallel loop aligned to its step.
+        unsafe { (self.func)(self.table, lo, hi) }
     }
 
     /// Whether every chunk has finished.
     fn done(&self) -> bool {
-        self.finished.load(Ordering::Relaxed) >= self.deal.chunks
+        self.finished.load(Ordering::SeqCst) >= self.deal.chunks
     }
 
     /// The loop bounds of chunk `c`.
@@ -82,135 +89,141 @@ impl Launch {
 /// the same part of the data in consecutive kernels that run over it in the same order
 /// (finding it in its own cache); a thread that runs out takes work from the far end of
 /// another region, away from where that region's owner works.
-///
-/// The counters are atomics only so that a launch can be shared: every change happens
-/// under the pool's mutex.
 struct Deal {
     chunks: usize,
     /// Regions (at most [`MAX_REGIONS`]); thread `t` owns region `t % regions`.
     regions: usize,
-    /// Chunks handed out.
-    claimed: AtomicUsize,
-    /// Per region, its next chunk from the front and the end of the chunks left at its back.
-    front: [AtomicUsize; MAX_REGIONS],
-    back: [AtomicUsize; MAX_REGIONS],
+    /// Per region, the chunks left: the next from the front (low 32 bits) and the end of
+    /// those at its back (high 32 bits), changed together by compare-and-swap.
+    left: [Padded<AtomicU64>; MAX_REGIONS],
 }
 
+/// A value on a cache line of its own (threads claiming from their own regions, or
+/// announcing themselves in different slots, do not contend).
+#[repr(align(64))]
+struct Padded<T>(T);
+
 impl Deal {
-    /// `chunks` chunks (at least 1) dealt to `threads` threads.
+    /// `chunks` chunks (at least 1, at most `u32::MAX`) dealt to `threads` threads.
     fn new(chunks: usize, threads: usize) -> Deal {
-        let chunks = chunks.max(1);
+        let chunks = chunks.clamp(1, u32::MAX as usize);
         let regions = threads.clamp(1, MAX_REGIONS).min(chunks);
         // Region `r`'s chunks (empty past the last region).
-        let bound = |r: usize| chunks * r.min(regions) / regions;
+        let bound = |r: usize| (chunks * r.min(regions) / regions) as u64;
         Deal {
             chunks,
             regions,
-            claimed: AtomicUsize::new(0),
-            front: std::array::from_fn(|r| AtomicUsize::new(bound(r))),
-            back: std::array::from_fn(|r| AtomicUsize::new(bound(r + 1).max(bound(r)))),
+            left: std::array::from_fn(|r| {
+                let (front, back) = (bound(r), bound(r + 1).max(bound(r)));
+                Padded(AtomicU64::new(front | back << 32))
+            }),
         }
-    }
-
-    /// Whether every chunk has been handed out.
-    fn all_claimed(&self) -> bool {
-        self.claimed.load(Ordering::Relaxed) >= self.chunks
     }
 
     /// The next chunk for thread `thread` (the poster is 0, worker `i` is `i + 1`), or
     /// `None` when all are handed out.
     fn next(&self, thread: usize) -> Option<usize> {
-        if self.all_claimed() {
-            return None;
-        }
         let own = thread % self.regions;
-        let left =
-            |r: usize| self.front[r].load(Ordering::Relaxed) < self.back[r].load(Ordering::Relaxed);
-        let c = if left(own) {
-            self.front[own].fetch_add(1, Ordering::Relaxed)
-        } else {
-            let r = (1..self.regions)
+        self.take(own, true).or_else(|| {
+            (1..self.regions)
                 .map(|d| (own + d) % self.regions)
-                .find(|&r| left(r))?;
-            self.back[r].fetch_sub(1, Ordering::Relaxed) - 1
-        };
-        self.claimed.fetch_add(1, Ordering::Relaxed);
-        Some(c)
+                .find_map(|r| self.take(r, false))
+        })
+    }
+
+    /// A chunk from the front or the back of region `r`, if it has any left.
+    fn take(&self, r: usize, front: bool) -> Option<usize> {
+        let left = &self.left[r].0;
+        let mut now = left.load(Ordering::Relaxed);
+        loop {
+            let (lo, hi) = (now & u64::from(u32::MAX), now >> 32);
+            if lo >= hi {
+                return None;
+            }
+            let (next, chunk) = if front {
+                (now + 1, lo)
+            } else {
+                (lo | (hi - 1) << 32, hi - 1)
+            };
+            match left.compare_exchange_weak(now, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(chunk as usize),
+                Err(actual) => now = actual,
+            }
+        }
     }
 }
 
 /// Most regions a launch is dealt in (threads beyond share them).
 const MAX_REGIONS: usize = 64;
 
-/// A pointer to a posted launch.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct LaunchPtr(*const Launch);
+/// Launches that can be posted at once (concurrent callers beyond run theirs alone).
+pub const SLOTS: usize = 64;
 
-// SAFETY: a launch's counters change only under the pool's mutex, its other fields never,
-// and its poster does not return (freeing it) before it has
-// seen, under the mutex, every chunk finished, after which no worker touches it: see
-// `Workers::launch`.
-unsafe impl Send for LaunchPtr {}
-
-struct State {
-    /// Launches with chunks not yet handed out, oldest first.
-    queue: VecDeque<LaunchPtr>,
-    shutdown: bool,
+/// Where a launch is posted.
+struct Slot {
+    /// The posted launch, or null.
+    launch: AtomicPtr<Launch>,
+    /// Workers inside the slot: counted before they read `launch`, uncounted once they no
+    /// longer touch the launch they found.
+    users: AtomicUsize,
 }
 
 struct Shared {
-    state: Mutex<State>,
+    slots: [Padded<Slot>; SLOTS],
+    /// Launches posted and not yet withdrawn (read by spinning workers).
+    posted: AtomicUsize,
+    /// Bumped by every post: a worker sleeps only if none came since it last looked.
+    epoch: AtomicUsize,
+    /// Workers asleep or about to be (a poster wakes them only if any).
+    sleepers: AtomicUsize,
+    shutdown: AtomicBool,
+    /// Held to sleep and to wake; guards nothing else.
+    lock: Mutex<()>,
     /// Signalled when a launch is posted (or on shutdown).
     work: Condvar,
-    /// Signalled when a launch's last chunk finishes.
+    /// Signalled when a launch's last chunk finishes while its poster sleeps.
     done: Condvar,
     /// How long an idle worker spins, waiting for new work, before it sleeps (and a poster,
     /// for the workers' last chunks).
     spin: Duration,
-    /// Launches in the queue, readable without the mutex (for spinning workers).
-    queued: AtomicUsize,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock, so a poisoned lock still holds sound state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The mutex guards no data, so a poisoned lock is as good as any.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands out the next chunk of `launch` for thread `thread` (removing the launch from
-    /// the queue when that was its last): the chunk's entry point, table and bounds.
-    ///
-    /// # Safety
-    /// `launch` must be posted and not yet fully finished; `state` is the pool's lock.
-    unsafe fn claim(
-        &self,
-        state: &mut State,
-        launch: LaunchPtr,
-        thread: usize,
-    ) -> Option<(KernelFn, *const *mut u8, (i64, i64))> {
-        // SAFETY: the launch is alive (the caller's contract).
-        let l = unsafe { &*launch.0 };
-        // Under the lock: no other thread changes the counters meanwhile.
-        let c = l.deal.next(thread)?;
-        if l.deal.all_claimed()
-            && let Some(pos) = state.queue.iter().position(|&p| p == launch)
-        {
-            state.queue.remove(pos);
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+    /// Runs chunks of the launch in `slot` (if any) as thread `thread` until none are left
+    /// to claim; whether it ran any.
+    fn help(&self, slot: &Slot, thread: usize) -> bool {
+        slot.users.fetch_add(1, Ordering::SeqCst);
+        let launch = slot.launch.load(Ordering::SeqCst);
+        let mut ran = false;
+        // SAFETY: a launch read from its slot while this thread is counted among the slot's
+        // users stays alive until it is uncounted: its poster withdraws it from the slot and
+        // then waits for the slot to have no users before it returns.
+        if let Some(l) = unsafe { launch.as_ref() } {
+            while let Some(c) = l.deal.next(thread) {
+                // SAFETY: the poster's contract (`Workers::launch`); each chunk is handed
+                // out once.
+                unsafe { l.run_chunk(c) };
+                self.finish(l);
+                ran = true;
+            }
         }
-        Some((l.func, l.table, l.range(c)))
+        slot.users.fetch_sub(1, Ordering::SeqCst);
+        ran
     }
 
-    /// Records a finished chunk of `launch`, waking its poster if it was the last.
-    ///
-    /// # Safety
-    /// The caller ran a chunk of `launch` it claimed; `state` is the pool's lock.
-    unsafe fn finish(&self, launch: LaunchPtr) {
-        // SAFETY: the launch cannot be finished before this chunk is counted, so its poster
-        // is still waiting and the launch is alive; the lock is held by the caller.
-        let l = unsafe { &*launch.0 };
-        let finished = l.finished.fetch_add(1, Ordering::Relaxed) + 1;
-        if finished == l.deal.chunks {
+    /// Records a finished chunk of `launch`, waking its poster if it was the last and the
+    /// poster sleeps.
+    fn finish(&self, launch: &Launch) {
+        let finished = launch.finished.fetch_add(1, Ordering::SeqCst) + 1;
+        if finished == launch.deal.chunks && launch.sleeping.load(Ordering::SeqCst) {
+            // Under the lock: the poster checks the count and sleeps holding it, so the
+            // notification cannot fall between the two.
+            let _guard = self.lock();
             self.done.notify_all();
         }
     }
@@ -235,14 +248,20 @@ impl Workers {
     /// they sleep.
     pub fn new(count: usize, spin: Duration) -> Result<Workers> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                queue: VecDeque::with_capacity(64),
-                shutdown: false,
+            slots: std::array::from_fn(|_| {
+                Padded(Slot {
+                    launch: AtomicPtr::new(std::ptr::null_mut()),
+                    users: AtomicUsize::new(0),
+                })
             }),
+            posted: AtomicUsize::new(0),
+            epoch: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            lock: Mutex::new(()),
             work: Condvar::new(),
             done: Condvar::new(),
             spin,
-            queued: AtomicUsize::new(0),
         });
         let mut workers = Workers {
             shared,
@@ -288,48 +307,72 @@ impl Workers {
             trips,
             deal: Deal::new(chunks, self.handles.len() + 1),
             finished: AtomicUsize::new(0),
+            sleeping: AtomicBool::new(false),
         };
-        let ptr = LaunchPtr(&launch);
         let shared = &*self.shared;
-        let mut state = shared.lock();
-        state.queue.push_back(ptr);
-        shared.queued.fetch_add(1, Ordering::Relaxed);
-        shared.work.notify_all();
-        // Take chunks of this launch until none are left to hand out.
-        // SAFETY (claims): the launch is alive (it is ours) and the lock is held.
-        while let Some((func, table, range)) = unsafe { shared.claim(&mut state, ptr, 0) } {
-            drop(state);
-            // SAFETY: the caller's contract; each chunk is handed out once.
-            unsafe { Launch::run_chunk(func, table, range) };
-            state = shared.lock();
-            // SAFETY: we ran a chunk we claimed, under the lock.
-            unsafe { shared.finish(ptr) };
-        }
-        // Wait for the chunks the workers took: spin a while without the lock (a worker's
-        // last chunk usually ends within microseconds of ours, sooner than a sleeping
-        // thread wakes), then sleep. Once every chunk is finished (seen under the lock) no
-        // worker holds or can find a pointer to the launch, so it may be dropped.
-        if !launch.done() {
-            drop(state);
-            let waiting = Instant::now();
-            while !launch.done() && waiting.elapsed() < shared.spin {
-                for _ in 0..16 {
-                    std::hint::spin_loop();
-                }
+        let ptr = (&raw const launch).cast_mut();
+        let free = |s: &&Padded<Slot>| {
+            s.0.launch
+                .compare_exchange(
+                    std::ptr::null_mut(),
+                    ptr,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        };
+        let Some(Padded(slot)) = shared.slots.iter().find(free) else {
+            // Every slot taken: the whole launch on this thread.
+            while let Some(c) = launch.deal.next(0) {
+                // SAFETY: the caller's contract; each chunk is handed out once.
+                unsafe { launch.run_chunk(c) };
             }
-            state = shared.lock();
+            return;
+        };
+        shared.posted.fetch_add(1, Ordering::SeqCst);
+        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        if shared.sleepers.load(Ordering::SeqCst) > 0 {
+            // Under the lock: a worker checks the epoch and sleeps holding it.
+            let _guard = shared.lock();
+            shared.work.notify_all();
         }
-        while !launch.done() {
-            state = shared.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = launch.deal.next(0) {
+            // SAFETY: the caller's contract; each chunk is handed out once.
+            unsafe { launch.run_chunk(c) };
+            shared.finish(&launch);
         }
-        drop(state);
+        // Wait for the chunks the workers took: spin a while (a worker's last chunk usually
+        // ends within microseconds of ours, sooner than a sleeping thread wakes), then sleep.
+        let waiting = Instant::now();
+        while !launch.done() && waiting.elapsed() < shared.spin {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+        }
+        if !launch.done() {
+            let mut guard = shared.lock();
+            launch.sleeping.store(true, Ordering::SeqCst);
+            while !launch.done() {
+                guard = shared.done.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        // Withdraw the launch, then wait for the workers that may still hold it (they
+        // leave as soon as they find no chunk to claim).
+        slot.launch.store(std::ptr::null_mut(), Ordering::SeqCst);
+        shared.posted.fetch_sub(1, Ordering::SeqCst);
+        while slot.users.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
     }
 }
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
-        self.shared.work.notify_all();
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.shared.lock();
+            self.shared.work.notify_all();
+        }
         for handle in self.handles.drain(..) {
             // A worker only ends by returning; a join error would mean it panicked, and
             // there is nothing left to clean up either way.
@@ -338,39 +381,46 @@ impl Drop for Workers {
     }
 }
 
-/// Worker thread `thread`'s loop (the poster of a launch is thread 0): take chunks from the
-/// oldest launch, run them, sleep when idle.
+/// Worker thread `thread`'s loop (the poster of a launch is thread 0): take chunks from
+/// posted launches, spin a while when there are none, then sleep until the next post.
 fn work(shared: &Shared, thread: usize) {
-    let mut state = shared.lock();
+    let mut idle = Instant::now();
     loop {
-        if state.shutdown {
+        if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        let Some(&ptr) = state.queue.front() else {
-            // Idle: spin a while without the lock, then sleep.
-            drop(state);
-            let idle = Instant::now();
-            while shared.queued.load(Ordering::Relaxed) == 0 && idle.elapsed() < shared.spin {
-                for _ in 0..64 {
-                    std::hint::spin_loop();
+        // Read before looking: a launch posted after this bumps it.
+        let epoch = shared.epoch.load(Ordering::SeqCst);
+        let mut ran = false;
+        if shared.posted.load(Ordering::SeqCst) > 0 {
+            for Padded(slot) in &shared.slots {
+                if !slot.launch.load(Ordering::Relaxed).is_null() {
+                    ran |= shared.help(slot, thread);
                 }
             }
-            state = shared.lock();
-            if state.queue.is_empty() && !state.shutdown {
-                state = shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if ran {
+            idle = Instant::now();
+            continue;
+        }
+        if idle.elapsed() < shared.spin {
+            for _ in 0..64 {
+                std::hint::spin_loop();
             }
             continue;
-        };
-        // SAFETY: a launch in the queue has chunks left, so its poster is waiting for them.
-        let Some((func, table, range)) = (unsafe { shared.claim(&mut state, ptr, thread) }) else {
-            continue;
-        };
-        drop(state);
-        // SAFETY: the poster's contract (`Workers::launch`); each chunk is handed out once.
-        unsafe { Launch::run_chunk(func, table, range) };
-        state = shared.lock();
-        // SAFETY: we ran a chunk we claimed, under the lock.
-        unsafe { shared.finish(ptr) };
+        }
+        // Sleep until a launch is posted after the look above (every launch seen had all
+        // its chunks claimed).
+        let mut guard = shared.lock();
+        shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        while shared.epoch.load(Ordering::SeqCst) == epoch
+            && !shared.shutdown.load(Ordering::SeqCst)
+        {
+            guard = shared.work.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        idle = Instant::now();
     }
 }
 
