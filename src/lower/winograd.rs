@@ -1010,14 +1010,19 @@ struct InputSplit {
 /// the last).
 const LAUNCH_SECONDS: f64 = 5e-6;
 
+/// The input transform's measured time over its modelled instructions (alone, in a kernel
+/// of its own, 1 thread: ResNet-18's 56×56, 28×28, 14×14 and 7×7 layers 0.27, 0.11, 0.053
+/// and 0.031 ms against 0.10, 0.05, 0.025 and 0.010 modelled: its stores).
+const INPUT_TRANSFORM_MEASURED: f64 = 2.5;
+
 /// Bytes per second a thread reads of data other threads wrote (the transformed input, with
-/// the input transform in a kernel of its own). Set between two measurements (`fovea
-/// bench`): on this 2-core development machine ResNet-18's Winograd layers alone were
-/// 1–8% slower on 2 threads with the input transform's own kernel (which the model
-/// reproduces below 8 GB/s); on a 16-core Xeon ResNet-18 took 12.0 ms on 8 threads with
-/// every layer split and 15.9 ms with the layers split at 3.25 GB/s (layer 1 kept whole on
-/// 4 of the 8 threads), 7.2 against 8.1 ms on 16 (above 4.5 GB/s the model splits layer 1
-/// on 8).
+/// the input transform in a kernel of its own; the fused plan's repeated transform reads
+/// its input, written by all threads, as well). Set by ResNet-18 on 4, 8 and 16 cores of a
+/// Xeon (`fovea bench --profile`, every layer split against none): split, layers 1–3 were
+/// faster on 4 and 8 threads (layer 2 on 4: 1.09–1.20 → 0.97–0.99 ms), the stem slower,
+/// layer 4 even; the model gives those choices between 6 and 12 GB/s. On this 2-core
+/// development machine ResNet-18 on 2 threads, layers 2–3 split as the model has them:
+/// 19.6–20.4 ms against 19.7–21.3 whole.
 const SHARED_BYTES_PER_SECOND: f64 = 8e9;
 
 /// The geometry and work split of one Winograd convolution.
@@ -1181,7 +1186,7 @@ impl Plan {
         };
         let per_block =
             tiles * (self.variant.points() as f64 * c as f64 * 3.5 + output_cost) + weights;
-        let per_channel = tiles * input_cost;
+        let per_channel = tiles * input_cost * INPUT_TRANSFORM_MEASURED;
         let rounds = |tasks: usize| tasks.div_ceil(threads) as f64;
         let fused = rounds(bands * self.oc_groups)
             * ((blocks / self.oc_groups) as f64 * per_block + c as f64 * per_channel);
