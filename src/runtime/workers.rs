@@ -426,7 +426,55 @@ fn work(shared: &Shared, thread: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::Deal;
+    use super::{Deal, SLOTS, Workers};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// A kernel counting each iteration `i` of its loop in `counts[i]` (`table[0]`).
+    unsafe extern "C" fn count(table: *const *mut u8, lo: i64, hi: i64) {
+        // SAFETY: the tests pass a table whose first pointer is an array of counters
+        // covering the loop.
+        let counts = unsafe { *table }.cast::<AtomicU32>();
+        for i in lo..hi {
+            unsafe { &*counts.add(i as usize) }.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// More concurrent callers than slots (the surplus runs alone), launches of 1 to 300
+    /// chunks, workers that sleep between bursts (no spin) and workers that spin: every
+    /// iteration of every launch runs exactly once, and the pool shuts down.
+    #[test]
+    fn every_iteration_runs_once_under_contention() {
+        for spin in [Duration::ZERO, Duration::from_micros(200)] {
+            let workers = Workers::new(3, spin).unwrap();
+            std::thread::scope(|scope| {
+                for caller in 0..SLOTS + 8 {
+                    let workers = &workers;
+                    scope.spawn(move || {
+                        // Fewer and shorter under Miri, which checks the atomics' orderings.
+                        let (launches, most) = if cfg!(miri) { (2, 20) } else { (20, 300) };
+                        for launch in 0..launches {
+                            let trips = 1 + (caller * 7 + launch * 13) % most;
+                            let counts: Vec<AtomicU32> =
+                                (0..trips).map(|_| AtomicU32::new(0)).collect();
+                            let table = [counts.as_ptr().cast_mut().cast::<u8>()];
+                            let chunks = 1 + launch % 9;
+                            // SAFETY: `count` touches only its loop's counters, which the
+                            // table holds for the whole launch.
+                            unsafe {
+                                workers.launch(count, table.as_ptr(), (0, trips as i64, 1), chunks)
+                            };
+                            assert!(
+                                counts.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                                "caller {caller}, launch {launch}: {trips} trips in {chunks}"
+                            );
+                        }
+                    });
+                }
+            });
+            drop(workers);
+        }
+    }
 
     /// Every claim in order, as (thread, chunk), the threads taking turns.
     fn deal_in_turns(chunks: usize, threads: usize) -> Vec<(usize, usize)> {
