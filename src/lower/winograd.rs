@@ -1405,10 +1405,10 @@ impl Plan {
         });
     }
 
-    /// The layer's kernels and their scratch: one kernel, or (when the input transform
-    /// has a kernel of its own) the input transform's and the products'. Arguments of the
-    /// first: `x`, then (split) `V` out, the scratch; of the last: `x` or `V`, the weights,
-    /// the bias, `y`, the scratch, the epilogue's.
+    /// The layer's kernels: one, or (when the input transform has a kernel of its own) the
+    /// input transform's and the products'. Arguments of the first: `x`, then (split) `V`
+    /// out, the scratch; of the last: `x` or `V`, the weights, the bias, `y`, the scratch,
+    /// the epilogue's.
     fn kernels(
         &self,
         name: &str,
@@ -1416,51 +1416,9 @@ impl Plan {
         x: Arg,
         (u, b): (Arc<Tensor>, Arc<Tensor>),
     ) -> Vec<LoweredKernel> {
-        let scratch_len = self.total_slots() * self.slot();
         let Some(split) = &self.split else {
-            let mut k = KernelBuilder::new(name);
-            k.set_schedule(self.schedule());
-            let x_id = k.buffer("x", DType::F32, self.x_len(), BufferKind::Input);
-            let sink = self.declare_sink(&mut k, u, b);
-            let s = k.buffer(
-                "winograd_scratch",
-                DType::F32,
-                scratch_len,
-                BufferKind::Output,
-            );
-            let extras = conv.epilogue.declare(&mut k);
-            let sink = Sink { extras, ..sink };
-            self.slot_loop(
-                &mut k,
-                s,
-                (self.slots, self.tasks()),
-                2 * self.rows_len(),
-                |k, slot, task| {
-                    let (band, group) = split_locals(k, task, self.bands(), self.oc_groups);
-                    let (f, batch) = self.frame(
-                        k,
-                        s,
-                        slot,
-                        &band,
-                        (s, plus(slot.clone(), self.v_at() as i64)),
-                    );
-                    let src = self.source(k, x_id, &batch);
-                    self.transform_channels(k, &f, &src, &Expr::Int(0), self.g.c);
-                    let sink = Sink {
-                        y_base: self.y_base(k, &batch),
-                        ..sink.clone()
-                    };
-                    self.blocks(k, &f, &sink, conv, &group);
-                },
-            );
-            let mut args = vec![x, Arg::Const, Arg::Const, Arg::Output(0), Arg::Scratch(0)];
-            args.extend(conv.epilogue.args());
-            return vec![LoweredKernel {
-                kernel: k.finish(),
-                args,
-            }];
+            return vec![self.products_kernel(name, conv, x, (u, b))];
         };
-        let v_len = self.bands() * self.v_len();
         // The input transform: tasks of a band and a chunk of input channels.
         let mut k = KernelBuilder::new(format!("{name}_input"));
         let (side, r) = (self.variant.out(), self.variant.kernel());
@@ -1473,70 +1431,95 @@ impl Plan {
             split.slots
         ));
         let x_id = k.buffer("x", DType::F32, self.x_len(), BufferKind::Input);
+        let v_len = self.bands() * self.v_len();
         let v_id = k.buffer("winograd_v", DType::F32, v_len, BufferKind::Output);
-        let s = k.buffer(
-            "winograd_scratch",
-            DType::F32,
-            scratch_len,
-            BufferKind::Output,
-        );
+        let s = self.declare_scratch(&mut k);
         let chunk = self.g.c / split.chunks;
-        self.slot_loop(
-            &mut k,
-            s,
-            (split.slots, self.bands() * split.chunks),
-            2 * self.rows_len(),
-            |k, slot, task| {
-                let (band, part) = split_locals(k, task, self.bands(), split.chunks);
-                let v = times(band.clone(), self.v_len());
-                let (f, batch) = self.frame(k, s, slot, &band, (v_id, v));
-                let src = self.source(k, x_id, &batch);
-                let first = Expr::Local(k.declare(Ty::I64, times(part, chunk)));
-                self.transform_channels(k, &f, &src, &first, chunk);
-            },
-        );
+        let tasks = self.bands() * split.chunks;
+        let zero = 2 * self.rows_len();
+        self.slot_loop(&mut k, s, (split.slots, tasks), zero, |k, slot, task| {
+            let (band, part) = split_locals(k, task, self.bands(), split.chunks);
+            let v = times(band.clone(), self.v_len());
+            let (f, batch) = self.frame(k, s, slot, &band, (v_id, v));
+            let src = self.source(k, x_id, &batch);
+            let first = Expr::Local(k.declare(Ty::I64, times(part, chunk)));
+            self.transform_channels(k, &f, &src, &first, chunk);
+        });
         let input = LoweredKernel {
             kernel: k.finish(),
             args: vec![x, Arg::Scratch(1), Arg::Scratch(0)],
         };
-        // The products and outputs: tasks of a band and a group of output-channel blocks.
+        let products = self.products_kernel(name, conv, Arg::Scratch(1), (u, b));
+        vec![input, products]
+    }
+
+    /// The kernel of the products and outputs, over tasks of a band and a group of
+    /// output-channel blocks; `first` is the layer's input (each task transforms it first)
+    /// or, when the input transform has a kernel of its own, `V`.
+    fn products_kernel(
+        &self,
+        name: &str,
+        conv: &DirectConv<'_>,
+        first: Arg,
+        (u, b): (Arc<Tensor>, Arc<Tensor>),
+    ) -> LoweredKernel {
+        let fused = self.split.is_none();
         let mut k = KernelBuilder::new(name);
         k.set_schedule(self.schedule());
-        let v_id = k.buffer("winograd_v", DType::F32, v_len, BufferKind::Input);
+        let first_id = if fused {
+            k.buffer("x", DType::F32, self.x_len(), BufferKind::Input)
+        } else {
+            let v_len = self.bands() * self.v_len();
+            k.buffer("winograd_v", DType::F32, v_len, BufferKind::Input)
+        };
         let sink = self.declare_sink(&mut k, u, b);
-        let s = k.buffer(
-            "winograd_scratch",
-            DType::F32,
-            scratch_len,
-            BufferKind::Output,
-        );
+        let s = self.declare_scratch(&mut k);
         let extras = conv.epilogue.declare(&mut k);
         let sink = Sink { extras, ..sink };
-        self.slot_loop(&mut k, s, (self.slots, self.tasks()), 0, |k, slot, task| {
-            let (band, group) = split_locals(k, task, self.bands(), self.oc_groups);
-            let v = times(band.clone(), self.v_len());
-            let (f, batch) = self.frame(k, s, slot, &band, (v_id, v));
-            let sink = Sink {
-                y_base: self.y_base(k, &batch),
-                ..sink.clone()
-            };
-            self.blocks(k, &f, &sink, conv, &group);
-        });
+        // The fused kernel's transformed rows' padding is zeroed once per slot.
+        let zero = if fused { 2 * self.rows_len() } else { 0 };
+        self.slot_loop(
+            &mut k,
+            s,
+            (self.slots, self.tasks()),
+            zero,
+            |k, slot, task| {
+                let (band, group) = split_locals(k, task, self.bands(), self.oc_groups);
+                let v = if fused {
+                    (s, plus(slot.clone(), self.v_at() as i64))
+                } else {
+                    (first_id, times(band.clone(), self.v_len()))
+                };
+                let (f, batch) = self.frame(k, s, slot, &band, v);
+                if fused {
+                    let src = self.source(k, first_id, &batch);
+                    self.transform_channels(k, &f, &src, &Expr::Int(0), self.g.c);
+                }
+                let sink = Sink {
+                    y_base: self.y_base(k, &batch),
+                    ..sink.clone()
+                };
+                self.blocks(k, &f, &sink, conv, &group);
+            },
+        );
         let mut args = vec![
-            Arg::Scratch(1),
+            first,
             Arg::Const,
             Arg::Const,
             Arg::Output(0),
             Arg::Scratch(0),
         ];
         args.extend(conv.epilogue.args());
-        vec![
-            input,
-            LoweredKernel {
-                kernel: k.finish(),
-                args,
-            },
-        ]
+        LoweredKernel {
+            kernel: k.finish(),
+            args,
+        }
+    }
+
+    /// Declares the scratch slots (the same buffer in both kernels of a split layer).
+    fn declare_scratch(&self, k: &mut KernelBuilder) -> BufId {
+        let len = self.total_slots() * self.slot();
+        k.buffer("winograd_scratch", DType::F32, len, BufferKind::Output)
     }
 
     /// Elements of the layer's input.
