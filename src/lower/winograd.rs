@@ -1020,7 +1020,7 @@ const INPUT_TRANSFORM_MEASURED: f64 = 2.5;
 /// its input, written by all threads, as well). Set by ResNet-18 on 4, 8 and 16 cores of a
 /// Xeon (`fovea bench --profile`, every layer split against none): split, layers 1–3 were
 /// faster on 4 and 8 threads (layer 2 on 4: 1.09–1.20 → 0.97–0.99 ms), the stem slower,
-/// layer 4 even; the model gives those choices between 6 and 12 GB/s. On this 2-core
+/// layer 4 even; the model gives those choices between 7 and 12 GB/s. On this 2-core
 /// development machine ResNet-18 on 2 threads, layers 2–3 split as the model has them:
 /// 19.6–20.4 ms against 19.7–21.3 whole.
 const SHARED_BYTES_PER_SECOND: f64 = 8e9;
