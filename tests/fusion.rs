@@ -356,15 +356,7 @@ fn strided_convolutions_take_seven_by_seven_winograd_over_their_phases() {
     ];
     let mut weights = Vec::new();
     for (n, k, pad, c, m, side) in cases {
-        let out = (side + 2 * pad - k) / 2 + 1;
-        let text = format!(
-            "graph g(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{out},{out}]) {{
-  const w: f32[{m},{c},{k},{k}] = normal(seed=1, std=0.1)
-  const b: f32[{m}] = normal(seed=2, std=0.1)
-  conv: f32[{n},{m},{out},{out}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[2, 2]}}
-  y: f32[{n},{m},{out},{out}] = relu(conv)
-}}"
-        );
+        let text = conv_relu(n, [c, m], side, [k, pad, 2], 0.1);
         let what = format!("batch {n}, {k}x{k} pad {pad}, {c} -> {m} channels, {side}x{side}");
         matches_within(&text, Winograd::F7x7, &what, 1e-4, |compiled| {
             let schedule = &schedules(compiled);
@@ -404,15 +396,7 @@ fn winograd_input_transforms_split_across_threads() {
     ];
     let mut split = Vec::new();
     for (n, c, m, side, stride, winograd) in cases {
-        let out = (side - 1) / stride + 1;
-        let text = format!(
-            "graph g(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{out},{out}]) {{
-  const w: f32[{m},{c},3,3] = normal(seed=1, std=0.05)
-  const b: f32[{m}] = normal(seed=2, std=0.1)
-  conv: f32[{n},{m},{out},{out}] = conv(x, w, b) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[{stride}, {stride}]}}
-  y: f32[{n},{m},{out},{out}] = relu(conv)
-}}"
-        );
+        let text = conv_relu(n, [c, m], side, [3, 1, stride], 0.05);
         let what = format!("batch {n}, {c} -> {m} channels, {side}x{side}, stride {stride}");
         let model = Model::parse(&text).unwrap();
         let inputs = inputs(&model);
@@ -463,6 +447,27 @@ fn winograd_input_transforms_split_across_threads() {
             "{side}x{side} on 16 threads: {split:?}"
         );
     }
+}
+
+/// A square `k × k` convolution (`[taps, pad, stride]`, the same on both axes) with bias
+/// and ReLU from `c` to `m` channels on a batch of `n` `side × side` planes, its weights
+/// drawn with standard deviation `std`, as text IR.
+fn conv_relu(
+    n: usize,
+    [c, m]: [usize; 2],
+    side: usize,
+    [k, pad, stride]: [usize; 3],
+    std: f64,
+) -> String {
+    let out = (side + 2 * pad - k) / stride + 1;
+    format!(
+        "graph g(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{out},{out}]) {{
+  const w: f32[{m},{c},{k},{k}] = normal(seed=1, std={std})
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[{n},{m},{out},{out}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[{stride}, {stride}]}}
+  y: f32[{n},{m},{out},{out}] = relu(conv)
+}}"
+    )
 }
 
 /// Compiles `text` for 1 and 2 threads with `winograd`, shows each compiled model to

@@ -87,9 +87,9 @@ pub struct NodeInfo<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Winograd {
     /// Per layer, the cheapest of F(4×4, r×r), F(2×2, 3×3), F(7×7, 3×3), F(7×7, 2×2)
-    /// (2×2 kernels, and 3×3 and 4×4 ones at stride 2) and the direct kernel by a cost model of their arithmetic and of the transformed weights' memory
-    /// traffic (chosen as for one thread, so that results do not depend on the thread
-    /// count).
+    /// (2×2 kernels, and 3×3 and 4×4 ones at stride 2) and the direct kernel by a cost
+    /// model of their arithmetic and of the transformed weights' memory traffic (chosen as
+    /// for one thread, so that results do not depend on the thread count).
     #[default]
     Auto,
     /// Never: the direct kernel.
