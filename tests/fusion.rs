@@ -517,3 +517,52 @@ fn schedules(compiled: &CompiledModel) -> Vec<String> {
         .filter_map(|k| k.schedule.clone())
         .collect()
 }
+
+/// Depthwise convolutions with MobileNetV2's fused clip and with a residual add and ReLU,
+/// computed flat (small planes as one run of vectors across rows, including "valid"
+/// padding and stride 2) and row by row, against the interpreter.
+#[test]
+fn depthwise_planes_flat_and_by_rows() {
+    // (batch, channels, side, kernel, stride, pad, flat)
+    let cases = [
+        (1, 6, 7, 3, 1, 1, true),
+        (2, 5, 14, 3, 1, 1, true),
+        (1, 4, 28, 3, 2, 1, true),
+        (1, 3, 10, 3, 1, 0, true),
+        (1, 4, 14, 5, 1, 2, true),
+        (1, 3, 14, 3, 2, 1, false),
+        (2, 3, 48, 3, 1, 1, false),
+    ];
+    for (n, c, side, k, stride, pad, flat) in cases {
+        let out = (side + 2 * pad - k) / stride + 1;
+        let shape = format!("{n},{c},{out},{out}");
+        let head = format!(
+            "  const w: f32[{c},1,{k},{k}] = normal(seed=1, std=0.3)
+  const b: f32[{c}] = normal(seed=2, std=0.1)
+  const lo: f32[] = zeros
+  const hi: f32[] = fill(6.0)
+  conv: f32[{shape}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[{stride}, {stride}], group={c}}}"
+        );
+        let clip = format!(
+            "graph g(x: f32[{n},{c},{side},{side}]) -> (y: f32[{shape}]) {{
+{head}
+  y: f32[{shape}] = clip(conv, lo, hi)
+}}"
+        );
+        let residual = format!(
+            "graph g(x: f32[{n},{c},{side},{side}], r: f32[{shape}]) -> (y: f32[{shape}]) {{
+{head}
+  sum: f32[{shape}] = add(conv, r)
+  y: f32[{shape}] = relu(sum)
+}}"
+        );
+        for text in [clip, residual] {
+            let what = format!("{n}x{c}x{side}x{side}, {k}x{k} stride {stride} pad {pad}");
+            matches_the_interpreter(&text, Winograd::Auto, &what, |compiled| {
+                let schedule = &schedules(compiled)[0];
+                assert!(schedule.starts_with("depthwise"), "{what}: {schedule}");
+                assert_eq!(schedule.contains("flat"), flat, "{what}: {schedule}");
+            });
+        }
+    }
+}

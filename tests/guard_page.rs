@@ -236,3 +236,42 @@ fn winograd_kernels_stay_in_bounds() {
         "run-time weight transforms exercised"
     );
 }
+
+/// Depthwise convolutions computed flat (small planes as one run of vectors across rows:
+/// stride 1 and 2, "same" and "valid" padding, 3×3 and 5×5 kernels) and row by row, with
+/// vectors whose taps reach past the first and last element of a plane, a batch of 2.
+#[test]
+fn depthwise_kernels_stay_in_bounds() {
+    // (input [N, C, H, W], [kernel, stride], pads [top, left, bottom, right], flat)
+    type Case = ([usize; 4], [usize; 2], [usize; 4], bool);
+    let cases: [Case; 8] = [
+        ([1, 3, 7, 7], [3, 1], [1, 1, 1, 1], true),
+        ([2, 2, 14, 14], [3, 1], [1, 1, 1, 1], true),
+        ([1, 2, 9, 6], [3, 1], [0, 0, 0, 0], true),
+        ([1, 2, 28, 28], [3, 2], [1, 1, 1, 1], true),
+        ([1, 2, 14, 14], [5, 1], [2, 2, 2, 2], true),
+        ([1, 2, 14, 14], [3, 2], [1, 1, 1, 1], false),
+        ([1, 2, 40, 40], [3, 1], [1, 1, 1, 1], false),
+        ([1, 2, 11, 13], [5, 1], [0, 2, 1, 0], true),
+    ];
+    for ([n, c, h, w], [k, s], [top, left, bottom, right], flat) in cases {
+        let (oh, ow) = (
+            (h + top + bottom - k) / s + 1,
+            (w + left + right - k) / s + 1,
+        );
+        let text = format!(
+            "graph d(x: f32[{n},{c},{h},{w}]) -> (y: f32[{n},{c},{oh},{ow}]) {{
+  const w: f32[{c},1,{k},{k}] = normal(seed=1, std=0.3)
+  const b: f32[{c}] = normal(seed=2, std=0.1)
+  y: f32[{n},{c},{oh},{ow}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{top}, {left}, {bottom}, {right}], strides=[{s}, {s}], group={c}}}
+}}"
+        );
+        let model = Model::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let options = lower::LowerOptions::default();
+        let schedules = check_with(&text, &model, &zeros_for(&model), options);
+        let schedule: Vec<String> = schedules.into_iter().flatten().collect();
+        let schedule = schedule.join("; ");
+        assert_eq!(schedule.contains("flat"), flat, "{text}: {schedule}");
+        assert!(schedule.starts_with("depthwise"), "{text}: {schedule}");
+    }
+}

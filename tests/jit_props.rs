@@ -201,10 +201,12 @@ proptest! {
     }
 
     /// Depthwise convolutions (one channel per group) with rows long enough for the
-    /// vectorised depthwise kernel, strides 1 and 2, and a fused epilogue-free bias.
+    /// vectorised depthwise kernel, strides 1 and 2, and a fused epilogue-free bias: small
+    /// planes (computed flat, as one run of vectors across rows) and tall ones (row by row).
     #[test]
     fn depthwise_conv_matches(
-        n in 1usize..3, c in 1usize..6, h in 1usize..9, w in 4usize..40, k in 1usize..6,
+        n in 1usize..3, c in 1usize..6, h in prop_oneof![1usize..9, 60usize..90],
+        w in 4usize..40, k in 1usize..6,
         s in 1usize..3, d in 1usize..3, pads in proptest::collection::vec(0usize..3, 4),
         bias in any::<bool>(), seed in 0u64..1000,
     ) {
