@@ -225,6 +225,14 @@ fn toom_cook(m: usize, r: usize, magnitudes: &[f64]) -> Option<Matrices> {
     Some(Matrices { bt, g, at })
 }
 
+/// `c · x + acc`, the constant as the FMA's first multiplicand: Cranelift's x86-64 FMAs
+/// (`vfmadd213`/`vfmadd132`) overwrite that operand, so a broadcast of the constant made
+/// for this FMA alone is overwritten rather than a copy of `x`, which the transforms read
+/// again (a register copy per FMA saved).
+fn scaled(c: f32, x: Expr, acc: Expr) -> Expr {
+    Expr::Float(c).fma(x, acc)
+}
+
 /// `Σ coefficient · value` over the nonzero coefficients, as adds, subtracts and FMAs.
 fn combine(terms: impl IntoIterator<Item = (f64, Expr)>) -> Expr {
     let mut acc: Option<Expr> = None;
@@ -234,7 +242,7 @@ fn combine(terms: impl IntoIterator<Item = (f64, Expr)>) -> Expr {
             None => e.mul(Expr::Float(c as f32)),
             Some(a) if c == 1.0 => a.add(e),
             Some(a) if c == -1.0 => a.sub(e),
-            Some(a) => e.fma(Expr::Float(c as f32), a),
+            Some(a) => scaled(c as f32, e, a),
         });
     }
     acc.unwrap_or_else(|| Expr::Float(0.0).splat())
@@ -446,19 +454,17 @@ impl Variant {
             ],
             Variant::F4 => {
                 let mut local = |e: Expr| Expr::Local(k.declare(Ty::F32x4, e));
-                let a = local(d[2].clone().fma(f(-4.0), d[4].clone()));
-                let b = local(d[1].clone().fma(f(-4.0), d[3].clone()));
+                let a = local(scaled(-4.0, d[2].clone(), d[4].clone()));
+                let b = local(scaled(-4.0, d[1].clone(), d[3].clone()));
                 let c = local(d[4].clone().sub(d[2].clone()));
                 let e = local(d[3].clone().sub(d[1].clone()).mul(f(2.0)));
                 vec![
-                    d[0].clone()
-                        .fma(f(4.0), d[2].clone().fma(f(-5.0), d[4].clone())),
+                    scaled(4.0, d[0].clone(), scaled(-5.0, d[2].clone(), d[4].clone())),
                     a.clone().add(b.clone()),
                     a.sub(b),
                     c.clone().add(e.clone()),
                     c.sub(e),
-                    d[1].clone()
-                        .fma(f(4.0), d[3].clone().fma(f(-5.0), d[5].clone())),
+                    scaled(4.0, d[1].clone(), scaled(-5.0, d[3].clone(), d[5].clone())),
                 ]
             }
             Variant::Cook(..) => {
@@ -471,7 +477,6 @@ impl Variant {
     /// `G g` along one axis: the `input()` transformed values of a kernel's taps (in
     /// `f32`, for weights transformed at run time).
     fn weight_points(self, k: &mut KernelBuilder, g: Vec<Expr>) -> Vec<Expr> {
-        let f = Expr::Float;
         if let Variant::Cook(..) = self {
             return apply_rows(k, &self.g(), g);
         }
@@ -482,13 +487,13 @@ impl Variant {
             return vec![g0, a.clone().add(g1.clone()), a.sub(g1), g2];
         }
         // g0 + 4·g2
-        let b = local(g2.clone().fma(f(4.0), g0.clone()));
+        let b = local(scaled(4.0, g2.clone(), g0.clone()));
         vec![
             g0,
             a.clone().add(g1.clone()),
             a.sub(g1.clone()),
-            g1.clone().fma(f(2.0), b.clone()),
-            g1.fma(f(-2.0), b),
+            scaled(2.0, g1.clone(), b.clone()),
+            scaled(-2.0, g1, b),
             g2,
         ]
     }
@@ -522,7 +527,7 @@ impl Variant {
                 let m1 = local(m[1].clone());
                 let m2 = local(m[2].clone());
                 vec![
-                    m1.clone().add(m2.clone()).fma(f(0.5), m[0].clone()),
+                    scaled(0.5, m1.clone().add(m2.clone()), m[0].clone()),
                     m1.sub(m2).mul(f(0.5)).sub(m[3].clone()),
                 ]
             }
@@ -534,11 +539,14 @@ impl Variant {
                 let s34 = local(m3.clone().add(m4.clone()));
                 let d34 = local(m3.sub(m4));
                 vec![
-                    s34.clone()
-                        .fma(f(1.0 / 24.0), m[0].clone().fma(f(0.25), s12.clone())),
-                    d34.clone().fma(f(1.0 / 12.0), d12.clone()),
-                    s34.fma(f(1.0 / 6.0), s12),
-                    d34.fma(f(1.0 / 3.0), d12).add(m[5].clone()),
+                    scaled(
+                        1.0 / 24.0,
+                        s34.clone(),
+                        scaled(0.25, m[0].clone(), s12.clone()),
+                    ),
+                    scaled(1.0 / 12.0, d34.clone(), d12.clone()),
+                    scaled(1.0 / 6.0, s34, s12),
+                    scaled(1.0 / 3.0, d34, d12).add(m[5].clone()),
                 ]
             }
             Variant::Cook(..) => {
