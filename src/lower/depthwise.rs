@@ -104,6 +104,15 @@ struct FlatPlan {
     vectors: Vec<(usize, Vec<FlatTap>)>,
 }
 
+/// A depthwise kernel's buffers.
+struct Buffers {
+    x: BufId,
+    w: BufId,
+    b: BufId,
+    y: BufId,
+    extras: Vec<BufId>,
+}
+
 struct Dw<'a> {
     conv: &'a DirectConv<'a>,
     rows: &'a Axis,
@@ -201,12 +210,68 @@ impl Dw<'_> {
         })
     }
 
+    /// Declares the kernel's buffers: the input, the weights, the bias, the output and the
+    /// epilogue's operands.
+    fn buffers(&self, k: &mut KernelBuilder, bias: std::sync::Arc<Tensor>) -> Buffers {
+        let conv = self.conv;
+        let (rows, cols) = (self.rows, self.cols);
+        let (n, c) = (conv.n, conv.c);
+        Buffers {
+            x: k.buffer(
+                "x",
+                DType::F32,
+                n * c * rows.input * cols.input,
+                BufferKind::Input,
+            ),
+            w: k.buffer(
+                "w",
+                DType::F32,
+                c * rows.kernel * cols.kernel,
+                BufferKind::Input,
+            ),
+            b: k.buffer("b", DType::F32, c, BufferKind::Const(bias)),
+            y: k.buffer(
+                "y",
+                DType::F32,
+                n * c * rows.output * cols.output,
+                BufferKind::Output,
+            ),
+            extras: conv.epilogue.declare(k),
+        }
+    }
+
+    /// The channel of plane `nc` (batch-major), its weights splatted (row-major) and its
+    /// bias splatted, as locals.
+    fn channel(
+        &self,
+        k: &mut KernelBuilder,
+        nc: &Expr,
+        w: BufId,
+        b: BufId,
+    ) -> (Expr, Vec<LocalId>, LocalId) {
+        let conv = self.conv;
+        let taps = self.rows.kernel * self.cols.kernel;
+        let channel = if conv.n == 1 {
+            nc.clone()
+        } else {
+            split(nc.clone(), conv.n, conv.c).1
+        };
+        let channel = Expr::Local(k.declare(Ty::I64, channel));
+        let weights = (0..taps)
+            .map(|t| {
+                let at = plus(times(channel.clone(), taps), t as i64);
+                k.declare(Ty::F32x4, Expr::load(w, at).splat())
+            })
+            .collect();
+        let bias = k.declare(Ty::F32x4, Expr::load(b, channel.clone()).splat());
+        (channel, weights, bias)
+    }
+
     fn kernel(&self, name: &str, bias: std::sync::Arc<Tensor>) -> Kernel {
         let conv = self.conv;
         let (rows, cols) = (self.rows, self.cols);
         let plane = rows.input * cols.input;
         let out_plane = rows.output * cols.output;
-        let taps = rows.kernel * cols.kernel;
         let mut k = KernelBuilder::new(name);
         let per = self.rows_per_iteration();
         k.set_schedule(format!(
@@ -215,16 +280,7 @@ impl Dw<'_> {
             conv.n * conv.c,
             rows.output / per,
         ));
-        let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
-        let w = k.buffer("w", DType::F32, conv.c * taps, BufferKind::Input);
-        let b = k.buffer("b", DType::F32, conv.c, BufferKind::Const(bias));
-        let y = k.buffer(
-            "y",
-            DType::F32,
-            conv.n * conv.c * out_plane,
-            BufferKind::Output,
-        );
-        let extras = conv.epilogue.declare(&mut k);
+        let Buffers { x, w, b, y, extras } = self.buffers(&mut k, bias);
         k.for_loop(
             0,
             (conv.n * conv.c * rows.output / per) as i64,
@@ -234,19 +290,7 @@ impl Dw<'_> {
                 let (nc, group) = split(it, conv.n * conv.c, rows.output / per);
                 let nc = Expr::Local(k.declare(Ty::I64, nc));
                 let first = Expr::Local(k.declare(Ty::I64, times(group, per)));
-                let channel = if conv.n == 1 {
-                    nc.clone()
-                } else {
-                    split(nc.clone(), conv.n, conv.c).1
-                };
-                let channel = Expr::Local(k.declare(Ty::I64, channel));
-                let weights: Vec<LocalId> = (0..taps)
-                    .map(|t| {
-                        let at = plus(times(channel.clone(), taps), t as i64);
-                        k.declare(Ty::F32x4, Expr::load(w, at).splat())
-                    })
-                    .collect();
-                let bias = k.declare(Ty::F32x4, Expr::load(b, channel.clone()).splat());
+                let (channel, weights, bias) = self.channel(k, &nc, w, b);
                 let x_plane = Expr::Local(k.declare(Ty::I64, times(nc.clone(), plane)));
                 k.range(per, |k, r| {
                     let oy = Expr::Local(k.declare(Ty::I64, sum([first.clone(), r])));
@@ -510,7 +554,6 @@ impl Dw<'_> {
         let (rows, cols) = (self.rows, self.cols);
         let plane = rows.input * cols.input;
         let out_plane = rows.output * cols.output;
-        let taps = rows.kernel * cols.kernel;
         let mut k = KernelBuilder::new(name);
         k.set_schedule(format!(
             "depthwise, flat: the {}x{} plane as {} f32x4 vectors of consecutive outputs \
@@ -520,35 +563,14 @@ impl Dw<'_> {
             plan.vectors.len(),
             conv.n * conv.c,
         ));
-        let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
-        let w = k.buffer("w", DType::F32, conv.c * taps, BufferKind::Input);
-        let b = k.buffer("b", DType::F32, conv.c, BufferKind::Const(bias));
-        let y = k.buffer(
-            "y",
-            DType::F32,
-            conv.n * conv.c * out_plane,
-            BufferKind::Output,
-        );
-        let extras = conv.epilogue.declare(&mut k);
+        let Buffers { x, w, b, y, extras } = self.buffers(&mut k, bias);
         k.for_loop(
             0,
             (conv.n * conv.c) as i64,
             1,
             LoopKind::Parallel,
             |k, nc| {
-                let channel = if conv.n == 1 {
-                    nc.clone()
-                } else {
-                    split(nc.clone(), conv.n, conv.c).1
-                };
-                let channel = Expr::Local(k.declare(Ty::I64, channel));
-                let weights: Vec<LocalId> = (0..taps)
-                    .map(|t| {
-                        let at = plus(times(channel.clone(), taps), t as i64);
-                        k.declare(Ty::F32x4, Expr::load(w, at).splat())
-                    })
-                    .collect();
-                let bias = k.declare(Ty::F32x4, Expr::load(b, channel.clone()).splat());
+                let (channel, weights, bias) = self.channel(k, &nc, w, b);
                 let x_plane = Expr::Local(k.declare(Ty::I64, times(nc.clone(), plane)));
                 let y_plane = Expr::Local(k.declare(Ty::I64, times(nc, out_plane)));
                 for (start, reads) in &plan.vectors {
