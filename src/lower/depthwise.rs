@@ -524,9 +524,8 @@ impl Dw<'_> {
                         taps.push(FlatTap::Load { at: base, keep });
                         continue;
                     }
-                    let valid: Vec<i64> = at.iter().flatten().copied().collect();
-                    let lo = *valid.iter().min()?;
-                    let hi = *valid.iter().max()?;
+                    let lo = at.iter().flatten().min().copied()?;
+                    let hi = at.iter().flatten().max().copied()?;
                     let loads = [lo.clamp(0, input - 4), (hi - 3).clamp(0, input - 4)];
                     let mut lanes = [0u8; 4];
                     for l in 0..4 {

@@ -1439,8 +1439,7 @@ impl Plan {
             split.slots
         ));
         let x_id = k.buffer("x", DType::F32, self.x_len(), BufferKind::Input);
-        let v_len = self.bands() * self.v_len();
-        let v_id = k.buffer("winograd_v", DType::F32, v_len, BufferKind::Output);
+        let v_id = self.declare_v(&mut k, BufferKind::Output);
         let s = self.declare_scratch(&mut k);
         let chunk = self.g.c / split.chunks;
         let tasks = self.bands() * split.chunks;
@@ -1477,8 +1476,7 @@ impl Plan {
         let first_id = if fused {
             k.buffer("x", DType::F32, self.x_len(), BufferKind::Input)
         } else {
-            let v_len = self.bands() * self.v_len();
-            k.buffer("winograd_v", DType::F32, v_len, BufferKind::Input)
+            self.declare_v(&mut k, BufferKind::Input)
         };
         let sink = self.declare_sink(&mut k, u, b);
         let s = self.declare_scratch(&mut k);
@@ -1522,6 +1520,13 @@ impl Plan {
             kernel: k.finish(),
             args,
         }
+    }
+
+    /// Declares `V` of every band (written by the input-transform kernel of a split layer,
+    /// read by its products kernel).
+    fn declare_v(&self, k: &mut KernelBuilder, kind: BufferKind) -> BufId {
+        let v_len = self.bands() * self.v_len();
+        k.buffer("winograd_v", DType::F32, v_len, kind)
     }
 
     /// Declares the scratch slots (the same buffer in both kernels of a split layer).
