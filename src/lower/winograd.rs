@@ -225,18 +225,24 @@ fn toom_cook(m: usize, r: usize, magnitudes: &[f64]) -> Option<Matrices> {
     Some(Matrices { bt, g, at })
 }
 
-/// `c · x + acc`, the constant as the FMA's first multiplicand: Cranelift's x86-64 FMAs
-/// (`vfmadd213`/`vfmadd132`) overwrite that operand, so a broadcast of the constant made
-/// for this FMA alone is overwritten rather than a copy of `x`, which the transforms read
-/// again (a register copy per FMA saved).
+/// `c · x + acc`. The x86-64 FMA (`vfmadd231ps`, see `vendor/cranelift-codegen/FOVEA.md`)
+/// overwrites `acc`, so `x`, which the transforms read again, is never copied.
 fn scaled(c: f32, x: Expr, acc: Expr) -> Expr {
     Expr::Float(c).fma(x, acc)
 }
 
 /// `Σ coefficient · value` over the nonzero coefficients, as adds, subtracts and FMAs.
+/// The terms scaled by other than ±1 come first, so the sum starts from a product of its
+/// own, which the FMAs then overwrite; a sum that started from a value the transforms read
+/// again would have to copy it first. The ±1 terms follow as adds and subtracts, which
+/// overwrite nothing.
 fn combine(terms: impl IntoIterator<Item = (f64, Expr)>) -> Expr {
     let mut acc: Option<Expr> = None;
-    for (c, e) in terms.into_iter().filter(|(c, _)| *c != 0.0) {
+    let (unit, scaled_terms): (Vec<_>, Vec<_>) = terms
+        .into_iter()
+        .filter(|(c, _)| *c != 0.0)
+        .partition(|(c, _)| c.abs() == 1.0);
+    for (c, e) in scaled_terms.into_iter().chain(unit) {
         acc = Some(match acc {
             None if c == 1.0 => e,
             None => e.mul(Expr::Float(c as f32)),
