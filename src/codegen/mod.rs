@@ -121,6 +121,31 @@ fn host_isa(opt: OptLevel) -> Result<OwnedTargetIsa> {
         .map_err(|e| Error::internal(format!("host ISA: {e}")))
 }
 
+/// Whether kernels may use 256-bit `f32x8` vectors ([`Ty::F32x8`]): the host has AVX2
+/// and FMA, and the code generator (the patched `cranelift-codegen`, see
+/// `vendor/FOVEA.md`) then moves and spills whole `ymm` registers. `FOVEA_VECTOR_BITS=128`
+/// in the environment turns them off (the 128-bit kernels, for comparison and tests).
+pub fn wide_vectors() -> bool {
+    static WIDE: OnceLock<bool> = OnceLock::new();
+    *WIDE.get_or_init(|| {
+        if std::env::var("FOVEA_VECTOR_BITS").is_ok_and(|v| v.trim() == "128") {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Building the host ISA, with AVX, is what enables 256-bit values in the code
+            // generator; check that it builds before promising them.
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && host_isa(OptLevel::None).is_ok()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// The host CPU features the generated code depends on, as part of cache keys.
 pub fn cpu_features() -> &'static str {
     static FEATURES: OnceLock<String> = OnceLock::new();
@@ -292,6 +317,8 @@ fn build_function(
         locals: HashMap::new(),
         range: (params[1], params[2]),
         addresses: HashMap::new(),
+        half_slot: None,
+        half_holds: None,
     };
     g.stmts(&kernel.body, true)?;
     g.b.ins().return_(&[]);
@@ -311,6 +338,10 @@ struct Gen<'a, 'k> {
     /// Addresses computed in the current block, by buffer and index value: accesses at
     /// the same index plus different constants share one address computation.
     addresses: HashMap<(u32, Value), Value>,
+    /// The stack slot through which `f32x8` values are halved, once one is.
+    half_slot: Option<cranelift_codegen::ir::StackSlot>,
+    /// The value the half slot holds, within the current block.
+    half_holds: Option<Value>,
 }
 
 /// Splits `index` into its non-constant part (`None` if it is a constant) and the sum of
@@ -337,6 +368,7 @@ fn clif_type(ty: Ty) -> Result<Type> {
         Ty::I64 => Ok(types::I64),
         Ty::F32 => Ok(types::F32),
         Ty::F32x4 => Ok(types::F32X4),
+        Ty::F32x8 => Ok(types::F32X8),
         Ty::Bool | Ty::Boolx4 => Err(Error::internal("boolean locals are not supported")),
     }
 }
@@ -348,6 +380,7 @@ impl Gen<'_, '_> {
     /// Continues in `block`; addresses computed in the previous block are forgotten.
     fn switch_to(&mut self, block: cranelift_codegen::ir::Block) {
         self.addresses.clear();
+        self.half_holds = None;
         self.b.switch_to_block(block);
     }
 
@@ -481,21 +514,44 @@ impl Gen<'_, '_> {
     }
 
     fn splat_if(&mut self, (v, t): (Value, Ty), target: Ty) -> Value {
-        if t == Ty::F32 && target == Ty::F32x4 {
-            self.b.ins().splat(types::F32X4, v)
-        } else {
-            v
+        match (t, target) {
+            (Ty::F32, Ty::F32x4) => self.b.ins().splat(types::F32X4, v),
+            (Ty::F32, Ty::F32x8) => self.b.ins().splat(types::F32X8, v),
+            _ => v,
         }
     }
 
+    /// The common type of float operands (a scalar takes the other's vector type).
+    fn join(a: Ty, b: Ty) -> Result<Ty> {
+        a.join(b)
+            .ok_or_else(|| Error::internal(format!("operands {} and {} mixed", a.name(), b.name())))
+    }
+
     /// Promotes two float operands to a common type (splatting a scalar against a vector).
-    fn promote(&mut self, a: (Value, Ty), b: (Value, Ty)) -> (Value, Value, Ty) {
-        let t = if a.1 == Ty::F32x4 || b.1 == Ty::F32x4 {
-            Ty::F32x4
-        } else {
-            a.1
-        };
-        (self.splat_if(a, t), self.splat_if(b, t), t)
+    fn promote(&mut self, a: (Value, Ty), b: (Value, Ty)) -> Result<(Value, Value, Ty)> {
+        let t = Self::join(a.1, b.1)?;
+        Ok((self.splat_if(a, t), self.splat_if(b, t), t))
+    }
+
+    /// The low (`h` = 0) or high half of an `f32x8`, through a 32-byte stack slot: Cranelift
+    /// has no instruction that narrows a vector. The store is skipped when the slot already
+    /// holds `v` (the other half was just taken) within one block.
+    fn half(&mut self, v: Value, h: u8) -> Value {
+        let slot = *self.half_slot.get_or_insert_with(|| {
+            self.b
+                .create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+                    cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+                    32,
+                    5,
+                ))
+        });
+        if self.half_holds != Some(v) {
+            self.b.ins().stack_store(types::I64, v, slot, 0);
+            self.half_holds = Some(v);
+        }
+        self.b
+            .ins()
+            .stack_load(types::I64, types::F32X4, slot, i32::from(h) * 16)
     }
 
     fn float_select(&mut self, cond: Value, a: Value, b: Value, t: Ty) -> Value {
@@ -530,6 +586,7 @@ impl Gen<'_, '_> {
                 let dtype = self.kernel.buffers.get(buf.0 as usize).map(|b| b.dtype);
                 let (ty, clif) = match (dtype, lanes) {
                     (Some(DType::F32), 4) => (Ty::F32x4, types::F32X4),
+                    (Some(DType::F32), 8) => (Ty::F32x8, types::F32X8),
                     (Some(DType::F32), _) => (Ty::F32, types::F32),
                     (Some(DType::I64), _) => (Ty::I64, types::I64),
                     (None, _) => return Err(Error::internal(format!("unknown buffer b{}", buf.0))),
@@ -576,7 +633,7 @@ impl Gen<'_, '_> {
                     };
                     (v, Ty::I64)
                 } else {
-                    let (x, y, t) = self.promote(x, y);
+                    let (x, y, t) = self.promote(x, y)?;
                     let v = match op {
                         BinOp::Add => self.b.ins().fadd(x, y),
                         BinOp::Sub => self.b.ins().fsub(x, y),
@@ -600,11 +657,7 @@ impl Gen<'_, '_> {
             }
             Expr::Fma(a, b, c) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
-                let t = if [x.1, y.1, z.1].contains(&Ty::F32x4) {
-                    Ty::F32x4
-                } else {
-                    Ty::F32
-                };
+                let t = Self::join(Self::join(x.1, y.1)?, z.1)?;
                 let (x, y, z) = (
                     self.splat_if(x, t),
                     self.splat_if(y, t),
@@ -625,7 +678,7 @@ impl Gen<'_, '_> {
                     };
                     (self.b.ins().icmp(cc, x.0, y.0), Ty::Bool)
                 } else {
-                    let (x, y, t) = self.promote(x, y);
+                    let (x, y, t) = self.promote(x, y)?;
                     let cc = match op {
                         CmpOp::Lt => FloatCC::LessThan,
                         CmpOp::Le => FloatCC::LessThanOrEqual,
@@ -644,7 +697,7 @@ impl Gen<'_, '_> {
                 if matches!(x.1, Ty::I64 | Ty::Bool) {
                     (self.b.ins().select(cond, x.0, y.0), x.1)
                 } else {
-                    let (x, y, t) = self.promote(x, y);
+                    let (x, y, t) = self.promote(x, y)?;
                     match ct {
                         Ty::Boolx4 => {
                             let (x, y) = (
@@ -663,6 +716,14 @@ impl Gen<'_, '_> {
                 let hi = self.b.ins().iconst(types::I64, *hi);
                 let upper = self.b.ins().smin(x, hi);
                 (self.b.ins().smax(upper, lo), Ty::I64)
+            }
+            Expr::Splat8(a) => {
+                let (x, _) = self.expr(a)?;
+                (self.b.ins().splat(types::F32X8, x), Ty::F32x8)
+            }
+            Expr::Half(a, h) => {
+                let (x, _) = self.expr(a)?;
+                (self.half(x, *h), Ty::F32x4)
             }
             Expr::Splat(a) => {
                 let (x, _) = self.expr(a)?;

@@ -58,6 +58,16 @@ pub(super) struct DirectConv<'a> {
 /// Channel vectors per tile for `channels` output channels per group, if the direct kernel
 /// takes them (a multiple of 8 or of 12).
 fn channel_vectors(channels: usize) -> Option<usize> {
+    if crate::codegen::wide_vectors() {
+        // With 256-bit vectors, `Q` counts pairs of them: 24 channels (3 `f32x8` per
+        // pixel, 12 accumulators) or 16 (2 per pixel, 8 accumulators).
+        if channels.is_multiple_of(24) {
+            return Some(6);
+        }
+        if channels.is_multiple_of(16) {
+            return Some(4);
+        }
+    }
     // Three where they divide: 12 accumulators, 3 weight vectors and the broadcast fill the
     // 16 registers, which the FMAs' accumulator form (`vfmadd231ps`, a broadcast from
     // memory, no copies) allows; each broadcast then feeds 3 FMAs instead of 2
@@ -159,6 +169,11 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         rows,
         cols,
         q,
+        lanes: if crate::codegen::wide_vectors() && q.is_multiple_of(2) {
+            8
+        } else {
+            4
+        },
         cg,
         blocks,
         chunk: chunk(cg, taps * width * 4),
@@ -242,8 +257,10 @@ struct Tile<'a> {
     conv: &'a DirectConv<'a>,
     rows: &'a Axis,
     cols: &'a Axis,
-    /// Channel vectors per tile.
+    /// Channel vectors of 4 per tile (an even count with `f32x8` accumulators).
     q: usize,
+    /// Lanes of an accumulator: 8 (`f32x8`, two channel vectors) or 4.
+    lanes: usize,
     /// Input channels per group.
     cg: usize,
     /// Channel blocks (`M / 4Q`).
@@ -373,6 +390,29 @@ impl Tile<'_> {
         4 * self.q
     }
 
+    /// Accumulators per pixel.
+    fn vectors(&self) -> usize {
+        self.width() / self.lanes
+    }
+
+    /// The accumulator type.
+    fn ty(&self) -> Ty {
+        if self.lanes == 8 {
+            Ty::F32x8
+        } else {
+            Ty::F32x4
+        }
+    }
+
+    /// An accumulator-wide load.
+    fn load(&self, buf: BufId, at: Expr) -> Expr {
+        if self.lanes == 8 {
+            Expr::load8(buf, at)
+        } else {
+            Expr::load4(buf, at)
+        }
+    }
+
     fn chunked(&self) -> bool {
         self.chunk < self.cg
     }
@@ -390,9 +430,10 @@ impl Tile<'_> {
         let width = self.width();
         let mut k = KernelBuilder::new(name);
         k.set_schedule(format!(
-            "direct, tile {PIXELS} pixels x {width} channels ({} accumulators), \
+            "direct, tile {PIXELS} pixels x {width} channels ({} f32x{} accumulators), \
              {} in parallel, input channels in chunks of {}",
-            PIXELS * self.q,
+            PIXELS * self.vectors(),
+            self.lanes,
             if self.rows_outer {
                 format!("{} rows x {} channel blocks", rows.output, self.blocks)
             } else {
@@ -568,9 +609,9 @@ impl Tile<'_> {
         // The bias into the scratch row, the chunks' sums onto it, then the output.
         k.range(cols.output, |k, ox| {
             let at = Expr::Local(k.declare(Ty::I64, sum([first.clone(), times(ox, self.width())])));
-            for v in 0..self.q {
-                let bias = Expr::load4(f.b, plus(f.channel.clone(), 4 * v as i64));
-                k.store(*scratch, plus(at.clone(), 4 * v as i64), bias);
+            for v in 0..self.vectors() {
+                let bias = self.load(f.b, plus(f.channel.clone(), (v * self.lanes) as i64));
+                k.store(*scratch, plus(at.clone(), (v * self.lanes) as i64), bias);
             }
         });
         k.range(self.cg / self.chunk, |k, c| {
@@ -632,7 +673,7 @@ impl Tile<'_> {
     ) {
         let (rows, cols) = (self.rows, self.cols);
         let width = self.width();
-        let q = self.q;
+        let (vectors, lanes) = (self.vectors(), self.lanes);
         let tap_count = rows.kernel * cols.kernel;
         let plane = rows.input * cols.input;
         // The tile's sums in the scratch row (pixel-major, `4Q` per pixel).
@@ -640,22 +681,22 @@ impl Tile<'_> {
             let at = sum([first.clone(), times(ox.clone(), width)]);
             (*buf, Expr::Local(k.declare(Ty::I64, at)))
         });
-        // acc[p][v]: pixel p, channels 4v..4v+4 of the block.
+        // acc[p][v]: pixel p, channels lanes·v .. lanes·(v + 1) of the block.
         let acc: Vec<Vec<LocalId>> = pixels
             .iter()
             .map(|pixel| {
-                (0..q)
+                (0..vectors)
                     .map(|v| {
                         let init = match (&part, &partial) {
                             (Part::Whole, _) | (_, None) => {
-                                Expr::load4(f.b, plus(f.channel.clone(), 4 * v as i64))
+                                self.load(f.b, plus(f.channel.clone(), (lanes * v) as i64))
                             }
-                            (_, Some((buf, at))) => Expr::load4(
+                            (_, Some((buf, at))) => self.load(
                                 *buf,
-                                plus(at.clone(), (pixel.delta * width + 4 * v) as i64),
+                                plus(at.clone(), (pixel.delta * width + lanes * v) as i64),
                             ),
                         };
-                        k.declare(Ty::F32x4, init)
+                        k.declare(self.ty(), init)
                     })
                     .collect()
             })
@@ -696,11 +737,11 @@ impl Tile<'_> {
                                 continue;
                             }
                             let tap = ky * cols.kernel + kx;
-                            let weights: Vec<LocalId> = (0..q)
+                            let weights: Vec<LocalId> = (0..vectors)
                                 .map(|v| {
-                                    let at = (u * tap_count + tap) * width + 4 * v;
+                                    let at = (u * tap_count + tap) * width + lanes * v;
                                     let at = plus(w_channel.clone(), at as i64);
-                                    k.declare(Ty::F32x4, Expr::load4(f.w, at))
+                                    k.declare(self.ty(), self.load(f.w, at))
                                 })
                                 .collect();
                             for pixel in live {
@@ -716,7 +757,11 @@ impl Tile<'_> {
                                         .cmp(CmpOp::Eq, iy.clone())
                                         .select(value, Expr::Float(0.0));
                                 }
-                                let xs = k.declare(Ty::F32x4, value.splat());
+                                let xs = if lanes == 8 {
+                                    k.declare(Ty::F32x8, value.splat8())
+                                } else {
+                                    k.declare(Ty::F32x4, value.splat())
+                                };
                                 for (v, &wv) in weights.iter().enumerate() {
                                     let a = acc[pixel.delta][v];
                                     k.assign(
@@ -735,7 +780,7 @@ impl Tile<'_> {
             (Part::Chunk { keep, .. }, Some((buf, at))) => {
                 for pixel in &pixels[keep..] {
                     for (v, a) in acc[pixel.delta].iter().enumerate() {
-                        let index = plus(at.clone(), (pixel.delta * width + 4 * v) as i64);
+                        let index = plus(at.clone(), (pixel.delta * width + lanes * v) as i64);
                         k.store(buf, index, Expr::Local(*a));
                     }
                 }
@@ -749,9 +794,24 @@ impl Tile<'_> {
 
     /// Transposes each channel vector's 4 × 4 block and stores four pixels per channel,
     /// from output element `at` of the block's first channel, through the epilogue.
+    /// `f32x8` accumulators are split into their halves (the two of one accumulator one
+    /// after the other, so it is spilled once).
     #[allow(clippy::needless_range_loop)]
     fn store(&self, k: &mut KernelBuilder, f: &Frame, at: &Expr, acc: &[Vec<LocalId>]) {
         let out_plane = self.rows.output * self.cols.output;
+        let acc: Vec<Vec<LocalId>> = if self.lanes == 8 {
+            acc.iter()
+                .map(|pixel| {
+                    pixel
+                        .iter()
+                        .flat_map(|&a| [0, 1].map(|h| (a, h)))
+                        .map(|(a, h)| k.declare(Ty::F32x4, Expr::Local(a).half(h)))
+                        .collect()
+                })
+                .collect()
+        } else {
+            acc.to_vec()
+        };
         for v in 0..self.q {
             let r = [0, 1, 2, 3].map(|p| Expr::Local(acc[p][v]));
             for (c, value) in transpose4(k, &r, 0..4).into_iter().enumerate() {

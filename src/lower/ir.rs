@@ -37,6 +37,8 @@ pub enum Ty {
     F32,
     /// Four `f32` lanes.
     F32x4,
+    /// Eight `f32` lanes (256-bit; only where [`crate::codegen::wide_vectors`] holds).
+    F32x8,
     /// A scalar comparison result.
     Bool,
     /// Four lane-wise comparison results.
@@ -50,8 +52,33 @@ impl Ty {
             Ty::I64 => "i64",
             Ty::F32 => "f32",
             Ty::F32x4 => "f32x4",
+            Ty::F32x8 => "f32x8",
             Ty::Bool => "bool",
             Ty::Boolx4 => "boolx4",
+        }
+    }
+
+    /// `f32`, `f32x4` or `f32x8`.
+    pub fn is_float(self) -> bool {
+        matches!(self, Ty::F32 | Ty::F32x4 | Ty::F32x8)
+    }
+
+    /// The lanes of a value of this type in memory (1 for scalars).
+    pub fn lanes(self) -> u8 {
+        match self {
+            Ty::F32x4 | Ty::Boolx4 => 4,
+            Ty::F32x8 => 8,
+            _ => 1,
+        }
+    }
+
+    /// The common type of float operands: a scalar takes the other operand's vector
+    /// type; `None` where two vector widths meet.
+    pub fn join(self, other: Ty) -> Option<Ty> {
+        match (self, other) {
+            (a, b) if a == b => Some(a),
+            (Ty::F32, v) | (v, Ty::F32) => Some(v),
+            _ => None,
         }
     }
 }
@@ -127,7 +154,8 @@ impl Loop {
 pub enum Stmt {
     /// A loop.
     Loop(Loop),
-    /// `buf[index .. index + lanes] = value` (`lanes` is 4 for an `f32x4` value, else 1).
+    /// `buf[index .. index + lanes] = value` (`lanes` is 4 for an `f32x4` value, 8 for an
+    /// `f32x8`, else 1).
     Store {
         /// Target buffer.
         buf: BufId,
@@ -248,7 +276,7 @@ pub enum Expr {
         buf: BufId,
         /// Element index of the first lane (`i64`).
         index: Box<Expr>,
-        /// 1 for a scalar, 4 for an `f32x4`.
+        /// 1 for a scalar, 4 for an `f32x4`, 8 for an `f32x8`.
         lanes: u8,
     },
     /// An elementwise op of one operand.
@@ -265,6 +293,10 @@ pub enum Expr {
     Clamp(Box<Expr>, i64, i64),
     /// An `f32` broadcast to `f32x4`.
     Splat(Box<Expr>),
+    /// An `f32` broadcast to `f32x8`.
+    Splat8(Box<Expr>),
+    /// Lanes `4h .. 4h + 4` of an `f32x8` (`h` is 0 or 1), an `f32x4`.
+    Half(Box<Expr>, u8),
     /// The sum of the four lanes of an `f32x4` (in lane order), an `f32`.
     ReduceAdd(Box<Expr>),
     /// The maximum of the four lanes of an `f32x4`, an `f32`.
@@ -325,6 +357,14 @@ impl Expr {
     pub fn splat(self) -> Expr {
         Expr::Splat(Box::new(self))
     }
+    /// An `f32` broadcast to `f32x8`.
+    pub fn splat8(self) -> Expr {
+        Expr::Splat8(Box::new(self))
+    }
+    /// Half `h` (0: lanes 0–3, 1: lanes 4–7) of an `f32x8`.
+    pub fn half(self, h: u8) -> Expr {
+        Expr::Half(Box::new(self), h)
+    }
     /// `i64` affine helper: `self * k` (skips `* 1`).
     pub fn scale(self, k: i64) -> Expr {
         if k == 1 { self } else { self.mul(Expr::Int(k)) }
@@ -347,6 +387,14 @@ impl Expr {
             buf,
             index: Box::new(index),
             lanes: 4,
+        }
+    }
+    /// An `f32x8` load of 8 consecutive elements.
+    pub fn load8(buf: BufId, index: Expr) -> Expr {
+        Expr::Load {
+            buf,
+            index: Box::new(index),
+            lanes: 8,
         }
     }
 }

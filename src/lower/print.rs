@@ -139,6 +139,16 @@ pub fn write_expr(out: &mut String, e: &Expr) {
             write_expr(out, a);
             out.push(')');
         }
+        Expr::Splat8(a) => {
+            out.push_str("splat8(");
+            write_expr(out, a);
+            out.push(')');
+        }
+        Expr::Half(a, h) => {
+            out.push_str("half(");
+            write_expr(out, a);
+            let _ = write!(out, ", {h})");
+        }
         Expr::ReduceAdd(a) => {
             out.push_str("reduce_add(");
             write_expr(out, a);

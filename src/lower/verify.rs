@@ -117,7 +117,7 @@ impl<'k> Verifier<'k> {
 
     /// The type of an expression, reporting type errors (and returning `None` for them).
     fn expr_ty(&mut self, e: &Expr) -> Option<Ty> {
-        let float = |t: Ty| matches!(t, Ty::F32 | Ty::F32x4);
+        let float = |t: Ty| t.is_float();
         match e {
             Expr::Int(_) => Some(Ty::I64),
             Expr::Float(_) => Some(Ty::F32),
@@ -142,6 +142,7 @@ impl<'k> Verifier<'k> {
                 match (dtype, lanes) {
                     (DType::F32, 1) => Some(Ty::F32),
                     (DType::F32, 4) => Some(Ty::F32x4),
+                    (DType::F32, 8) => Some(Ty::F32x8),
                     (DType::I64, 1) => Some(Ty::I64),
                     _ => {
                         self.error(format!(
@@ -187,11 +188,7 @@ impl<'k> Verifier<'k> {
                         }
                         Some(Ty::I64)
                     }
-                    (x, y) if float(x) && float(y) => Some(if x == Ty::F32x4 || y == Ty::F32x4 {
-                        Ty::F32x4
-                    } else {
-                        Ty::F32
-                    }),
+                    (x, y) if float(x) && float(y) && x.join(y).is_some() => x.join(y),
                     _ => {
                         self.error(format!(
                             "{}: operands {} and {} do not match",
@@ -209,17 +206,19 @@ impl<'k> Verifier<'k> {
                     self.error(format!("{}: fma takes floats", describe(e)));
                     return None;
                 }
-                Some(if ts.contains(&Ty::F32x4) {
-                    Ty::F32x4
-                } else {
-                    Ty::F32
-                })
+                let t = ts[0].join(ts[1]).and_then(|t| t.join(ts[2]));
+                if t.is_none() {
+                    self.error(format!("{}: fma mixes vector widths", describe(e)));
+                }
+                t
             }
             Expr::Cmp(_, a, b) => {
                 let (ta, tb) = (self.expr_ty(a)?, self.expr_ty(b)?);
                 match (ta, tb) {
                     (Ty::I64, Ty::I64) | (Ty::F32, Ty::F32) => Some(Ty::Bool),
-                    (x, y) if float(x) && float(y) => Some(Ty::Boolx4),
+                    (x, y) if float(x) && float(y) && x.join(y) == Some(Ty::F32x4) => {
+                        Some(Ty::Boolx4)
+                    }
                     _ => {
                         self.error(format!(
                             "{}: cannot compare {} with {}",
@@ -269,9 +268,20 @@ impl<'k> Verifier<'k> {
                 }
                 Some(Ty::I64)
             }
-            Expr::Splat(a) => {
+            Expr::Splat(a) | Expr::Splat8(a) => {
                 if self.expr_ty(a)? != Ty::F32 {
                     self.error(format!("{}: splat takes an f32", describe(e)));
+                    return None;
+                }
+                Some(if matches!(e, Expr::Splat8(_)) {
+                    Ty::F32x8
+                } else {
+                    Ty::F32x4
+                })
+            }
+            Expr::Half(a, h) => {
+                if self.expr_ty(a)? != Ty::F32x8 || *h > 1 {
+                    self.error(format!("{}: half takes an f32x8 and 0 or 1", describe(e)));
                     return None;
                 }
                 Some(Ty::F32x4)
@@ -444,7 +454,7 @@ impl<'k> Verifier<'k> {
                 }
                 Stmt::Store { buf, index, value } => {
                     let vt = self.expr_ty(value);
-                    let lanes = if vt == Some(Ty::F32x4) { 4 } else { 1 };
+                    let lanes = vt.map_or(1, Ty::lanes);
                     self.check_access(*buf, index, lanes, "store");
                     let Some(b) = self.kernel.buffers.get(buf.0 as usize) else {
                         continue;
@@ -457,7 +467,8 @@ impl<'k> Verifier<'k> {
                     }
                     let ok = matches!(
                         (b.dtype, vt),
-                        (DType::F32, Some(Ty::F32 | Ty::F32x4)) | (DType::I64, Some(Ty::I64))
+                        (DType::F32, Some(Ty::F32 | Ty::F32x4 | Ty::F32x8))
+                            | (DType::I64, Some(Ty::I64))
                     );
                     if !ok && vt.is_some() {
                         self.error(format!(
@@ -644,6 +655,42 @@ mod tests {
         });
         let errors = verify(&k.finish()).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn wide_vectors_need_room_for_eight_lanes_and_do_not_mix_widths() {
+        let mut k = KernelBuilder::new("v8");
+        let x = k.buffer("x", DType::F32, 20, BufferKind::Input);
+        let y = k.buffer("y", DType::F32, 20, BufferKind::Output);
+        k.for_loop(0, 16, 8, LoopKind::Serial, |k, i| {
+            // In bounds: 8 lanes from 0 and 8; a half is an f32x4.
+            let v = k.declare(Ty::F32x8, Expr::load8(x, i.clone()));
+            let w = Expr::Local(v).fma(Expr::Float(2.0).splat8(), Expr::Float(1.0));
+            k.store(y, i.clone(), w);
+            k.store(y, i.clone(), Expr::Local(v).half(1));
+        });
+        assert_eq!(verify(&k.finish()), Ok(()));
+
+        let mut k = KernelBuilder::new("v8_bad");
+        let x = k.buffer("x", DType::F32, 20, BufferKind::Input);
+        let y = k.buffer("y", DType::F32, 20, BufferKind::Output);
+        k.for_loop(0, 20, 8, LoopKind::Serial, |k, i| {
+            // 8 lanes from 16 run past 20; f32x4 + f32x8 mixes widths; a half of an f32x4.
+            k.store(y, i.clone(), Expr::load8(x, i.clone()));
+            let mixed = Expr::load4(x, Expr::Int(0)).add(Expr::load8(x, Expr::Int(0)));
+            k.store(y, Expr::Int(0), mixed);
+            k.store(y, Expr::Int(0), Expr::load4(x, Expr::Int(0)).half(0));
+        });
+        let errors = verify(&k.finish()).unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("8 lane")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("do not match")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("half takes")),
+            "{errors:?}"
+        );
     }
 
     #[test]

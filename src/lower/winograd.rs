@@ -225,6 +225,16 @@ fn toom_cook(m: usize, r: usize, magnitudes: &[f64]) -> Option<Matrices> {
     Some(Matrices { bt, g, at })
 }
 
+/// The input channels unrolled per trip of a products loop: 4, or the largest divisor of
+/// `c` below it.
+fn channel_unroll(c: usize) -> usize {
+    let mut unroll = 4.min(c);
+    while !c.is_multiple_of(unroll) {
+        unroll -= 1;
+    }
+    unroll
+}
+
 /// `c · x + acc`. The x86-64 FMA (`vfmadd231ps`, see `vendor/cranelift-codegen/FOVEA.md`)
 /// overwrites `acc`, so `x`, which the transforms read again, is never copied.
 fn scaled(c: f32, x: Expr, acc: Expr) -> Expr {
@@ -923,15 +933,43 @@ fn weight_seconds(bytes: usize, times: usize) -> f64 {
     }
 }
 
+/// Modelled instructions of the products per 4 tiles × 8 output channels and input
+/// channel: 2 weight loads, 4 broadcasts and 8 FMAs with `f32x4`. With `f32x8` (1 weight
+/// load, 8 broadcasts and 8 FMAs per 8 tiles: 8.5 per 4) it is fitted to 9.5: with 8.5
+/// the model put ResNet-18's 56×56 layers on F(4×4), which ran one alone in 2.0–2.3 ms
+/// against F(7×7)'s 1.5 (1 thread, `fovea bench FILE --winograd f4x4|f7x7`), and with 14
+/// (the `f32x4` count) its 14×14 ones on F(7×7): 2.7 against F(4×4)'s 1.6–1.7 ms.
+fn product_step() -> f64 {
+    if crate::codegen::wide_vectors() {
+        9.5
+    } else {
+        14.0
+    }
+}
+
+/// The same for the direct kernel per 4 pixels × 8 output channels and tap: with `f32x8`,
+/// 2 weight loads, 4 broadcasts and 8 FMAs per 16 channels. (Fitted instead to the rate
+/// measured on ResNet-18's direct 3×3 layers, 1.2× the `f32x4` kernel's, 11.5, the model
+/// moved its stride-2 layers 2 and 3 to the phases' F(7×7, 2×2), which ran them alone
+/// 1.7–2.4 against 2.0 ms and 2.3–4.2 against 2.0–2.2 ms direct.)
+fn direct_step() -> f64 {
+    if crate::codegen::wide_vectors() {
+        7.0
+    } else {
+        14.0
+    }
+}
+
 /// The direct kernel's modelled seconds for `conv` (4-pixel tiles: per input channel and
-/// tap 2 weight loads, 4 broadcasts and 8 FMAs per block of 8 output channels).
+/// tap 2 weight loads, 4 broadcasts and 8 FMAs per block of 8 output channels, or of 16
+/// with `f32x8`).
 fn direct_cost(conv: &DirectConv<'_>) -> Option<f64> {
     let [rows, cols] = conv.axes else {
         return None;
     };
     let taps = rows.kernel * cols.kernel;
     let tiles = (conv.n * rows.output * cols.output.div_ceil(4)) as f64;
-    let work = tiles * (taps * 14) as f64 * conv.c as f64 * (conv.m / WIDTH) as f64;
+    let work = tiles * taps as f64 * direct_step() * conv.c as f64 * (conv.m / WIDTH) as f64;
     Some(work / INSTRUCTIONS_PER_SECOND + weight_seconds(taps * conv.c * conv.m * 4, 1))
 }
 
@@ -1256,7 +1294,7 @@ impl Plan {
         let (input, output) = self.variant.transform_cost();
         let tiles = (self.bands() * self.tiles) as f64;
         let work = tiles
-            * (self.variant.points() as f64 * 14.0 / 4.0 * c * blocks
+            * (self.variant.points() as f64 * product_step() / 4.0 * c * blocks
                 + input * c * self.oc_groups as f64
                 + output * blocks);
         work / INSTRUCTIONS_PER_SECOND + self.weight_cost(self.runtime_weights)
@@ -1366,10 +1404,15 @@ impl Plan {
             ),
             None => "input transformed per task".to_string(),
         };
+        let gemm = if crate::codegen::wide_vectors() {
+            format!("8 tiles x {WIDTH} channels (8 f32x8 accumulators)")
+        } else {
+            format!("4 tiles x {WIDTH} channels (8 f32x4 accumulators)")
+        };
         format!(
             "winograd F({side}x{side},{r}x{r}), bands of {} x {} tiles ({} with padding), GEMM \
-             tile 4 tiles x {WIDTH} channels (8 accumulators), {} bands x {} channel groups \
-             on {} threads, weights transformed {}, {input}",
+             tile {gemm}, {} bands x {} channel groups on {} threads, weights transformed {}, \
+             {input}",
             self.band_rows,
             self.tile_cols,
             self.tiles,
@@ -1917,6 +1960,20 @@ impl Plan {
                 times(point, self.tiles * WIDTH),
             ]);
             let m_at = Expr::Local(k.declare(Ty::I64, m_at));
+            if crate::codegen::wide_vectors() {
+                // Two groups (8 tiles) at a time in 8 `f32x8` accumulators: a weight vector
+                // of the block's 8 channels feeds 8 FMAs, each with a broadcast tile value.
+                let groups = self.groups();
+                k.range(groups / 2, |k, pair| {
+                    let g = times(pair, 2);
+                    self.wide_product(k, f, u_buf, (&u_at, &v_at, &m_at), g, 2);
+                });
+                if groups % 2 == 1 {
+                    let g = Expr::Int(groups as i64 - 1);
+                    self.wide_product(k, f, u_buf, (&u_at, &v_at, &m_at), g, 1);
+                }
+                return;
+            }
             k.range(self.groups(), |k, g| {
                 let zero = || Expr::Float(0.0).splat();
                 let acc: Vec<[LocalId; 2]> = (0..GROUP)
@@ -1924,10 +1981,7 @@ impl Plan {
                     .collect();
                 let v_group = sum([v_at.clone(), times(g.clone(), c * GROUP)]);
                 let v_group = Expr::Local(k.declare(Ty::I64, v_group));
-                let mut unroll = 4.min(c);
-                while !c.is_multiple_of(unroll) {
-                    unroll -= 1;
-                }
+                let unroll = channel_unroll(c);
                 k.for_loop(0, c as i64, unroll as i64, LoopKind::Serial, |k, ci| {
                     // One address per trip; the unrolled channels are constant offsets.
                     let u_row = sum([u_at.clone(), times(ci.clone(), WIDTH)]);
@@ -1958,6 +2012,61 @@ impl Plan {
                 }
             });
         });
+    }
+
+    /// The products of `count` (1 or 2) consecutive groups of 4 tiles from group `g`, at
+    /// one point (`u_at`, `v_at`, `m_at`: its weights, `V` and `M`), with `f32x8`
+    /// accumulators: per input channel one load of the block's 8 weights and one broadcast
+    /// per tile, each feeding one FMA. A single group keeps two sums per tile (even and
+    /// odd unrolled channels), added at the end, so 8 FMA chains are in flight either way.
+    fn wide_product(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        u_buf: BufId,
+        (u_at, v_at, m_at): (&Expr, &Expr, &Expr),
+        g: Expr,
+        count: usize,
+    ) {
+        let c = self.g.c;
+        let tiles = count * GROUP;
+        let sums = if count == 1 { 2 } else { 1 };
+        let zero = || Expr::Float(0.0).splat8();
+        let acc: Vec<LocalId> = (0..tiles * sums)
+            .map(|_| k.declare(Ty::F32x8, zero()))
+            .collect();
+        let v_group = sum([v_at.clone(), times(g.clone(), c * GROUP)]);
+        let v_group = Expr::Local(k.declare(Ty::I64, v_group));
+        let unroll = channel_unroll(c);
+        k.for_loop(0, c as i64, unroll as i64, LoopKind::Serial, |k, ci| {
+            let u_row = sum([u_at.clone(), times(ci.clone(), WIDTH)]);
+            let u_row = Expr::Local(k.declare(Ty::I64, u_row));
+            let v_row = sum([v_group.clone(), times(ci, GROUP)]);
+            let v_row = Expr::Local(k.declare(Ty::I64, v_row));
+            for u in 0..unroll {
+                let at = plus(u_row.clone(), (u * WIDTH) as i64);
+                let w = k.declare(Ty::F32x8, Expr::load8(u_buf, at));
+                let set = &acc[(u % sums) * tiles..][..tiles];
+                for (t, &a) in set.iter().enumerate() {
+                    // Tile `t`: group `t / GROUP`, whose `V` is `c · GROUP` further on.
+                    let at = plus(
+                        v_row.clone(),
+                        ((t / GROUP) * c * GROUP + u * GROUP + t % GROUP) as i64,
+                    );
+                    let xs = Expr::load(f.v_buf, at).splat8();
+                    k.assign(a, xs.fma(Expr::Local(w), Expr::Local(a)));
+                }
+            }
+        });
+        let out = sum([m_at.clone(), times(g, GROUP * WIDTH)]);
+        let out = Expr::Local(k.declare(Ty::I64, out));
+        for t in 0..tiles {
+            let mut total = Expr::Local(acc[t]);
+            for s in 1..sums {
+                total = total.add(Expr::Local(acc[s * tiles + t]));
+            }
+            k.store(f.s, plus(out.clone(), (t * WIDTH) as i64), total);
+        }
     }
 
     /// `Aᵀ M A` plus bias for every tile of the band and output-channel block `block`,

@@ -867,6 +867,8 @@ impl ABIMachineSpec for X64ABIMachineSpec {
         // We allocate in terms of 8-byte slots.
         match rc {
             RegClass::Int => 1,
+            // (Fovea's patch) a `ymm` register, once 256-bit vectors are enabled.
+            RegClass::Float if super::wide_vectors() => vector_scale.max(32) / 8,
             RegClass::Float => vector_scale / 8,
             RegClass::Vector => unreachable!(),
         }

@@ -37,6 +37,35 @@ pub(crate) struct X64Backend {
     x64_flags: x64_settings::Flags,
 }
 
+std::thread_local! {
+    /// (Fovea's patch) Whether the function being compiled on this thread may hold
+    /// 256-bit vector values (`f32x8`): set for the duration of `compile_function` by a
+    /// backend with AVX. While set, the register allocator moves, spills and reloads whole
+    /// `ymm` registers (its float spill slots are 32 bytes), so 256-bit values survive
+    /// them; a backend without AVX compiles exactly as upstream.
+    static WIDE_VECTORS: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// (Fovea's patch) See `WIDE_VECTORS`.
+pub(crate) fn wide_vectors() -> bool {
+    WIDE_VECTORS.with(|w| w.get())
+}
+
+/// (Fovea's patch) Sets `WIDE_VECTORS` until dropped, then restores it.
+struct WideVectors(bool);
+
+impl WideVectors {
+    fn set(on: bool) -> WideVectors {
+        WideVectors(WIDE_VECTORS.with(|w| w.replace(on)))
+    }
+}
+
+impl Drop for WideVectors {
+    fn drop(&mut self) {
+        WIDE_VECTORS.with(|w| w.set(self.0));
+    }
+}
+
 impl X64Backend {
     /// Create a new X64 backend with the given (shared) flags.
     fn new_with_flags(
@@ -91,6 +120,7 @@ impl TargetIsa for X64Backend {
         want_disasm: bool,
         ctrl_plane: &mut ControlPlane,
     ) -> CodegenResult<CompiledCodeStencil> {
+        let _wide = WideVectors::set(self.x64_flags.has_avx());
         let vcode = self.compile_vcode(func, domtree, regalloc_ctx, ctrl_plane)?;
 
         let emit_result = vcode.emit(&regalloc_ctx.output, want_disasm, &self.flags, ctrl_plane)?;

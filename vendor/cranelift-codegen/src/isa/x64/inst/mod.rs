@@ -318,6 +318,10 @@ impl Inst {
                     }
                     types::F32X4 => asm::inst::movups_a::new(to_reg, from_addr).into(),
                     types::F64X2 => asm::inst::movupd_a::new(to_reg, from_addr).into(),
+                    // (Fovea's patch) 256-bit values: reloads and loads of `f32x8`.
+                    _ if ty.is_vector() && ty.bits() == 256 => {
+                        asm::inst::vmovups_ya::new(to_reg, from_addr).into()
+                    }
                     _ if (ty.is_float() || ty.is_vector()) && ty.bits() == 128 => {
                         asm::inst::movdqu_a::new(to_reg, from_addr).into()
                     }
@@ -358,6 +362,10 @@ impl Inst {
                     }
                     types::F32X4 => asm::inst::movups_b::new(to_addr, from_reg).into(),
                     types::F64X2 => asm::inst::movupd_b::new(to_addr, from_reg).into(),
+                    // (Fovea's patch) 256-bit values: spills and stores of `f32x8`.
+                    _ if ty.is_vector() && ty.bits() == 256 => {
+                        asm::inst::vmovups_yb::new(to_addr, from_reg).into()
+                    }
                     _ if (ty.is_float() || ty.is_vector()) && ty.bits() == 128 => {
                         asm::inst::movdqu_b::new(to_addr, from_reg).into()
                     }
@@ -1284,6 +1292,10 @@ impl MachInst for Inst {
                 asm::XmmMem::Xmm(dst) => Some((dst.map(|r| r.to_reg()), xmm1.as_ref().to_reg())),
                 asm::XmmMem::Mem(_) => None,
             },
+            // (Fovea's patch) the 256-bit register move.
+            Self::External {
+                inst: I::vmovaps_yr(asm::inst::vmovaps_yr { xmm1, xmm2 }),
+            } => Some((xmm1.as_ref().map(|r| r.to_reg()), xmm2.as_ref().to_reg())),
             _ => None,
         }
     }
@@ -1379,6 +1391,16 @@ impl MachInst for Inst {
                 let dst_reg = dst_reg.map(|r| Xmm::new(r).unwrap());
                 let src_reg = Xmm::new(src_reg).unwrap();
                 match ty {
+                    // (Fovea's patch) 256-bit values, and every move of the register
+                    // allocator once 256-bit vectors are enabled (see `wide_vectors`).
+                    _ if ty.bits() == 256 => asm::inst::vmovaps_yr::new(dst_reg, src_reg).into(),
+                    // (Fovea's patch) and then the VEX form of every other move: a legacy
+                    // SSE instruction after 256-bit ones (upper halves dirty) is slow on
+                    // some cores (ten times, a direct convolution measured on AMD Zen 3,
+                    // whose `select` lowered to a conditional `movaps`).
+                    _ if crate::isa::x64::wide_vectors() => {
+                        asm::inst::vmovaps_a::new(dst_reg, src_reg).into()
+                    }
                     types::F16 | types::F32 | types::F64 | types::F32X4 => {
                         asm::inst::movaps_a::new(dst_reg, src_reg).into()
                     }
@@ -1418,6 +1440,10 @@ impl MachInst for Inst {
             types::F64 => Ok((&[RegClass::Float], &[types::F64])),
             types::F128 => Ok((&[RegClass::Float], &[types::F128])),
             types::I128 => Ok((&[RegClass::Int, RegClass::Int], &[types::I64, types::I64])),
+            // (Fovea's patch) 256-bit vectors live in the `ymm` registers.
+            _ if ty.is_vector() && ty.bits() == 256 => {
+                Ok((&[RegClass::Float], &[types::I8X32]))
+            }
             _ if ty.is_vector() && ty.bits() <= 128 => {
                 let types = &[types::I8X2, types::I8X4, types::I8X8, types::I8X16];
                 Ok((
@@ -1433,6 +1459,9 @@ impl MachInst for Inst {
 
     fn canonical_type_for_rc(rc: RegClass) -> Type {
         match rc {
+            // (Fovea's patch) once 256-bit vectors are enabled, the register
+            // allocator's spills, reloads and moves carry the whole `ymm` register.
+            RegClass::Float if crate::isa::x64::wide_vectors() => types::I8X32,
             RegClass::Float => types::I8X16,
             RegClass::Int => types::I64,
             RegClass::Vector => unreachable!(),
