@@ -569,3 +569,44 @@ fn depthwise_planes_flat_and_by_rows() {
         }
     }
 }
+
+/// With 256-bit vectors, ungrouped convolutions whose output channels are not a multiple of
+/// 16 (a 1000-class 1×1 classifier, 88, 100 or 200 channels) take the direct kernel with the
+/// channels padded to whole 16-channel blocks; every output equals the interpreter's
+/// within 1e-4 of the largest, the padding's clamped stores included (the last channel is
+/// stored after them), on 1 and 2 threads.
+#[test]
+fn padded_output_channels_take_the_direct_kernel() {
+    // (input channels, output channels, side, [kernel, pad, stride])
+    let cases = [
+        (64, 1000, 13, [1, 0, 1]),
+        (16, 88, 9, [3, 1, 1]),
+        (8, 100, 10, [3, 1, 2]),
+        (24, 200, 7, [1, 0, 1]),
+    ];
+    for (c, m, side, geometry) in cases {
+        let text = conv_relu(1, [c, m], side, geometry, 0.1);
+        let what = format!("{c} -> {m} channels, {side}x{side}, {geometry:?}");
+        let model = Model::parse(&text).unwrap();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
+        let interpreted = model.interpret(&refs).unwrap();
+        for threads in [1, 2] {
+            let compiled = Compiler::new()
+                .threads(threads)
+                .winograd(Winograd::Off)
+                .compile(&model)
+                .unwrap();
+            if fovea::codegen::wide_vectors() {
+                let schedule = schedules(&compiled);
+                assert!(
+                    schedule[0].starts_with("direct, tile 4 pixels x 16 channels"),
+                    "{what}: {schedule:?}"
+                );
+            }
+            let out = compiled.run(&refs).unwrap();
+            let e = relative_error(&out[0].1, &interpreted[0].1);
+            assert!(e <= 1e-4, "{what}, {threads} threads: error {e}");
+        }
+    }
+}

@@ -133,7 +133,17 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     if cols.output < PIXELS || conv.group == 0 || !conv.m.is_multiple_of(conv.group) {
         return None;
     }
-    let q = channel_vectors(conv.m / conv.group)?;
+    // With 256-bit vectors, an ungrouped layer whose channels would leave fewer than 8
+    // `f32x8` accumulators (SqueezeNet's 1000-channel classifier: 8 `f32x4`, 4.5–5 ms,
+    // against ONNX Runtime's 2.2) is padded to a multiple of 16 channels: zero weights,
+    // the padding's stores clamped onto the last channel and made before its own.
+    let (q, m_pad) = match channel_vectors(conv.m / conv.group) {
+        Some(q) if q >= 4 || !crate::codegen::wide_vectors() => (q, conv.m),
+        _ if crate::codegen::wide_vectors() && conv.group == 1 && conv.m >= 64 => {
+            (4, conv.m.next_multiple_of(16))
+        }
+        q => (q?, conv.m),
+    };
     let cg = conv.c / conv.group;
     let taps = rows.kernel * cols.kernel;
     if conv.weights.shape() != [conv.m, cg, rows.kernel, cols.kernel] {
@@ -141,35 +151,41 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     }
     let w = conv.weights.as_f32()?;
     let width = 4 * q;
-    let blocks = conv.m / width;
-    // [block][ci][tap][j] = w[block * width + j][ci][tap]
-    let mut packed = vec![0f32; conv.m * cg * taps];
+    let blocks = m_pad / width;
+    // [block][ci][tap][j] = w[block * width + j][ci][tap] (zero past the last channel)
+    let mut packed = vec![0f32; m_pad * cg * taps];
     for block in 0..blocks {
         for ci in 0..cg {
             for tap in 0..taps {
                 for j in 0..width {
                     let oc = block * width + j;
+                    if oc >= conv.m {
+                        continue;
+                    }
                     packed[((block * cg + ci) * taps + tap) * width + j] =
                         w[(oc * cg + ci) * taps + tap];
                 }
             }
         }
     }
-    let bias = match conv.bias {
+    let mut bias = match conv.bias {
         Some(b) => b.as_f32()?.to_vec(),
         None => vec![0.0; conv.m],
     };
     if bias.len() != conv.m {
         return None;
     }
+    bias.resize(m_pad, 0.0);
     let packed = Tensor::from_f32(vec![packed.len()], packed).ok()?;
-    let bias = Tensor::from_f32(vec![conv.m], bias).ok()?;
+    let bias = Tensor::from_f32(vec![m_pad], bias).ok()?;
     let tile = Tile {
         conv,
         rows,
         cols,
         q,
-        lanes: if crate::codegen::wide_vectors() && q.is_multiple_of(2) {
+        // `f32x8` from 16 channels (8 accumulators): 8 channels would leave 4, too few
+        // FMA chains to cover the latency (SqueezeNet's 1000-channel classifier).
+        lanes: if crate::codegen::wide_vectors() && q >= 4 {
             8
         } else {
             4
@@ -177,7 +193,8 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         cg,
         blocks,
         chunk: chunk(cg, taps * width * 4),
-        rows_outer: conv.c * rows.input * cols.input > conv.m * cg * taps,
+        rows_outer: conv.c * rows.input * cols.input > m_pad * cg * taps,
+        padded: m_pad > conv.m,
     };
     let kernel = tile.kernel(node.name, Arc::new(packed), Arc::new(bias));
     let mut args = vec![Arg::Input(0), Arg::Const, Arg::Const, Arg::Output(0)];
@@ -269,6 +286,9 @@ struct Tile<'a> {
     /// row and the channels visited chunk by chunk, so each chunk's weights stay in L1
     /// across the row's tiles.
     chunk: usize,
+    /// Whether the output channels are padded to a whole block (ungrouped only): the
+    /// padding's lanes are computed, and stored onto the last channel before it.
+    padded: bool,
     /// Whether the parallel loop runs over rows outside channel blocks: when the input is
     /// larger than the weights, so that a thread's contiguous share of the loop reads its
     /// rows of the input once for every block (instead of every thread reading the whole
@@ -292,6 +312,8 @@ struct Frame {
     w_base: Expr,
     /// First element of the block's first output channel plane.
     y_base: Expr,
+    /// First element of the iteration's batch in the output.
+    y_batch: Expr,
     /// The scratch rows of partial sums (chunked kernels), and this iteration's first
     /// element in it.
     scratch: Option<(BufId, Expr)>,
@@ -448,7 +470,7 @@ impl Tile<'_> {
             packed.len(),
             BufferKind::Const(packed),
         );
-        let b = k.buffer("b", DType::F32, conv.m, BufferKind::Const(bias));
+        let b = k.buffer("b", DType::F32, bias.len(), BufferKind::Const(bias));
         let y = k.buffer(
             "y",
             DType::F32,
@@ -495,10 +517,8 @@ impl Tile<'_> {
                     times(batch.clone(), conv.c * plane),
                     times(g, self.cg * plane),
                 ]);
-                let y_base = sum([
-                    times(batch, conv.m * out_plane),
-                    times(block.clone(), width * out_plane),
-                ]);
+                let y_batch = Expr::Local(k.declare(Ty::I64, times(batch, conv.m * out_plane)));
+                let y_base = sum([y_batch.clone(), times(block.clone(), width * out_plane)]);
                 let frame = Frame {
                     x,
                     w,
@@ -512,6 +532,7 @@ impl Tile<'_> {
                         times(block, self.cg * rows.kernel * cols.kernel * width),
                     )),
                     y_base: Expr::Local(k.declare(Ty::I64, y_base)),
+                    y_batch,
                     scratch,
                 };
                 for_rows(k, rows, &oy, &|k, oy, border| {
@@ -560,8 +581,14 @@ impl Tile<'_> {
                 }
             })
             .collect();
-        let y_row =
-            Expr::Local(k.declare(Ty::I64, sum([f.y_base.clone(), times(oy, cols.output)])));
+        // The output row's first element; padded, its offset in the plane (`store` adds the
+        // batch and the clamped channel).
+        let y_row = if self.padded {
+            times(oy, cols.output)
+        } else {
+            sum([f.y_base.clone(), times(oy, cols.output)])
+        };
+        let y_row = Expr::Local(k.declare(Ty::I64, y_row));
         let tiles = self.tiles();
         // The pixels of a tile at `start`; at a known position (`fixed`: the pixels before
         // it, which the previous tile computes, and their taps) each pixel's taps inside
@@ -812,18 +839,39 @@ impl Tile<'_> {
         } else {
             acc.to_vec()
         };
+        let mut rows = Vec::with_capacity(self.width());
         for v in 0..self.q {
             let r = [0, 1, 2, 3].map(|p| Expr::Local(acc[p][v]));
-            for (c, value) in transpose4(k, &r, 0..4).into_iter().enumerate() {
-                let lane = 4 * v + c;
-                let store_at = StoreAt {
+            rows.extend(transpose4(k, &r, 0..4));
+        }
+        let last = self.conv.m as i64 - 1;
+        let stores: Vec<(usize, Expr)> = if self.padded {
+            // Last lane first: a padding lane's clamped store precedes the last channel's.
+            rows.into_iter().enumerate().rev().collect()
+        } else {
+            rows.into_iter().enumerate().collect()
+        };
+        for (lane, value) in stores {
+            let store_at = if self.padded {
+                let channel = plus(f.channel.clone(), lane as i64).clamp(0, last);
+                let channel = Expr::Local(k.declare(Ty::I64, channel));
+                StoreAt {
+                    index: sum([
+                        f.y_batch.clone(),
+                        times(channel.clone(), out_plane),
+                        at.clone(),
+                    ]),
+                    channel,
+                }
+            } else {
+                StoreAt {
                     index: plus(at.clone(), (lane * out_plane) as i64),
                     channel: plus(f.channel.clone(), lane as i64),
-                };
-                self.conv
-                    .epilogue
-                    .store(k, &f.extras, f.y, &store_at, value, 4);
-            }
+                }
+            };
+            self.conv
+                .epilogue
+                .store(k, &f.extras, f.y, &store_at, value, 4);
         }
     }
 }
