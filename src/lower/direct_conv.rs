@@ -135,12 +135,18 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     }
     // With 256-bit vectors, an ungrouped layer whose channels would leave fewer than 8
     // `f32x8` accumulators (SqueezeNet's 1000-channel classifier: 8 `f32x4`, 4.5–5 ms,
-    // against ONNX Runtime's 2.2) is padded to a multiple of 16 channels: zero weights,
+    // against ONNX Runtime's 2.2) is padded to a multiple of 16 or 24 channels: zero weights,
     // the padding's stores clamped onto the last channel and made before its own.
     let (q, m_pad) = match channel_vectors(conv.m / conv.group) {
         Some(q) if q >= 4 || !crate::codegen::wide_vectors() => (q, conv.m),
         _ if crate::codegen::wide_vectors() && conv.group == 1 && conv.m >= 64 => {
-            (4, conv.m.next_multiple_of(16))
+            // 24-channel blocks (12 accumulators) where they pad little more than 16.
+            let (m16, m24) = (conv.m.next_multiple_of(16), conv.m.next_multiple_of(24));
+            if m24 * 50 <= m16 * 51 {
+                (6, m24)
+            } else {
+                (4, m16)
+            }
         }
         q => (q?, conv.m),
     };
