@@ -317,8 +317,6 @@ fn build_function(
         locals: HashMap::new(),
         range: (params[1], params[2]),
         addresses: HashMap::new(),
-        half_slot: None,
-        half_holds: None,
     };
     g.stmts(&kernel.body, true)?;
     g.b.ins().return_(&[]);
@@ -338,10 +336,6 @@ struct Gen<'a, 'k> {
     /// Addresses computed in the current block, by buffer and index value: accesses at
     /// the same index plus different constants share one address computation.
     addresses: HashMap<(u32, Value), Value>,
-    /// The stack slot through which `f32x8` values are halved, once one is.
-    half_slot: Option<cranelift_codegen::ir::StackSlot>,
-    /// The value the half slot holds, within the current block.
-    half_holds: Option<Value>,
 }
 
 /// Splits `index` into its non-constant part (`None` if it is a constant) and the sum of
@@ -380,7 +374,6 @@ impl Gen<'_, '_> {
     /// Continues in `block`; addresses computed in the previous block are forgotten.
     fn switch_to(&mut self, block: cranelift_codegen::ir::Block) {
         self.addresses.clear();
-        self.half_holds = None;
         self.b.switch_to_block(block);
     }
 
@@ -533,25 +526,14 @@ impl Gen<'_, '_> {
         Ok((self.splat_if(a, t), self.splat_if(b, t), t))
     }
 
-    /// The low (`h` = 0) or high half of an `f32x8`, through a 32-byte stack slot: Cranelift
-    /// has no instruction that narrows a vector. The store is skipped when the slot already
-    /// holds `v` (the other half was just taken) within one block.
+    /// The low (`h` = 0) or high half of an `f32x8`: as lane `h` of the same bits read as
+    /// `f128x2` (Cranelift has no instruction that narrows a vector; the patched code
+    /// generator lowers lane 0 to the register itself and lane 1 to `vextractf128`).
     fn half(&mut self, v: Value, h: u8) -> Value {
-        let slot = *self.half_slot.get_or_insert_with(|| {
-            self.b
-                .create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
-                    cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
-                    32,
-                    5,
-                ))
-        });
-        if self.half_holds != Some(v) {
-            self.b.ins().stack_store(types::I64, v, slot, 0);
-            self.half_holds = Some(v);
-        }
-        self.b
-            .ins()
-            .stack_load(types::I64, types::F32X4, slot, i32::from(h) * 16)
+        let flags = Self::vector_flags();
+        let wide = self.b.ins().bitcast(types::F128X2, flags, v);
+        let lane = self.b.ins().extractlane(wide, h);
+        self.b.ins().bitcast(types::F32X4, flags, lane)
     }
 
     fn float_select(&mut self, cond: Value, a: Value, b: Value, t: Ty) -> Value {

@@ -826,58 +826,57 @@ impl Tile<'_> {
     }
 
     /// Transposes each channel vector's 4 × 4 block and stores four pixels per channel,
-    /// from output element `at` of the block's first channel, through the epilogue.
-    /// `f32x8` accumulators are split into their halves (the two of one accumulator one
-    /// after the other, so it is spilled once).
-    #[allow(clippy::needless_range_loop)]
+    /// from output element `at` of the block's first channel, through the epilogue, one
+    /// channel vector at a time (`f32x8` accumulators taken half by half), so few values
+    /// are live at once. Padded, from the last lane down: a padding lane's clamped store
+    /// precedes the last channel's own.
     fn store(&self, k: &mut KernelBuilder, f: &Frame, at: &Expr, acc: &[Vec<LocalId>]) {
         let out_plane = self.rows.output * self.cols.output;
-        let acc: Vec<Vec<LocalId>> = if self.lanes == 8 {
-            acc.iter()
-                .map(|pixel| {
-                    pixel
-                        .iter()
-                        .flat_map(|&a| [0, 1].map(|h| (a, h)))
-                        .map(|(a, h)| k.declare(Ty::F32x4, Expr::Local(a).half(h)))
-                        .collect()
-                })
-                .collect()
-        } else {
-            acc.to_vec()
-        };
-        let mut rows = Vec::with_capacity(self.width());
-        for v in 0..self.q {
-            let r = [0, 1, 2, 3].map(|p| Expr::Local(acc[p][v]));
-            rows.extend(transpose4(k, &r, 0..4));
-        }
         let last = self.conv.m as i64 - 1;
-        let stores: Vec<(usize, Expr)> = if self.padded {
-            // Last lane first: a padding lane's clamped store precedes the last channel's.
-            rows.into_iter().enumerate().rev().collect()
+        let order: Vec<usize> = if self.padded {
+            (0..self.q).rev().collect()
         } else {
-            rows.into_iter().enumerate().collect()
+            (0..self.q).collect()
         };
-        for (lane, value) in stores {
-            let store_at = if self.padded {
-                let channel = plus(f.channel.clone(), lane as i64).clamp(0, last);
-                let channel = Expr::Local(k.declare(Ty::I64, channel));
-                StoreAt {
-                    index: sum([
-                        f.y_batch.clone(),
-                        times(channel.clone(), out_plane),
-                        at.clone(),
-                    ]),
-                    channel,
+        for v in order {
+            let r = [0, 1, 2, 3].map(|p| {
+                if self.lanes == 8 {
+                    let half = Expr::Local(acc[p][v / 2]).half((v % 2) as u8);
+                    Expr::Local(k.declare(Ty::F32x4, half))
+                } else {
+                    Expr::Local(acc[p][v])
                 }
-            } else {
-                StoreAt {
-                    index: plus(at.clone(), (lane * out_plane) as i64),
-                    channel: plus(f.channel.clone(), lane as i64),
-                }
-            };
-            self.conv
-                .epilogue
-                .store(k, &f.extras, f.y, &store_at, value, 4);
+            });
+            let mut columns: Vec<(usize, Expr)> = transpose4(k, &r, 0..4)
+                .into_iter()
+                .enumerate()
+                .map(|(c, value)| (4 * v + c, value))
+                .collect();
+            if self.padded {
+                columns.reverse();
+            }
+            for (lane, value) in columns {
+                let store_at = if self.padded {
+                    let channel = plus(f.channel.clone(), lane as i64).clamp(0, last);
+                    let channel = Expr::Local(k.declare(Ty::I64, channel));
+                    StoreAt {
+                        index: sum([
+                            f.y_batch.clone(),
+                            times(channel.clone(), out_plane),
+                            at.clone(),
+                        ]),
+                        channel,
+                    }
+                } else {
+                    StoreAt {
+                        index: plus(at.clone(), (lane * out_plane) as i64),
+                        channel: plus(f.channel.clone(), lane as i64),
+                    }
+                };
+                self.conv
+                    .epilogue
+                    .store(k, &f.extras, f.y, &store_at, value, 4);
+            }
         }
     }
 }
