@@ -235,6 +235,16 @@ fn channel_unroll(c: usize) -> usize {
     unroll
 }
 
+/// The addresses of one trip of a products loop, from input channel `ci`: the weights'
+/// row from `u_at` and `V`'s from `v_group`, once per trip (the unrolled channels are
+/// constant offsets from them).
+fn product_rows(k: &mut KernelBuilder, u_at: &Expr, v_group: &Expr, ci: Expr) -> (Expr, Expr) {
+    let u_row = sum([u_at.clone(), times(ci.clone(), WIDTH)]);
+    let u_row = Expr::Local(k.declare(Ty::I64, u_row));
+    let v_row = sum([v_group.clone(), times(ci, GROUP)]);
+    (u_row, Expr::Local(k.declare(Ty::I64, v_row)))
+}
+
 /// `c · x + acc`. The x86-64 FMA (`vfmadd231ps`, see `vendor/cranelift-codegen/FOVEA.md`)
 /// overwrites `acc`, so `x`, which the transforms read again, is never copied.
 fn scaled(c: f32, x: Expr, acc: Expr) -> Expr {
@@ -1983,11 +1993,7 @@ impl Plan {
                 let v_group = Expr::Local(k.declare(Ty::I64, v_group));
                 let unroll = channel_unroll(c);
                 k.for_loop(0, c as i64, unroll as i64, LoopKind::Serial, |k, ci| {
-                    // One address per trip; the unrolled channels are constant offsets.
-                    let u_row = sum([u_at.clone(), times(ci.clone(), WIDTH)]);
-                    let u_row = Expr::Local(k.declare(Ty::I64, u_row));
-                    let v_row = sum([v_group.clone(), times(ci, GROUP)]);
-                    let v_row = Expr::Local(k.declare(Ty::I64, v_row));
+                    let (u_row, v_row) = product_rows(k, &u_at, &v_group, ci);
                     for u in 0..unroll {
                         let w = [0, 4].map(|o| {
                             let at = plus(u_row.clone(), (u * WIDTH + o) as i64);
@@ -2039,10 +2045,7 @@ impl Plan {
         let v_group = Expr::Local(k.declare(Ty::I64, v_group));
         let unroll = channel_unroll(c);
         k.for_loop(0, c as i64, unroll as i64, LoopKind::Serial, |k, ci| {
-            let u_row = sum([u_at.clone(), times(ci.clone(), WIDTH)]);
-            let u_row = Expr::Local(k.declare(Ty::I64, u_row));
-            let v_row = sum([v_group.clone(), times(ci, GROUP)]);
-            let v_row = Expr::Local(k.declare(Ty::I64, v_row));
+            let (u_row, v_row) = product_rows(k, u_at, &v_group, ci);
             for u in 0..unroll {
                 let at = plus(u_row.clone(), (u * WIDTH) as i64);
                 let w = k.declare(Ty::F32x8, Expr::load8(u_buf, at));
