@@ -611,3 +611,32 @@ fn padded_output_channels_take_the_direct_kernel() {
         }
     }
 }
+
+/// 1×1 layers on small planes (7×7: MobileNetV2's last stage) visit their input channels
+/// in chunks whose inputs and weights together stay in L1, summing through the scratch
+/// rows; the sums still match the interpreter.
+#[test]
+fn small_plane_pointwise_layers_sum_in_chunks() {
+    // (input channels, output channels, side)
+    for (c, m, side) in [(320, 1280, 7), (960, 160, 7), (160, 96, 5)] {
+        let text = conv_relu(1, [c, m], side, [1, 0, 1], 0.05);
+        let what = format!("{c} -> {m} channels, {side}x{side}");
+        let model = Model::parse(&text).unwrap();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
+        let interpreted = model.interpret(&refs).unwrap();
+        for threads in [1, 2] {
+            let compiled = Compiler::new().threads(threads).compile(&model).unwrap();
+            let schedule = schedules(&compiled);
+            let chunk: usize = schedule[0]
+                .rsplit("chunks of ")
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{what}: {schedule:?}"));
+            assert!(chunk < c && c % chunk == 0, "{what}: {schedule:?}");
+            let out = compiled.run(&refs).unwrap();
+            let e = relative_error(&out[0].1, &interpreted[0].1);
+            assert!(e <= 1e-4, "{what}, {threads} threads: error {e}");
+        }
+    }
+}
