@@ -523,20 +523,22 @@ fn schedules(compiled: &CompiledModel) -> Vec<String> {
 
 /// Depthwise convolutions with MobileNetV2's fused clip and with a residual add and ReLU,
 /// computed flat (small planes as one run of vectors across rows, including "valid"
-/// padding and stride 2) and row by row, against the interpreter.
+/// padding and stride 2; the runs of rows that read alike looped where there are enough of
+/// them) and row by row, against the interpreter.
 #[test]
 fn depthwise_planes_flat_and_by_rows() {
-    // (batch, channels, side, kernel, stride, pad, flat)
+    // (batch, channels, side, kernel, stride, pad, flat, looped)
     let cases = [
-        (1, 6, 7, 3, 1, 1, true),
-        (2, 5, 14, 3, 1, 1, true),
-        (1, 4, 28, 3, 2, 1, true),
-        (1, 3, 10, 3, 1, 0, true),
-        (1, 4, 14, 5, 1, 2, true),
-        (1, 3, 14, 3, 2, 1, false),
-        (2, 3, 48, 3, 1, 1, false),
+        (1, 6, 7, 3, 1, 1, true, false),
+        (2, 5, 14, 3, 1, 1, true, true),
+        (1, 4, 28, 3, 1, 1, true, true),
+        (1, 4, 28, 3, 2, 1, true, true),
+        (1, 3, 10, 3, 1, 0, true, true),
+        (1, 4, 14, 5, 1, 2, true, true),
+        (1, 3, 14, 3, 2, 1, false, false),
+        (2, 3, 48, 3, 1, 1, false, false),
     ];
-    for (n, c, side, k, stride, pad, flat) in cases {
+    for (n, c, side, k, stride, pad, flat, looped) in cases {
         let out = (side + 2 * pad - k) / stride + 1;
         let shape = format!("{n},{c},{out},{out}");
         let head = format!(
@@ -565,6 +567,7 @@ fn depthwise_planes_flat_and_by_rows() {
                 let schedule = &schedules(compiled)[0];
                 assert!(schedule.starts_with("depthwise"), "{what}: {schedule}");
                 assert_eq!(schedule.contains("flat"), flat, "{what}: {schedule}");
+                assert_eq!(schedule.contains("looped"), looped, "{what}: {schedule}");
             });
         }
     }

@@ -238,14 +238,16 @@ fn winograd_kernels_stay_in_bounds() {
 }
 
 /// Depthwise convolutions computed flat (small planes as one run of vectors across rows:
-/// stride 1 and 2, "same" and "valid" padding, 3×3 and 5×5 kernels) and row by row, with
+/// stride 1 and 2, "same" and "valid" padding, 3×3 and 5×5 kernels, runs of rows looped)
+/// and row by row, with
 /// vectors whose taps reach past the first and last element of a plane, a batch of 2.
 #[test]
 fn depthwise_kernels_stay_in_bounds() {
     // (input [N, C, H, W], [kernel, stride], pads [top, left, bottom, right], flat)
     type Case = ([usize; 4], [usize; 2], [usize; 4], bool);
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
         ([1, 3, 7, 7], [3, 1], [1, 1, 1, 1], true),
+        ([1, 2, 28, 28], [3, 1], [1, 1, 1, 1], true),
         ([2, 2, 14, 14], [3, 1], [1, 1, 1, 1], true),
         ([1, 2, 9, 6], [3, 1], [0, 0, 0, 0], true),
         ([1, 2, 28, 28], [3, 2], [1, 1, 1, 1], true),

@@ -314,7 +314,8 @@ pub struct KernelTime {
     pub name: String,
     /// What it computes.
     pub about: KernelAbout,
-    /// Mean time per run, in milliseconds.
+    /// Median time over the profiled runs, in milliseconds (a median, so that a run
+    /// interrupted by another process does not skew the kernel it interrupted).
     pub ms: f64,
 }
 
@@ -775,7 +776,7 @@ impl CompiledModel {
     }
 
     /// Runs the model `runs` times on named inputs (after one warm-up run) timing every
-    /// kernel launch; returns each launch's mean time, in launch order (`fovea bench
+    /// kernel launch; returns each launch's median time, in launch order (`fovea bench
     /// --profile`). The timing adds a clock read around each launch, nothing else.
     pub fn profile(&self, inputs: &[(&str, &Tensor)], runs: usize) -> Result<Vec<KernelTime>> {
         let bound = bind_inputs(&self.graph, inputs)?;
@@ -783,24 +784,32 @@ impl CompiledModel {
         let plan = &prepared.plan;
         let mut outputs = output_tensors(plan)?;
         self.execute(&prepared, bound, &mut outputs)?;
-        let mut totals = vec![0.0; plan.steps.len()];
         let runs = runs.max(1);
+        let mut samples = vec![Vec::with_capacity(runs); plan.steps.len()];
+        let mut times = vec![0.0; plan.steps.len()];
         for _ in 0..runs {
+            times.fill(0.0);
             let _active = Active::enter(&self.active);
             let mut workspace = prepared.arenas.take();
             let result =
-                self.execute_in(plan, bound, &mut workspace, &mut outputs, Some(&mut totals));
+                self.execute_in(plan, bound, &mut workspace, &mut outputs, Some(&mut times));
             prepared.arenas.give(workspace);
             result?;
+            for (sample, &time) in samples.iter_mut().zip(&times) {
+                sample.push(time);
+            }
         }
         Ok(plan
             .steps
             .iter()
-            .zip(totals)
-            .map(|(step, total)| KernelTime {
-                name: step.name.clone(),
-                about: step.about.clone(),
-                ms: total / runs as f64,
+            .zip(samples)
+            .map(|(step, mut sample)| {
+                sample.sort_by(f64::total_cmp);
+                KernelTime {
+                    name: step.name.clone(),
+                    about: step.about.clone(),
+                    ms: sample[sample.len() / 2],
+                }
             })
             .collect())
     }
