@@ -63,6 +63,11 @@ pub(super) fn sum(terms: impl IntoIterator<Item = Expr>) -> Expr {
 }
 
 /// `e * k` as an index term (`0` when `k` is 0, `e` when `k` is 1).
+/// The greatest common divisor of `a` and `b`.
+pub(super) fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 pub(super) fn times(e: Expr, k: usize) -> Expr {
     match (e, k) {
         (_, 0) | (Expr::Int(0), _) => Expr::Int(0),
