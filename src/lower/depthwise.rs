@@ -4,7 +4,9 @@
 //! The parallel loop runs over (batch and channel, group of output rows: a whole 7×7 or
 //! 14×14 plane, two rows of 56). A row is computed in
 //! vectors of 4 output pixels; the interior of the row (every tap inside the input) in
-//! steps of [`VECTORS`] vectors with independent accumulators, so the FMA chains overlap.
+//! steps of [`VECTORS`] vectors with independent accumulators, so the FMA chains overlap
+//! (with `f32x8` and stride 1, the interior of rows whose taps all lie in the input in
+//! [`WIDE_VECTORS`] vectors of 8 at a time).
 //! The kernel's weights are splatted once per parallel iteration. With stride 1 the taps of 4 pixels are
 //! 4 consecutive inputs (one load); with stride 2 they are every other input of 7 (two
 //! loads and a shuffle). Vectors at the ends of a row that reach outside the input are at
@@ -40,6 +42,9 @@ use crate::tensor::{DType, Tensor};
 
 /// Vectors computed together in the interior of a row.
 const VECTORS: usize = 4;
+
+/// Vectors of 8 computed together in the interior of a row, with `f32x8`.
+const WIDE_VECTORS: usize = 4;
 
 /// Outputs a parallel iteration aims for (see [`Dw::rows_per_iteration`]).
 const PIXELS_PER_ITERATION: usize = 128;
@@ -193,6 +198,25 @@ struct Frame {
     /// For rows whose tap rows all lie in the input, the distance between two consecutive
     /// tap rows (so every tap is a constant offset from the first row's).
     row_step: Option<i64>,
+    /// Whether the weights and bias are `f32x8` (the interior in vectors of 8; the other
+    /// vectors use their low halves).
+    wide: bool,
+}
+
+impl Frame {
+    /// Weight `i` (row-major) as an `f32x4`.
+    fn weight4(&self, i: usize) -> Expr {
+        self.four(self.weights[i])
+    }
+
+    /// `local` (a weight or the bias) as an `f32x4`.
+    fn four(&self, local: LocalId) -> Expr {
+        if self.wide {
+            Expr::Local(local).half(0)
+        } else {
+            Expr::Local(local)
+        }
+    }
 }
 
 impl Dw<'_> {
@@ -294,7 +318,13 @@ impl Dw<'_> {
         nc: &Expr,
         w: BufId,
         b: BufId,
+        wide: bool,
     ) -> (Expr, Vec<LocalId>, LocalId) {
+        let (ty, splat): (Ty, fn(Expr) -> Expr) = if wide {
+            (Ty::F32x8, Expr::splat8)
+        } else {
+            (Ty::F32x4, Expr::splat)
+        };
         let conv = self.conv;
         let taps = self.rows.kernel * self.cols.kernel;
         let channel = if conv.n == 1 {
@@ -306,10 +336,10 @@ impl Dw<'_> {
         let weights = (0..taps)
             .map(|t| {
                 let at = plus(times(channel.clone(), taps), t as i64);
-                k.declare(Ty::F32x4, Expr::load(w, at).splat())
+                k.declare(ty, splat(Expr::load(w, at)))
             })
             .collect();
-        let bias = k.declare(Ty::F32x4, Expr::load(b, channel.clone()).splat());
+        let bias = k.declare(ty, splat(Expr::load(b, channel.clone())));
         (channel, weights, bias)
     }
 
@@ -320,9 +350,15 @@ impl Dw<'_> {
         let out_plane = rows.output * cols.output;
         let mut k = KernelBuilder::new(name);
         let per = self.rows_per_iteration();
+        let wide = self.wide();
+        let interior = if wide {
+            format!("f32x8 in the interior of rows inside the input, {WIDE_VECTORS} together")
+        } else {
+            format!("{VECTORS} vectors together in the interior")
+        };
         k.set_schedule(format!(
-            "depthwise, rows of f32x4 along the output row ({VECTORS} vectors together in \
-             the interior), {} channels x {} groups of {per} rows in parallel",
+            "depthwise, rows of f32x4 along the output row ({interior}), {} channels x {} \
+             groups of {per} rows in parallel",
             conv.n * conv.c,
             rows.output / per,
         ));
@@ -336,7 +372,7 @@ impl Dw<'_> {
                 let (nc, group) = split(it, conv.n * conv.c, rows.output / per);
                 let nc = Expr::Local(k.declare(Ty::I64, nc));
                 let first = Expr::Local(k.declare(Ty::I64, times(group, per)));
-                let (channel, weights, bias) = self.channel(k, &nc, w, b);
+                let (channel, weights, bias) = self.channel(k, &nc, w, b, wide);
                 let x_plane = Expr::Local(k.declare(Ty::I64, times(nc.clone(), plane)));
                 k.range(per, |k, r| {
                     let oy = Expr::Local(k.declare(Ty::I64, sum([first.clone(), r])));
@@ -370,6 +406,7 @@ impl Dw<'_> {
                             tap_rows,
                             weights: weights.clone(),
                             bias,
+                            wide,
                             row_step: (!border).then_some((rows.dilation * cols.input) as i64),
                         };
                         self.row(k, &frame);
@@ -379,6 +416,14 @@ impl Dw<'_> {
             },
         );
         k.finish()
+    }
+
+    /// Whether the row form computes its interior in `f32x8` vectors: with 256-bit vectors,
+    /// stride 1 and at least two vectors of 8 in a row's interior (MobileNetV2's 112×112
+    /// and 56×56 depthwise layers).
+    fn wide(&self) -> bool {
+        let (lo, hi) = interior(self.cols);
+        crate::codegen::wide_vectors() && self.cols.stride == 1 && hi.saturating_sub(lo) >= 16
     }
 
     /// Output rows per parallel iteration: enough for about [`PIXELS_PER_ITERATION`]
@@ -408,6 +453,41 @@ impl Dw<'_> {
         for &start in &left {
             self.vectors(k, f, &[Expr::Int(start as i64)], Some(start));
         }
+        // Interior rows with `f32x8` weights: groups of [`WIDE_VECTORS`] vectors of 8, then
+        // single ones, the rest in vectors of 4.
+        let from = if f.wide && f.row_step.is_some() {
+            let group = 8 * WIDE_VECTORS;
+            let grouped = from + (end - from) / group * group;
+            if grouped > from {
+                k.for_loop(
+                    from as i64,
+                    grouped as i64,
+                    group as i64,
+                    LoopKind::Serial,
+                    |k, ox| {
+                        let starts: Vec<Expr> = (0..WIDE_VECTORS)
+                            .map(|v| plus(ox.clone(), 8 * v as i64))
+                            .collect();
+                        self.wide_vectors(k, f, &starts);
+                    },
+                );
+            }
+            let singles = grouped + (end - grouped) / 8 * 8;
+            if singles > grouped {
+                k.for_loop(
+                    grouped as i64,
+                    singles as i64,
+                    8,
+                    LoopKind::Serial,
+                    |k, ox| {
+                        self.wide_vectors(k, f, &[ox]);
+                    },
+                );
+            }
+            singles
+        } else {
+            from
+        };
         let group = 4 * VECTORS;
         let grouped = from + (end - from) / group * group;
         if grouped > from {
@@ -434,13 +514,55 @@ impl Dw<'_> {
         }
     }
 
+    /// Vectors of 8 pixels from each of `starts`, in the interior of a row whose tap rows
+    /// all lie in the input (stride 1: each tap one `f32x8` load), accumulated over the
+    /// taps, each half through the epilogue and stored.
+    fn wide_vectors(&self, k: &mut KernelBuilder, f: &Frame, starts: &[Expr]) {
+        let (rows, cols) = (self.rows, self.cols);
+        let (Some(step), Some((row_at, _))) = (f.row_step, f.tap_rows.first()) else {
+            return;
+        };
+        let acc: Vec<LocalId> = starts
+            .iter()
+            .map(|_| k.declare(Ty::F32x8, Expr::Local(f.bias)))
+            .collect();
+        let firsts: Vec<Expr> = starts
+            .iter()
+            .map(|ox| {
+                let at = sum([row_at.clone(), ox.clone(), Expr::Int(-(cols.pad as i64))]);
+                Expr::Local(k.declare(Ty::I64, at))
+            })
+            .collect();
+        for ky in 0..rows.kernel {
+            for kx in 0..cols.kernel {
+                let weight = Expr::Local(f.weights[ky * cols.kernel + kx]);
+                let offset = ky as i64 * step + (kx * cols.dilation) as i64;
+                for (&a, first) in acc.iter().zip(&firsts) {
+                    let value = Expr::load8(f.x, plus(first.clone(), offset));
+                    k.assign(a, value.fma(weight.clone(), Expr::Local(a)));
+                }
+            }
+        }
+        for (&a, ox) in acc.iter().zip(starts) {
+            for h in 0..2u8 {
+                let index = sum([f.y_row.clone(), ox.clone(), Expr::Int(4 * h as i64)]);
+                let at = StoreAt {
+                    index: Expr::Local(k.declare(Ty::I64, index)),
+                    channel: f.channel.clone(),
+                };
+                let value = Expr::Local(a).half(h);
+                self.conv.epilogue.store(k, &f.extras, f.y, &at, value, 4);
+            }
+        }
+    }
+
     /// Vectors of 4 pixels from each of `starts` (interior ones, or the one at the known
     /// position `fixed`), accumulated over the taps, through the epilogue, stored.
     fn vectors(&self, k: &mut KernelBuilder, f: &Frame, starts: &[Expr], fixed: Option<usize>) {
         let cols = self.cols;
         let acc: Vec<LocalId> = starts
             .iter()
-            .map(|_| k.declare(Ty::F32x4, Expr::Local(f.bias)))
+            .map(|_| k.declare(Ty::F32x4, f.four(f.bias)))
             .collect();
         let cols_at: Vec<Expr> = starts
             .iter()
@@ -482,7 +604,7 @@ impl Dw<'_> {
                     .collect(),
             };
             for kx in 0..cols.kernel {
-                let weight = Expr::Local(f.weights[ky * cols.kernel + kx]);
+                let weight = f.weight4(ky * cols.kernel + kx);
                 for v in 0..cols_at.len() {
                     let tap = (kx * cols.dilation) as i64;
                     let mut value = match fixed {
@@ -663,7 +785,7 @@ impl Dw<'_> {
             1,
             LoopKind::Parallel,
             |k, nc| {
-                let (channel, weights, bias) = self.channel(k, &nc, w, b);
+                let (channel, weights, bias) = self.channel(k, &nc, w, b, false);
                 let x_plane = Expr::Local(k.declare(Ty::I64, times(nc.clone(), plane)));
                 let y_plane = Expr::Local(k.declare(Ty::I64, times(nc, out_plane)));
                 let flat = FlatFrame {
