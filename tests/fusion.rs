@@ -536,6 +536,8 @@ fn depthwise_planes_flat_and_by_rows() {
         (1, 3, 10, 3, 1, 0, true, true),
         (1, 4, 14, 5, 1, 2, true, true),
         (1, 3, 14, 3, 2, 1, false, false),
+        (1, 2, 112, 3, 2, 1, true, true),
+        (1, 2, 112, 3, 1, 1, false, false),
         (2, 3, 48, 3, 1, 1, false, false),
     ];
     for (n, c, side, k, stride, pad, flat, looped) in cases {

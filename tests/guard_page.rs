@@ -245,8 +245,9 @@ fn winograd_kernels_stay_in_bounds() {
 fn depthwise_kernels_stay_in_bounds() {
     // (input [N, C, H, W], [kernel, stride], pads [top, left, bottom, right], flat)
     type Case = ([usize; 4], [usize; 2], [usize; 4], bool);
-    let cases: [Case; 9] = [
+    let cases: [Case; 10] = [
         ([1, 3, 7, 7], [3, 1], [1, 1, 1, 1], true),
+        ([1, 2, 112, 112], [3, 2], [1, 1, 1, 1], true),
         ([1, 2, 28, 28], [3, 1], [1, 1, 1, 1], true),
         ([2, 2, 14, 14], [3, 1], [1, 1, 1, 1], true),
         ([1, 2, 9, 6], [3, 1], [0, 0, 0, 0], true),
