@@ -617,6 +617,31 @@ fn padded_output_channels_take_the_direct_kernel() {
     }
 }
 
+/// With 256-bit vectors, layers whose output planes start at few offsets within a page
+/// (112×112) take 16-channel tiles where 24 would divide (56×56 keeps 24); the sums match
+/// the interpreter either way, on 1 and 2 threads.
+#[test]
+fn aliased_output_planes_take_narrower_tiles() {
+    for (side, wide_tile) in [(112, "x 16 channels"), (56, "x 24 channels")] {
+        let text = conv_relu(1, [16, 96], side, [1, 0, 1], 0.1);
+        let what = format!("16 -> 96 channels, {side}x{side}");
+        let model = Model::parse(&text).unwrap();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
+        let interpreted = model.interpret(&refs).unwrap();
+        for threads in [1, 2] {
+            let compiled = Compiler::new().threads(threads).compile(&model).unwrap();
+            let schedule = schedules(&compiled);
+            if fovea::codegen::wide_vectors() {
+                assert!(schedule[0].contains(wide_tile), "{what}: {schedule:?}");
+            }
+            let out = compiled.run(&refs).unwrap();
+            let e = relative_error(&out[0].1, &interpreted[0].1);
+            assert!(e <= 1e-4, "{what}, {threads} threads: error {e}");
+        }
+    }
+}
+
 /// 1×1 layers on small planes (7×7: MobileNetV2's last stage) visit their input channels
 /// in chunks whose inputs and weights together stay in L1, and so do layers whose planes
 /// start at few offsets within a page (112×112: at most 16 channels a chunk), summing

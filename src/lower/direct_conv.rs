@@ -137,7 +137,14 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     // `f32x8` accumulators (SqueezeNet's 1000-channel classifier: 8 `f32x4`, 4.5–5 ms,
     // against ONNX Runtime's 2.2) is padded to a multiple of 16 or 24 channels: zero weights,
     // the padding's stores clamped onto the last channel and made before its own.
-    let (q, m_pad) = match channel_vectors(conv.m / conv.group) {
+    // Where the output planes start at no more than 4 offsets within a page (see
+    // [`aliased_streams`]), a 24-channel tile's stores fill 6 ways of each of 4 L1 sets
+    // besides the input's lines; 16-channel tiles leave room (MobileNetV2's 16 → 96 1×1 on
+    // 112×112, 1 thread: 0.75–0.79 → 0.70–0.72 ms).
+    let channels = conv.m / conv.group;
+    let aliased = page_offsets(rows.output * cols.output) <= 4;
+    let (q, m_pad) = match channel_vectors(channels) {
+        Some(6) if aliased && channels.is_multiple_of(16) => (4, conv.m),
         Some(q) if q >= 4 || !crate::codegen::wide_vectors() => (q, conv.m),
         _ if crate::codegen::wide_vectors() && conv.group == 1 && conv.m >= 64 => {
             // 24-channel blocks (12 accumulators) where they pad little more than 16.
@@ -294,14 +301,19 @@ fn small_plane_bytes(rows: &Axis, cols: &Axis) -> usize {
 /// ms in chunks of 16 or 8; chunks of 16–48 channels on its 56×56 layers, whose planes start
 /// at 16 offsets, were 5–25% slower than none).
 fn aliased_streams(rows: &Axis, cols: &Axis) -> usize {
-    const PAGE: usize = 4096;
-    let plane = rows.input * cols.input * 4;
-    let offsets = PAGE / gcd(plane % PAGE, PAGE);
+    let offsets = page_offsets(rows.input * cols.input);
     if offsets <= 4 {
         4 * offsets
     } else {
         usize::MAX
     }
+}
+
+/// The offsets within a 4 KB page (so the L1 sets) at which consecutive planes of `elements`
+/// `f32`s start: 1 for a 224×224 plane, 4 for 112×112, 16 for 56×56.
+fn page_offsets(elements: usize) -> usize {
+    const PAGE: usize = 4096;
+    PAGE / gcd(elements * 4 % PAGE, PAGE)
 }
 
 /// Input channels per chunk: the largest divisor of `cg` (at least 8) whose weights and
