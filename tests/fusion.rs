@@ -625,20 +625,12 @@ fn aliased_output_planes_take_narrower_tiles() {
     for (side, wide_tile) in [(112, "x 16 channels"), (56, "x 24 channels")] {
         let text = conv_relu(1, [16, 96], side, [1, 0, 1], 0.1);
         let what = format!("16 -> 96 channels, {side}x{side}");
-        let model = Model::parse(&text).unwrap();
-        let inputs = inputs(&model);
-        let refs = named(&inputs);
-        let interpreted = model.interpret(&refs).unwrap();
-        for threads in [1, 2] {
-            let compiled = Compiler::new().threads(threads).compile(&model).unwrap();
-            let schedule = schedules(&compiled);
+        matches_within(&text, Winograd::Auto, &what, 1e-4, |compiled| {
+            let schedule = schedules(compiled);
             if fovea::codegen::wide_vectors() {
                 assert!(schedule[0].contains(wide_tile), "{what}: {schedule:?}");
             }
-            let out = compiled.run(&refs).unwrap();
-            let e = relative_error(&out[0].1, &interpreted[0].1);
-            assert!(e <= 1e-4, "{what}, {threads} threads: error {e}");
-        }
+        });
     }
 }
 
@@ -652,13 +644,8 @@ fn small_plane_pointwise_layers_sum_in_chunks() {
     for (c, m, side) in [(320, 1280, 7), (960, 160, 7), (160, 96, 5), (32, 16, 112)] {
         let text = conv_relu(1, [c, m], side, [1, 0, 1], 0.05);
         let what = format!("{c} -> {m} channels, {side}x{side}");
-        let model = Model::parse(&text).unwrap();
-        let inputs = inputs(&model);
-        let refs = named(&inputs);
-        let interpreted = model.interpret(&refs).unwrap();
-        for threads in [1, 2] {
-            let compiled = Compiler::new().threads(threads).compile(&model).unwrap();
-            let schedule = schedules(&compiled);
+        matches_within(&text, Winograd::Auto, &what, 1e-4, |compiled| {
+            let schedule = schedules(compiled);
             let chunk: usize = schedule[0]
                 .rsplit("chunks of ")
                 .next()
@@ -666,9 +653,6 @@ fn small_plane_pointwise_layers_sum_in_chunks() {
                 .unwrap_or_else(|| panic!("{what}: {schedule:?}"));
             assert!(chunk < c && c % chunk == 0, "{what}: {schedule:?}");
             assert!(side != 112 || chunk <= 16, "{what}: {schedule:?}");
-            let out = compiled.run(&refs).unwrap();
-            let e = relative_error(&out[0].1, &interpreted[0].1);
-            assert!(e <= 1e-4, "{what}, {threads} threads: error {e}");
-        }
+        });
     }
 }

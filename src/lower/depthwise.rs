@@ -465,59 +465,15 @@ impl Dw<'_> {
         // Interior rows with `f32x8` weights: groups of [`WIDE_VECTORS`] vectors of 8, then
         // single ones, the rest in vectors of 4.
         let from = if f.wide && f.row_step.is_some() {
-            let group = 8 * WIDE_VECTORS;
-            let grouped = from + (end - from) / group * group;
-            if grouped > from {
-                k.for_loop(
-                    from as i64,
-                    grouped as i64,
-                    group as i64,
-                    LoopKind::Serial,
-                    |k, ox| {
-                        let starts: Vec<Expr> = (0..WIDE_VECTORS)
-                            .map(|v| plus(ox.clone(), 8 * v as i64))
-                            .collect();
-                        self.wide_vectors(k, f, &starts);
-                    },
-                );
-            }
-            let singles = grouped + (end - grouped) / 8 * 8;
-            if singles > grouped {
-                k.for_loop(
-                    grouped as i64,
-                    singles as i64,
-                    8,
-                    LoopKind::Serial,
-                    |k, ox| {
-                        self.wide_vectors(k, f, &[ox]);
-                    },
-                );
-            }
-            singles
+            interior_run(k, from, end, 8, WIDE_VECTORS, &|k, starts| {
+                self.wide_vectors(k, f, starts)
+            })
         } else {
             from
         };
-        let group = 4 * VECTORS;
-        let grouped = from + (end - from) / group * group;
-        if grouped > from {
-            k.for_loop(
-                from as i64,
-                grouped as i64,
-                group as i64,
-                LoopKind::Serial,
-                |k, ox| {
-                    let starts: Vec<Expr> = (0..VECTORS)
-                        .map(|v| plus(ox.clone(), 4 * v as i64))
-                        .collect();
-                    self.vectors(k, f, &starts, None);
-                },
-            );
-        }
-        if end > grouped {
-            k.for_loop(grouped as i64, end as i64, 4, LoopKind::Serial, |k, ox| {
-                self.vectors(k, f, &[ox], None);
-            });
-        }
+        interior_run(k, from, end, 4, VECTORS, &|k, starts| {
+            self.vectors(k, f, starts, None)
+        });
         for &start in statics.iter().filter(|&&s| s >= lo) {
             self.vectors(k, f, &[Expr::Int(start as i64)], Some(start));
         }
@@ -883,6 +839,38 @@ struct FlatFrame<'a> {
     channel: Expr,
     weights: &'a [LocalId],
     bias: LocalId,
+}
+
+/// The interior vectors of `lanes` outputs from `from` up to `end`: loops over groups of
+/// `together` vectors, then over single ones, `emit` computing the vectors at the given
+/// starts. Returns where the single vectors stopped (`end` when `lanes` divides the run).
+fn interior_run(
+    k: &mut KernelBuilder,
+    from: usize,
+    end: usize,
+    lanes: usize,
+    together: usize,
+    emit: &dyn Fn(&mut KernelBuilder, &[Expr]),
+) -> usize {
+    let group = lanes * together;
+    let grouped = from + (end - from) / group * group;
+    if grouped > from {
+        let (lo, hi) = (from as i64, grouped as i64);
+        k.for_loop(lo, hi, group as i64, LoopKind::Serial, |k, ox| {
+            let starts: Vec<Expr> = (0..together)
+                .map(|v| plus(ox.clone(), (lanes * v) as i64))
+                .collect();
+            emit(k, &starts);
+        });
+    }
+    let singles = grouped + (end - grouped) / lanes * lanes;
+    if singles > grouped {
+        let (lo, hi) = (grouped as i64, singles as i64);
+        k.for_loop(lo, hi, lanes as i64, LoopKind::Serial, |k, ox| {
+            emit(k, &[ox])
+        });
+    }
+    singles
 }
 
 /// `value` with the lanes not kept replaced by zero.
