@@ -570,6 +570,11 @@ fn depthwise_planes_flat_and_by_rows() {
                 assert!(schedule.starts_with("depthwise"), "{what}: {schedule}");
                 assert_eq!(schedule.contains("flat"), flat, "{what}: {schedule}");
                 assert_eq!(schedule.contains("looped"), looped, "{what}: {schedule}");
+                // With 256-bit vectors, the row interiors of "same"-padded stride-1 planes
+                // of 14 and more pair their vectors into `f32x8`.
+                if fovea::codegen::wide_vectors() && flat && stride == 1 && pad == 1 && side >= 14 {
+                    assert!(schedule.contains("as f32x8"), "{what}: {schedule}");
+                }
             });
         }
     }
