@@ -627,9 +627,10 @@ fn padded_output_channels_take_the_direct_kernel() {
 /// the interpreter either way, on 1 and 2 threads.
 #[test]
 fn aliased_output_planes_take_narrower_tiles() {
+    // 96 input channels: fewer would take the pointwise kernel on 56×56.
     for (side, wide_tile) in [(112, "x 16 channels"), (56, "x 24 channels")] {
-        let text = conv_relu(1, [16, 96], side, [1, 0, 1], 0.1);
-        let what = format!("16 -> 96 channels, {side}x{side}");
+        let text = conv_relu(1, [96, 96], side, [1, 0, 1], 0.1);
+        let what = format!("96 -> 96 channels, {side}x{side}");
         matches_within(&text, Winograd::Auto, &what, 1e-4, |compiled| {
             let schedule = schedules(compiled);
             if fovea::codegen::wide_vectors() {
@@ -658,6 +659,61 @@ fn small_plane_pointwise_layers_sum_in_chunks() {
                 .unwrap_or_else(|| panic!("{what}: {schedule:?}"));
             assert!(chunk < c && c % chunk == 0, "{what}: {schedule:?}");
             assert!(side != 112 || chunk <= 16, "{what}: {schedule:?}");
+        });
+    }
+}
+
+/// 1×1 layers with few input channels on planes of 512 pixels or more take the pointwise
+/// kernel (pixel vectors, 6 × 16 or 4 × 24 tiles): planes that are whole tiles and planes
+/// whose last tile overlaps the one before, batches of 1 and 2, with a bias and ReLU and
+/// with MobileNetV2's clip or a residual add fused; 112×112 planes (few page offsets) and
+/// planes under 512 pixels keep the direct kernel. Against the interpreter, 1 and 2
+/// threads.
+#[test]
+fn pointwise_layers_vectorise_along_the_pixels() {
+    // (batch, input channels, output channels, side, pointwise)
+    let cases = [
+        (1, 16, 96, 56, true),
+        (2, 24, 16, 27, true),
+        (1, 32, 20, 23, true),
+        (1, 64, 36, 25, true),
+        (2, 8, 12, 24, true),
+        (1, 16, 96, 112, false),
+        (1, 32, 192, 14, false),
+        (1, 96, 24, 28, false),
+    ];
+    for (n, c, m, side, pointwise) in cases {
+        let text = conv_relu(n, [c, m], side, [1, 0, 1], 0.1);
+        let what = format!("batch {n}, {c} -> {m} channels, {side}x{side}");
+        matches_within(&text, Winograd::Auto, &what, 1e-5, |compiled| {
+            let schedule = schedules(compiled);
+            let takes = schedule[0].starts_with("pointwise");
+            assert_eq!(
+                takes,
+                pointwise && fovea::codegen::wide_vectors(),
+                "{what}: {schedule:?}"
+            );
+        });
+    }
+    for (c, m, side) in [(24, 144, 28), (16, 24, 23)] {
+        let residual = format!(
+            "graph g(x: f32[1,{c},{side},{side}], r: f32[1,{m},{side},{side}]) -> (y: f32[1,{m},{side},{side}]) {{
+  const w: f32[{m},{c},1,1] = normal(seed=1, std=0.1)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  const lo: f32[] = fill(0.0)
+  const hi: f32[] = fill(6.0)
+  conv: f32[1,{m},{side},{side}] = conv(x, w, b) {{kernel_shape=[1, 1]}}
+  sum: f32[1,{m},{side},{side}] = add(r, conv)
+  y: f32[1,{m},{side},{side}] = clip(sum, lo, hi)
+}}"
+        );
+        let what = format!("{c} -> {m} channels, {side}x{side}, residual add and clip");
+        matches_the_interpreter(&residual, Winograd::Auto, &what, |compiled| {
+            assert_eq!(compiled.stats().kernels, 1, "{what}: one kernel");
+            let schedule = schedules(compiled);
+            if fovea::codegen::wide_vectors() {
+                assert!(schedule[0].starts_with("pointwise"), "{what}: {schedule:?}");
+            }
         });
     }
 }

@@ -519,6 +519,9 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lower
         if let Some(lowered) = super::winograd::lower(node, &direct) {
             return Ok(lowered);
         }
+        if let Some(lowered) = super::pointwise::lower(node, &direct) {
+            return Ok(lowered);
+        }
         if let Some(lowered) = super::direct_conv::lower(node, &direct) {
             return Ok(lowered);
         }

@@ -311,7 +311,7 @@ fn aliased_streams(rows: &Axis, cols: &Axis) -> usize {
 
 /// The offsets within a 4 KB page (so the L1 sets) at which consecutive planes of `elements`
 /// `f32`s start: 1 for a 224×224 plane, 4 for 112×112, 16 for 56×56.
-fn page_offsets(elements: usize) -> usize {
+pub(super) fn page_offsets(elements: usize) -> usize {
     const PAGE: usize = 4096;
     PAGE / gcd(elements * 4 % PAGE, PAGE)
 }

@@ -28,6 +28,7 @@ mod direct_conv;
 mod elementwise;
 mod linalg;
 mod movement;
+mod pointwise;
 mod pool;
 mod reduce;
 mod resize;

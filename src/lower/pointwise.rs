@@ -1,0 +1,283 @@
+//! 1×1 convolutions (stride 1, no padding, one group) as a product of the weights `[M, C]`
+//! and the input planes `[C, H·W]`, vectorised along the pixels.
+//!
+//! A tile is `R` output channels × `V` vectors of 8 consecutive pixels (`R·V` = 12 `f32x8`
+//! accumulators: 6 × 2 or 4 × 3), started from the bias. For every input channel it loads
+//! the `V` input vectors once and broadcasts each of the `R` weights once from the packed
+//! weights `[M / R][C][R]`, then issues `R·V` FMAs. The accumulators hold output pixels in
+//! the output's own layout, so the epilogue works on them as they are and each is stored
+//! whole: no transpose, unlike the channel-vectorised direct kernel (see
+//! [`super::direct_conv`]), whose transposes and stores into `4Q` channel planes cost as
+//! much as its FMAs when the layer has few input channels and a large plane (MobileNetV2's
+//! expansions on 112×112 and 56×56).
+//!
+//! It takes planes of 512 pixels or more that do not start at only a few offsets within a
+//! page (see [`super::direct_conv`]'s `aliased_streams`): on MobileNetV2's 112×112 planes,
+//! whose input and output lines crowd into 4 L1 sets, its 32 → 16 layer ran 0.37 → 0.70
+//! ms in the model (1 thread), and the 16 → 96 one, bound by writing its 4.8 MB output, no
+//! faster; on its 56×56 and 28×28 expansions it ran 10–15% faster (24 → 144 on 56×56
+//! 0.45 → 0.38–0.41 ms, 32 → 192 on 28×28 0.167 → 0.145 ms), as on SqueezeNet's 55×55 and
+//! 27×27 expansions (`fovea bench MODEL --profile`, medians of 7–8 alternated runs).
+//!
+//! The parallel loop runs over (batch, tile of pixels); each iteration computes its pixels
+//! for every block of output channels, so the tile's input lines are read from L1 by every
+//! block. Where the plane is not a whole number of tiles, the iteration of the last whole
+//! tile also computes the plane's last `8V` pixels, overlapping it (same values stored
+//! twice, in one iteration).
+//!
+//! The sum runs over input channels in order, starting from the bias; the interpreter adds
+//! the bias last, so results agree to rounding.
+
+use std::sync::Arc;
+
+use super::conv::{Axis, plus, split, sum, times};
+use super::direct_conv::{DirectConv, page_offsets};
+use super::epilogue::StoreAt;
+use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
+use super::{Arg, BufferKind, Kernel, Lowered, LoweredKernel, NodeInfo};
+use crate::tensor::{DType, Tensor};
+
+/// Lanes of a pixel vector.
+const LANES: usize = 8;
+
+/// Accumulators per tile.
+const ACCUMULATORS: usize = 12;
+
+/// Input channels per trip of the channel loop (the rest of a trip's channels are constant
+/// offsets from its addresses).
+const UNROLL: usize = 8;
+
+/// The most input channels a layer may have for this kernel: a tile's input lines (one
+/// per channel and pixel vector) must stay in L1 while every block of output channels
+/// reads them.
+const MAX_CHANNELS: usize = 64;
+
+/// The smallest plane this kernel takes. On smaller planes (MobileNetV2's 14×14, SqueezeNet's
+/// 13×13) it measured no faster than the direct kernel, or slower (a 13×13 plane is 10
+/// tiles and a partial one).
+const MIN_PLANE: usize = 512;
+
+/// The channels per tile for `m` output channels: 6 (× 2 pixel vectors) or 4 (× 3).
+fn channels_per_tile(m: usize) -> Option<usize> {
+    [6, 4].into_iter().find(|&r| m.is_multiple_of(r))
+}
+
+/// The kernel for `conv`, or `None` when it does not apply: not a 1×1, stride-1, unpadded,
+/// ungrouped convolution with 256-bit vectors, constant weights, at most
+/// [`MAX_CHANNELS`] input channels, output channels a multiple of 4 and a plane of at
+/// least [`MIN_PLANE`] pixels whose planes start at more than 4 offsets within a page.
+pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
+    let pointwise = conv
+        .axes
+        .iter()
+        .all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input);
+    if !pointwise || conv.group != 1 || !crate::codegen::wide_vectors() {
+        return None;
+    }
+    if conv.c == 0 || conv.c > MAX_CHANNELS {
+        return None;
+    }
+    let plane: usize = conv.axes.iter().map(|a: &Axis| a.input).product();
+    if plane < MIN_PLANE || page_offsets(plane) <= 4 {
+        return None;
+    }
+    let r = channels_per_tile(conv.m)?;
+    let v = ACCUMULATORS / r;
+    if plane < v * LANES || conv.weights.shape() != [conv.m, conv.c, 1, 1] {
+        return None;
+    }
+    let w = conv.weights.as_f32()?;
+    // [block][ci][j] = w[block * r + j][ci]
+    let mut packed = vec![0f32; conv.m * conv.c];
+    for block in 0..conv.m / r {
+        for ci in 0..conv.c {
+            for j in 0..r {
+                packed[(block * conv.c + ci) * r + j] = w[(block * r + j) * conv.c + ci];
+            }
+        }
+    }
+    let bias = match conv.bias {
+        Some(b) => b.as_f32()?.to_vec(),
+        None => vec![0.0; conv.m],
+    };
+    if bias.len() != conv.m {
+        return None;
+    }
+    let packed = Tensor::from_f32(vec![packed.len()], packed).ok()?;
+    let bias = Tensor::from_f32(vec![conv.m], bias).ok()?;
+    let tile = Tile { conv, plane, r, v };
+    let kernel = tile.kernel(node.name, Arc::new(packed), Arc::new(bias));
+    let mut args = vec![Arg::Input(0), Arg::Const, Arg::Const, Arg::Output(0)];
+    args.extend(conv.epilogue.args());
+    Some(Lowered {
+        kernels: vec![LoweredKernel { kernel, args }],
+        scratch: Vec::new(),
+    })
+}
+
+/// The geometry of the kernel.
+struct Tile<'a> {
+    conv: &'a DirectConv<'a>,
+    /// Pixels per plane.
+    plane: usize,
+    /// Output channels per tile.
+    r: usize,
+    /// Pixel vectors per tile.
+    v: usize,
+}
+
+/// The buffers and positions of one parallel iteration.
+struct Frame {
+    x: BufId,
+    w: BufId,
+    b: BufId,
+    y: BufId,
+    extras: Vec<BufId>,
+    /// The iteration's batch: its first input and output elements.
+    x_batch: Expr,
+    y_batch: Expr,
+}
+
+impl Tile<'_> {
+    /// Pixels per tile.
+    fn pixels(&self) -> usize {
+        self.v * LANES
+    }
+
+    fn kernel(&self, name: &str, packed: Arc<Tensor>, bias: Arc<Tensor>) -> Kernel {
+        let conv = self.conv;
+        let plane = self.plane;
+        let pixels = self.pixels();
+        let whole = plane / pixels;
+        let tail = !plane.is_multiple_of(pixels);
+        let mut k = KernelBuilder::new(name);
+        k.set_schedule(format!(
+            "pointwise, tile {} channels x {pixels} pixels ({} f32x8 accumulators along the \
+             pixels), {} tiles of the plane in parallel{}, input channels unrolled by {}",
+            self.r,
+            self.r * self.v,
+            whole,
+            if tail {
+                format!(", the last {} pixels with the last tile", plane % pixels)
+            } else {
+                String::new()
+            },
+            unroll(conv.c),
+        ));
+        let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
+        let w = k.buffer(
+            "w_packed",
+            DType::F32,
+            packed.len(),
+            BufferKind::Const(packed),
+        );
+        let b = k.buffer("b", DType::F32, bias.len(), BufferKind::Const(bias));
+        let y = k.buffer("y", DType::F32, conv.n * conv.m * plane, BufferKind::Output);
+        let extras = conv.epilogue.declare(&mut k);
+        k.for_loop(
+            0,
+            (conv.n * whole) as i64,
+            1,
+            LoopKind::Parallel,
+            |k, it| {
+                let (batch, t) = split(it, conv.n, whole);
+                let batch = Expr::Local(k.declare(Ty::I64, batch));
+                let t = Expr::Local(k.declare(Ty::I64, t));
+                let frame = Frame {
+                    x,
+                    w,
+                    b,
+                    y,
+                    extras: extras.clone(),
+                    x_batch: Expr::Local(k.declare(Ty::I64, times(batch.clone(), conv.c * plane))),
+                    y_batch: Expr::Local(k.declare(Ty::I64, times(batch, conv.m * plane))),
+                };
+                self.tile(k, &frame, times(t.clone(), pixels));
+                if tail {
+                    let last = t.cmp(CmpOp::Eq, Expr::Int(whole as i64 - 1));
+                    k.if_else(
+                        last,
+                        |k| self.tile(k, &frame, Expr::Int((plane - pixels) as i64)),
+                        |_| {},
+                    );
+                }
+            },
+        );
+        k.finish()
+    }
+
+    /// The tile of pixels `p0..p0 + 8V`, for every block of output channels.
+    fn tile(&self, k: &mut KernelBuilder, f: &Frame, p0: Expr) {
+        let conv = self.conv;
+        let (r, v, plane) = (self.r, self.v, self.plane);
+        let x_tile = Expr::Local(k.declare(Ty::I64, sum([f.x_batch.clone(), p0.clone()])));
+        let y_tile = Expr::Local(k.declare(Ty::I64, sum([f.y_batch.clone(), p0])));
+        k.range(conv.m / r, |k, block| {
+            let first = Expr::Local(k.declare(Ty::I64, times(block.clone(), r)));
+            let w_block = Expr::Local(k.declare(Ty::I64, times(block, conv.c * r)));
+            // Accumulators [j][vector], from the bias.
+            let acc: Vec<Vec<LocalId>> = (0..r)
+                .map(|j| {
+                    let bias = Expr::Local(k.declare(
+                        Ty::F32x8,
+                        Expr::load(f.b, plus(first.clone(), j as i64)).splat8(),
+                    ));
+                    (0..v).map(|_| k.declare(Ty::F32x8, bias.clone())).collect()
+                })
+                .collect();
+            let u = unroll(conv.c);
+            k.for_loop(0, conv.c as i64, u as i64, LoopKind::Serial, |k, ci| {
+                let x_at = Expr::Local(
+                    k.declare(Ty::I64, sum([x_tile.clone(), times(ci.clone(), plane)])),
+                );
+                let w_at = Expr::Local(k.declare(Ty::I64, sum([w_block.clone(), times(ci, r)])));
+                for c in 0..u {
+                    let inputs: Vec<Expr> = (0..v)
+                        .map(|p| {
+                            let at = plus(x_at.clone(), (c * plane + p * LANES) as i64);
+                            Expr::Local(k.declare(Ty::F32x8, Expr::load8(f.x, at)))
+                        })
+                        .collect();
+                    for (j, row) in acc.iter().enumerate() {
+                        let weight = Expr::load(f.w, plus(w_at.clone(), (c * r + j) as i64));
+                        let weight = Expr::Local(k.declare(Ty::F32x8, weight.splat8()));
+                        for (&a, input) in row.iter().zip(&inputs) {
+                            k.assign(a, weight.clone().fma(input.clone(), Expr::Local(a)));
+                        }
+                    }
+                }
+            });
+            for (j, row) in acc.iter().enumerate() {
+                let channel = plus(first.clone(), j as i64);
+                let y_row = Expr::Local(k.declare(
+                    Ty::I64,
+                    sum([y_tile.clone(), times(channel.clone(), plane)]),
+                ));
+                for (p, &a) in row.iter().enumerate() {
+                    let index = plus(y_row.clone(), (p * LANES) as i64);
+                    if conv.epilogue.is_empty() {
+                        k.store(f.y, index, Expr::Local(a));
+                        continue;
+                    }
+                    for h in 0..2u8 {
+                        let at = StoreAt {
+                            index: plus(index.clone(), 4 * h as i64),
+                            channel: channel.clone(),
+                        };
+                        let value = Expr::Local(a).half(h);
+                        conv.epilogue.store(k, &f.extras, f.y, &at, value, 4);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Input channels per trip of the channel loop: [`UNROLL`], or the largest divisor of `c`
+/// below it.
+fn unroll(c: usize) -> usize {
+    (1..=UNROLL.min(c))
+        .rev()
+        .find(|&u| c.is_multiple_of(u))
+        .unwrap_or(1)
+}
