@@ -717,3 +717,50 @@ fn pointwise_layers_vectorise_along_the_pixels() {
         });
     }
 }
+
+/// The epilogues that run on whole `f32x8` accumulators (clip, ReLU, hard swish, a
+/// per-channel multiply, a residual add) and one that runs on their halves (sigmoid), in
+/// the pointwise and the depthwise kernels, against the interpreter.
+#[test]
+fn wide_and_halved_epilogues_match_the_interpreter() {
+    let epilogues = [
+        ("sigmoid", "y: f32[1,48,28,28] = sigmoid(conv)"),
+        ("hard_swish", "y: f32[1,48,28,28] = hard_swish(conv)"),
+        ("mul", "y: f32[1,48,28,28] = mul(conv, s)"),
+        (
+            "add_relu",
+            "sum: f32[1,48,28,28] = add(conv, r)\n  y: f32[1,48,28,28] = relu(sum)",
+        ),
+    ];
+    let convs = [
+        (
+            "pointwise",
+            "const w: f32[48,24,1,1] = normal(seed=1, std=0.1)",
+            "{kernel_shape=[1, 1]}",
+            24,
+        ),
+        (
+            "depthwise",
+            "const w: f32[48,1,3,3] = normal(seed=1, std=0.3)",
+            "{kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=48}",
+            48,
+        ),
+    ];
+    for (kind, weights, attrs, c) in convs {
+        for (name, tail) in epilogues {
+            let text = format!(
+                "graph g(x: f32[1,{c},28,28], r: f32[1,48,28,28]) -> (y: f32[1,48,28,28]) {{
+  {weights}
+  const b: f32[48] = normal(seed=2, std=0.1)
+  const s: f32[48,1,1] = normal(seed=3, std=1.0)
+  conv: f32[1,48,28,28] = conv(x, w, b) {attrs}
+  {tail}
+}}"
+            );
+            let what = format!("{kind} convolution with {name}");
+            matches_the_interpreter(&text, Winograd::Auto, &what, |compiled| {
+                assert_eq!(compiled.stats().kernels, 1, "{what}: one kernel");
+            });
+        }
+    }
+}

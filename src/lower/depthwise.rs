@@ -511,15 +511,12 @@ impl Dw<'_> {
             }
         }
         for (&a, ox) in acc.iter().zip(starts) {
-            for h in 0..2u8 {
-                let index = sum([f.y_row.clone(), ox.clone(), Expr::Int(4 * h as i64)]);
-                let at = StoreAt {
-                    index: Expr::Local(k.declare(Ty::I64, index)),
-                    channel: f.channel.clone(),
-                };
-                let value = Expr::Local(a).half(h);
-                self.conv.epilogue.store(k, &f.extras, f.y, &at, value, 4);
-            }
+            let index = sum([f.y_row.clone(), ox.clone()]);
+            let value = Expr::Local(a);
+            let channel = f.channel.clone();
+            self.conv
+                .epilogue
+                .store8(k, &f.extras, f.y, index, channel, value);
         }
     }
 
@@ -898,15 +895,11 @@ impl Dw<'_> {
             let weight = Expr::Local(f.weights[tap]);
             k.assign(acc, value.fma(weight, Expr::Local(acc)));
         }
-        for h in 0..2u8 {
-            let index = plus(y_at.clone(), (*start + 4 * h as usize) as i64);
-            let at = StoreAt {
-                index: Expr::Local(k.declare(Ty::I64, index)),
-                channel: f.channel.clone(),
-            };
-            let value = Expr::Local(acc).half(h);
-            self.conv.epilogue.store(k, f.extras, f.y, &at, value, 4);
-        }
+        let index = plus(y_at.clone(), *start as i64);
+        let channel = f.channel.clone();
+        self.conv
+            .epilogue
+            .store8(k, f.extras, f.y, index, channel, Expr::Local(acc));
     }
 }
 

@@ -140,8 +140,26 @@ impl Epilogue {
             .collect()
     }
 
-    /// The extra operands' values at a store position, `lanes` (1 or 4) wide: scalars and
-    /// per-channel values are loaded once and splatted, residuals are loaded at the index.
+    /// Whether every step can run on `f32x8` values (`lanes` 8 in [`Epilogue::store`]):
+    /// ReLU, the hard sigmoid and swish, clip, and adding, subtracting or multiplying an
+    /// extra operand. The others (their inline math is written for `f32x4`) run on each
+    /// half of an `f32x8`.
+    pub fn wide(&self) -> bool {
+        self.steps.iter().all(|step| match step {
+            EpilogueStep::Unary(op) => matches!(
+                op,
+                Unary::Relu | Unary::HardSigmoid { .. } | Unary::HardSwish
+            ),
+            EpilogueStep::Binary { op, .. } => {
+                matches!(op, Binary::Add | Binary::Sub | Binary::Mul)
+            }
+            EpilogueStep::Clip { .. } => true,
+        })
+    }
+
+    /// The extra operands' values at a store position, `lanes` (1, 4 or 8) wide: scalars
+    /// and per-channel values are loaded once and splatted, residuals are loaded at the
+    /// index.
     pub fn load(&self, bufs: &[BufId], at: &StoreAt, lanes: u8) -> Vec<Expr> {
         self.extras
             .iter()
@@ -149,23 +167,34 @@ impl Epilogue {
             .map(|(e, &buf)| {
                 let one = |index: Expr| {
                     let v = Expr::load(buf, index);
-                    if lanes == 4 { v.splat() } else { v }
+                    match lanes {
+                        4 => v.splat(),
+                        8 => v.splat8(),
+                        _ => v,
+                    }
                 };
                 match e.broadcast {
                     Broadcast::Scalar => one(Expr::Int(0)),
                     Broadcast::Channel => one(at.channel.clone()),
-                    Broadcast::Full if lanes == 4 => Expr::load4(buf, at.index.clone()),
-                    Broadcast::Full => Expr::load(buf, at.index.clone()),
+                    Broadcast::Full => match lanes {
+                        4 => Expr::load4(buf, at.index.clone()),
+                        8 => Expr::load8(buf, at.index.clone()),
+                        _ => Expr::load(buf, at.index.clone()),
+                    },
                 }
             })
             .collect()
     }
 
     /// The value after every step, given the anchor's `value` and the extra operands'
-    /// values (`lanes` wide, as from [`Epilogue::load`]). Each intermediate value is kept in
+    /// values (`lanes` wide, as from [`Epilogue::load`]; 8 only where [`Epilogue::wide`]). Each intermediate value is kept in
     /// a local, so steps that use it twice do not recompute it.
     pub fn apply(&self, k: &mut KernelBuilder, value: Expr, extras: &[Expr], lanes: u8) -> Expr {
-        let ty = if lanes == 4 { Ty::F32x4 } else { Ty::F32 };
+        let ty = match lanes {
+            4 => Ty::F32x4,
+            8 => Ty::F32x8,
+            _ => Ty::F32,
+        };
         let mut value = value;
         for (i, step) in self.steps.iter().enumerate() {
             if i > 0 {
@@ -201,8 +230,8 @@ impl Epilogue {
         value
     }
 
-    /// Stores `value` (`lanes` wide, 1 or 4) into output buffer `y` at `at`, through the
-    /// steps (the extra operands read from `bufs`, as declared by [`Epilogue::declare`]).
+    /// Stores `value` (`lanes` wide: 1, 4, or 8 where [`Epilogue::wide`]) into output
+    /// buffer `y` at `at`, through the steps (the extra operands read from `bufs`, as declared by [`Epilogue::declare`]).
     pub fn store(
         &self,
         k: &mut KernelBuilder,
@@ -219,6 +248,42 @@ impl Epilogue {
             self.apply(k, value, &extras, lanes)
         };
         k.store(y, at.index.clone(), value);
+    }
+}
+
+impl Epilogue {
+    /// Stores the `f32x8` `value` into `y` from element `index` (of output channel
+    /// `channel`) through the steps: as one vector where they can run on it
+    /// ([`Epilogue::wide`]), else each half as an `f32x4`.
+    pub fn store8(
+        &self,
+        k: &mut KernelBuilder,
+        bufs: &[BufId],
+        y: BufId,
+        index: Expr,
+        channel: Expr,
+        value: Expr,
+    ) {
+        let index = match index {
+            Expr::Local(_) | Expr::Int(_) => index,
+            other => Expr::Local(k.declare(Ty::I64, other)),
+        };
+        if self.wide() {
+            let at = StoreAt { index, channel };
+            self.store(k, bufs, y, &at, value, 8);
+            return;
+        }
+        let value = match value {
+            Expr::Local(_) => value,
+            other => Expr::Local(k.declare(Ty::F32x8, other)),
+        };
+        for h in 0..2u8 {
+            let at = StoreAt {
+                index: index.clone().add(Expr::Int(4 * h as i64)),
+                channel: channel.clone(),
+            };
+            self.store(k, bufs, y, &at, value.clone().half(h), 4);
+        }
     }
 }
 

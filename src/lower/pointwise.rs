@@ -32,7 +32,6 @@ use std::sync::Arc;
 
 use super::conv::{Axis, plus, split, sum, times};
 use super::direct_conv::{DirectConv, page_offsets};
-use super::epilogue::StoreAt;
 use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
 use super::{Arg, BufferKind, Kernel, Lowered, LoweredKernel, NodeInfo};
 use crate::tensor::{DType, Tensor};
@@ -255,18 +254,9 @@ impl Tile<'_> {
                 ));
                 for (p, &a) in row.iter().enumerate() {
                     let index = plus(y_row.clone(), (p * LANES) as i64);
-                    if conv.epilogue.is_empty() {
-                        k.store(f.y, index, Expr::Local(a));
-                        continue;
-                    }
-                    for h in 0..2u8 {
-                        let at = StoreAt {
-                            index: plus(index.clone(), 4 * h as i64),
-                            channel: channel.clone(),
-                        };
-                        let value = Expr::Local(a).half(h);
-                        conv.epilogue.store(k, &f.extras, f.y, &at, value, 4);
-                    }
+                    let (extras, value) = (&f.extras, Expr::Local(a));
+                    conv.epilogue
+                        .store8(k, extras, f.y, index, channel.clone(), value);
                 }
             }
         });
