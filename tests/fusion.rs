@@ -620,7 +620,10 @@ fn padded_output_channels_take_the_direct_kernel() {
                     "{what}: {schedule:?}"
                 );
                 if m % 16 == 0 {
-                    assert!(schedule[0].contains("x 24 channels"), "{what}: {schedule:?}");
+                    assert!(
+                        schedule[0].contains("x 24 channels"),
+                        "{what}: {schedule:?}"
+                    );
                 }
             }
             let out = compiled.run(&refs).unwrap();
@@ -695,7 +698,8 @@ fn pointwise_layers_vectorise_along_the_pixels() {
         let what = format!("batch {n}, {c} -> {m} channels, {side}x{side}");
         matches_within(&text, Winograd::Auto, &what, 1e-5, |compiled| {
             let schedule = schedules(compiled);
-            let takes = schedule[0].starts_with("pointwise");
+            // (With 128-bit vectors a layer of 20 channels has no register-blocked kernel.)
+            let takes = schedule.first().is_some_and(|s| s.starts_with("pointwise"));
             assert_eq!(
                 takes,
                 pointwise && fovea::codegen::wide_vectors(),
