@@ -196,16 +196,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
             }
         }
     }
-    let mut bias = match conv.bias {
-        Some(b) => b.as_f32()?.to_vec(),
-        None => vec![0.0; conv.m],
-    };
-    if bias.len() != conv.m {
-        return None;
-    }
-    bias.resize(m_pad, 0.0);
-    let packed = Tensor::from_f32(vec![packed.len()], packed).ok()?;
-    let bias = Tensor::from_f32(vec![m_pad], bias).ok()?;
+    let (packed, bias) = constants(conv, packed, m_pad)?;
     let tile = Tile {
         conv,
         rows,
@@ -228,7 +219,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         rows_outer: conv.c * rows.input * cols.input > m_pad * cg * taps,
         padded: m_pad > conv.m,
     };
-    let kernel = tile.kernel(node.name, Arc::new(packed), Arc::new(bias));
+    let kernel = tile.kernel(node.name, packed, bias);
     let mut args = vec![Arg::Input(0), Arg::Const, Arg::Const, Arg::Output(0)];
     let mut scratch = Vec::new();
     if tile.chunked() {
@@ -240,6 +231,66 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         kernels: vec![LoweredKernel { kernel, args }],
         scratch,
     })
+}
+
+/// The packed weights and the bias (zero where absent, and for the `m_pad - M` padding
+/// channels) as constant tensors, or `None` if the bias does not have `M` values.
+pub(super) fn constants(
+    conv: &DirectConv<'_>,
+    packed: Vec<f32>,
+    m_pad: usize,
+) -> Option<(Arc<Tensor>, Arc<Tensor>)> {
+    let mut bias = match conv.bias {
+        Some(b) => b.as_f32()?.to_vec(),
+        None => vec![0.0; conv.m],
+    };
+    if bias.len() != conv.m {
+        return None;
+    }
+    bias.resize(m_pad, 0.0);
+    let packed = Tensor::from_f32(vec![packed.len()], packed).ok()?;
+    let bias = Tensor::from_f32(vec![m_pad], bias).ok()?;
+    Some((Arc::new(packed), Arc::new(bias)))
+}
+
+/// A convolution kernel's first four buffers.
+#[derive(Clone, Copy)]
+pub(super) struct ConvBuffers {
+    /// The input.
+    pub x: BufId,
+    /// The packed weights.
+    pub w: BufId,
+    /// The bias.
+    pub b: BufId,
+    /// The output.
+    pub y: BufId,
+}
+
+/// Declares a convolution kernel's first four buffers: the input (`plane` elements per
+/// channel), the packed weights, the bias and the output (`out_plane` per channel).
+pub(super) fn declare_buffers(
+    k: &mut KernelBuilder,
+    conv: &DirectConv<'_>,
+    plane: usize,
+    out_plane: usize,
+    packed: Arc<Tensor>,
+    bias: Arc<Tensor>,
+) -> ConvBuffers {
+    let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
+    let w = k.buffer(
+        "w_packed",
+        DType::F32,
+        packed.len(),
+        BufferKind::Const(packed),
+    );
+    let b = k.buffer("b", DType::F32, bias.len(), BufferKind::Const(bias));
+    let y = k.buffer(
+        "y",
+        DType::F32,
+        conv.n * conv.m * out_plane,
+        BufferKind::Output,
+    );
+    ConvBuffers { x, w, b, y }
 }
 
 /// Parallel iterations a pointwise kernel keeps when its plane is cut into rows (at least;
@@ -376,10 +427,7 @@ struct Tile<'a> {
 /// The buffers and the position of one parallel iteration (indices in `i64` locals, so
 /// that the unoptimised code computes each once).
 struct Frame {
-    x: BufId,
-    w: BufId,
-    b: BufId,
-    y: BufId,
+    bufs: ConvBuffers,
     extras: Vec<BufId>,
     /// First output channel of the iteration's block.
     channel: Expr,
@@ -540,20 +588,7 @@ impl Tile<'_> {
             },
             self.chunk
         ));
-        let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
-        let w = k.buffer(
-            "w_packed",
-            DType::F32,
-            packed.len(),
-            BufferKind::Const(packed),
-        );
-        let b = k.buffer("b", DType::F32, bias.len(), BufferKind::Const(bias));
-        let y = k.buffer(
-            "y",
-            DType::F32,
-            conv.n * conv.m * out_plane,
-            BufferKind::Output,
-        );
+        let bufs = declare_buffers(&mut k, conv, plane, out_plane, packed, bias);
         let scratch = self.chunked().then(|| {
             k.buffer(
                 "partial_sums",
@@ -597,10 +632,7 @@ impl Tile<'_> {
                 let y_batch = Expr::Local(k.declare(Ty::I64, times(batch, conv.m * out_plane)));
                 let y_base = sum([y_batch.clone(), times(block.clone(), width * out_plane)]);
                 let frame = Frame {
-                    x,
-                    w,
-                    b,
-                    y,
+                    bufs,
                     extras: extras.clone(),
                     channel: Expr::Local(k.declare(Ty::I64, times(block.clone(), width))),
                     x_base: Expr::Local(k.declare(Ty::I64, x_base)),
@@ -714,7 +746,7 @@ impl Tile<'_> {
         k.range(cols.output, |k, ox| {
             let at = Expr::Local(k.declare(Ty::I64, sum([first.clone(), times(ox, self.width())])));
             for v in 0..self.vectors() {
-                let bias = self.load(f.b, plus(f.channel.clone(), (v * self.lanes) as i64));
+                let bias = self.load(f.bufs.b, plus(f.channel.clone(), (v * self.lanes) as i64));
                 k.store(*scratch, plus(at.clone(), (v * self.lanes) as i64), bias);
             }
         });
@@ -793,7 +825,7 @@ impl Tile<'_> {
                     .map(|v| {
                         let init = match (&part, &partial) {
                             (Part::Whole, _) | (_, None) => {
-                                self.load(f.b, plus(f.channel.clone(), (lanes * v) as i64))
+                                self.load(f.bufs.b, plus(f.channel.clone(), (lanes * v) as i64))
                             }
                             (_, Some((buf, at))) => self.load(
                                 *buf,
@@ -845,7 +877,7 @@ impl Tile<'_> {
                                 .map(|v| {
                                     let at = (u * tap_count + tap) * width + lanes * v;
                                     let at = plus(w_channel.clone(), at as i64);
-                                    k.declare(self.ty(), self.load(f.w, at))
+                                    k.declare(self.ty(), self.load(f.bufs.w, at))
                                 })
                                 .collect();
                             for pixel in live {
@@ -854,7 +886,7 @@ impl Tile<'_> {
                                     (u * plane + pixel.delta * cols.stride + kx * cols.dilation)
                                         as i64,
                                 );
-                                let mut value = Expr::load(f.x, at);
+                                let mut value = Expr::load(f.bufs.x, at);
                                 if let Some((iy, clamped)) = &tap_row.check {
                                     value = clamped
                                         .clone()
@@ -946,7 +978,7 @@ impl Tile<'_> {
                 };
                 self.conv
                     .epilogue
-                    .store(k, &f.extras, f.y, &store_at, value, 4);
+                    .store(k, &f.extras, f.bufs.y, &store_at, value, 4);
             }
         }
     }

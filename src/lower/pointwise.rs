@@ -31,10 +31,10 @@
 use std::sync::Arc;
 
 use super::conv::{Axis, plus, split, sum, times};
-use super::direct_conv::{DirectConv, page_offsets};
+use super::direct_conv::{ConvBuffers, DirectConv, constants, declare_buffers, page_offsets};
 use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
-use super::{Arg, BufferKind, Kernel, Lowered, LoweredKernel, NodeInfo};
-use crate::tensor::{DType, Tensor};
+use super::{Arg, Kernel, Lowered, LoweredKernel, NodeInfo};
+use crate::tensor::Tensor;
 
 /// Lanes of a pixel vector.
 const LANES: usize = 8;
@@ -95,17 +95,9 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
             }
         }
     }
-    let bias = match conv.bias {
-        Some(b) => b.as_f32()?.to_vec(),
-        None => vec![0.0; conv.m],
-    };
-    if bias.len() != conv.m {
-        return None;
-    }
-    let packed = Tensor::from_f32(vec![packed.len()], packed).ok()?;
-    let bias = Tensor::from_f32(vec![conv.m], bias).ok()?;
+    let (packed, bias) = constants(conv, packed, conv.m)?;
     let tile = Tile { conv, plane, r, v };
-    let kernel = tile.kernel(node.name, Arc::new(packed), Arc::new(bias));
+    let kernel = tile.kernel(node.name, packed, bias);
     let mut args = vec![Arg::Input(0), Arg::Const, Arg::Const, Arg::Output(0)];
     args.extend(conv.epilogue.args());
     Some(Lowered {
@@ -127,10 +119,7 @@ struct Tile<'a> {
 
 /// The buffers and positions of one parallel iteration.
 struct Frame {
-    x: BufId,
-    w: BufId,
-    b: BufId,
-    y: BufId,
+    bufs: ConvBuffers,
     extras: Vec<BufId>,
     /// The iteration's batch: its first input and output elements.
     x_batch: Expr,
@@ -163,15 +152,7 @@ impl Tile<'_> {
             },
             unroll(conv.c),
         ));
-        let x = k.buffer("x", DType::F32, conv.n * conv.c * plane, BufferKind::Input);
-        let w = k.buffer(
-            "w_packed",
-            DType::F32,
-            packed.len(),
-            BufferKind::Const(packed),
-        );
-        let b = k.buffer("b", DType::F32, bias.len(), BufferKind::Const(bias));
-        let y = k.buffer("y", DType::F32, conv.n * conv.m * plane, BufferKind::Output);
+        let bufs = declare_buffers(&mut k, conv, plane, plane, packed, bias);
         let extras = conv.epilogue.declare(&mut k);
         k.for_loop(
             0,
@@ -183,10 +164,7 @@ impl Tile<'_> {
                 let batch = Expr::Local(k.declare(Ty::I64, batch));
                 let t = Expr::Local(k.declare(Ty::I64, t));
                 let frame = Frame {
-                    x,
-                    w,
-                    b,
-                    y,
+                    bufs,
                     extras: extras.clone(),
                     x_batch: Expr::Local(k.declare(Ty::I64, times(batch.clone(), conv.c * plane))),
                     y_batch: Expr::Local(k.declare(Ty::I64, times(batch, conv.m * plane))),
@@ -219,7 +197,7 @@ impl Tile<'_> {
                 .map(|j| {
                     let bias = Expr::Local(k.declare(
                         Ty::F32x8,
-                        Expr::load(f.b, plus(first.clone(), j as i64)).splat8(),
+                        Expr::load(f.bufs.b, plus(first.clone(), j as i64)).splat8(),
                     ));
                     (0..v).map(|_| k.declare(Ty::F32x8, bias.clone())).collect()
                 })
@@ -234,11 +212,11 @@ impl Tile<'_> {
                     let inputs: Vec<Expr> = (0..v)
                         .map(|p| {
                             let at = plus(x_at.clone(), (c * plane + p * LANES) as i64);
-                            Expr::Local(k.declare(Ty::F32x8, Expr::load8(f.x, at)))
+                            Expr::Local(k.declare(Ty::F32x8, Expr::load8(f.bufs.x, at)))
                         })
                         .collect();
                     for (j, row) in acc.iter().enumerate() {
-                        let weight = Expr::load(f.w, plus(w_at.clone(), (c * r + j) as i64));
+                        let weight = Expr::load(f.bufs.w, plus(w_at.clone(), (c * r + j) as i64));
                         let weight = Expr::Local(k.declare(Ty::F32x8, weight.splat8()));
                         for (&a, input) in row.iter().zip(&inputs) {
                             k.assign(a, weight.clone().fma(input.clone(), Expr::Local(a)));
@@ -256,7 +234,7 @@ impl Tile<'_> {
                     let index = plus(y_row.clone(), (p * LANES) as i64);
                     let (extras, value) = (&f.extras, Expr::Local(a));
                     conv.epilogue
-                        .store8(k, extras, f.y, index, channel.clone(), value);
+                        .store8(k, extras, f.bufs.y, index, channel.clone(), value);
                 }
             }
         });
