@@ -932,10 +932,14 @@ impl Tile<'_> {
     /// from output element `at` of the block's first channel, through the epilogue, one
     /// channel vector at a time (`f32x8` accumulators taken half by half), so few values
     /// are live at once. Padded, from the last lane down: a padding lane's clamped store
-    /// precedes the last channel's own.
+    /// precedes the last channel's own; lanes that are a real channel in every block store
+    /// without the clamp.
     fn store(&self, k: &mut KernelBuilder, f: &Frame, at: &Expr, acc: &[Vec<LocalId>]) {
         let out_plane = self.rows.output * self.cols.output;
         let last = self.conv.m as i64 - 1;
+        // Lanes below this one hold a real channel in every block (the padding channels
+        // are the last block's top lanes), so only the lanes from it on clamp.
+        let unclamped = self.width() - (self.blocks * self.width() - self.conv.m);
         let order: Vec<usize> = if self.padded {
             (0..self.q).rev().collect()
         } else {
@@ -959,7 +963,7 @@ impl Tile<'_> {
                 columns.reverse();
             }
             for (lane, value) in columns {
-                let store_at = if self.padded {
+                let store_at = if self.padded && lane >= unclamped {
                     let channel = plus(f.channel.clone(), lane as i64).clamp(0, last);
                     let channel = Expr::Local(k.declare(Ty::I64, channel));
                     StoreAt {
@@ -969,6 +973,15 @@ impl Tile<'_> {
                             at.clone(),
                         ]),
                         channel,
+                    }
+                } else if self.padded {
+                    // `at` is an offset within the plane (see `row`).
+                    StoreAt {
+                        index: plus(
+                            sum([f.y_base.clone(), at.clone()]),
+                            (lane * out_plane) as i64,
+                        ),
+                        channel: plus(f.channel.clone(), lane as i64),
                     }
                 } else {
                     StoreAt {
