@@ -537,17 +537,13 @@ impl Gen<'_, '_> {
     }
 
     fn float_select(&mut self, cond: Value, a: Value, b: Value, t: Ty) -> Value {
-        if t == Ty::F32x4 || t == Ty::F32x8 {
-            let ty = if t == Ty::F32x8 {
-                types::F32X8
-            } else {
-                types::F32X4
-            };
-            let mask = self.b.ins().bitcast(ty, Self::vector_flags(), cond);
-            self.b.ins().bitselect(mask, a, b)
-        } else {
-            self.b.ins().select(cond, a, b)
-        }
+        let vector = match t {
+            Ty::F32x4 => types::F32X4,
+            Ty::F32x8 => types::F32X8,
+            _ => return self.b.ins().select(cond, a, b),
+        };
+        let mask = self.b.ins().bitcast(vector, Self::vector_flags(), cond);
+        self.b.ins().bitselect(mask, a, b)
     }
 
     fn expr(&mut self, e: &Expr) -> Result<(Value, Ty)> {

@@ -132,6 +132,13 @@ pub(super) struct Axis {
     pub pad: usize,
 }
 
+/// Whether every axis is a 1×1 window with stride 1 and no padding: the plane is then one
+/// contiguous axis, the same for input and output.
+pub(super) fn pointwise(axes: &[Axis]) -> bool {
+    axes.iter()
+        .all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input)
+}
+
 impl Axis {
     /// The axes of a resolved window over spatial input sizes `input`.
     pub fn from_window(g: &ResolvedWindow, input: &[usize]) -> Vec<Axis> {
@@ -529,10 +536,7 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lower
             return Ok(lowered);
         }
     }
-    let pointwise = axes
-        .iter()
-        .all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input);
-    if pointwise {
+    if pointwise(&axes) {
         // A 1×1 kernel: the plane is one contiguous axis.
         axes = vec![Axis {
             input: plane,

@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use super::conv::{Axis, gcd, plus, split, sum, times};
+use super::conv::{Axis, gcd, plus, pointwise, split, sum, times};
 use super::epilogue::StoreAt;
 use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
 use super::{Arg, BufferKind, Epilogue, Kernel, Lowered, LoweredKernel, NodeInfo};
@@ -85,7 +85,7 @@ fn channel_vectors(channels: usize) -> Option<usize> {
 /// unrolls 8 channels: 4 measured 10% slower, 16 8% slower), which spreads the loop's overhead and the shuffling of
 /// accumulators between registers at its back edge. `body` computes its addresses once
 /// per trip; the unrolled channels are constant offsets from them.
-fn channel_loop(
+pub(super) fn channel_loop(
     k: &mut KernelBuilder,
     count: usize,
     taps: usize,
@@ -95,13 +95,20 @@ fn channel_loop(
         body(k, Expr::Int(0), 1);
         return;
     }
+    let unroll = channel_unroll(count, taps);
+    k.for_loop(0, count as i64, unroll as i64, LoopKind::Serial, |k, c| {
+        body(k, c, unroll)
+    });
+}
+
+/// Input channels per trip of [`channel_loop`] over `count` channels of `taps` taps each:
+/// enough for 8 taps, or the largest divisor of `count` below that.
+pub(super) fn channel_unroll(count: usize, taps: usize) -> usize {
     let mut unroll = 8usize.div_ceil(taps).max(1);
     while !count.is_multiple_of(unroll) {
         unroll -= 1;
     }
-    k.for_loop(0, count as i64, unroll as i64, LoopKind::Serial, |k, c| {
-        body(k, c, unroll)
-    });
+    unroll
 }
 
 /// The direct kernel for `conv`, or `None` when it does not apply (not 2-D, rows shorter
@@ -113,11 +120,7 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     };
     // A 1×1 kernel with stride 1 and no padding treats the plane as rows of any length
     // (see `flat_rows`): fewer partial tiles than short rows such as 7 or 14 end in.
-    let pointwise = conv
-        .axes
-        .iter()
-        .all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input);
-    let flat = pointwise
+    let flat = pointwise(conv.axes)
         .then(|| {
             flat_rows(
                 rows.input * cols.input,
@@ -940,6 +943,13 @@ impl Tile<'_> {
         // Lanes below this one hold a real channel in every block (the padding channels
         // are the last block's top lanes), so only the lanes from it on clamp.
         let unclamped = self.width() - (self.blocks * self.width() - self.conv.m);
+        // The tile's first element in its block's first channel plane (padded, `at` is an
+        // offset within the plane, see `row`).
+        let first = if self.padded {
+            Expr::Local(k.declare(Ty::I64, sum([f.y_base.clone(), at.clone()])))
+        } else {
+            at.clone()
+        };
         let order: Vec<usize> = if self.padded {
             (0..self.q).rev().collect()
         } else {
@@ -963,7 +973,7 @@ impl Tile<'_> {
                 columns.reverse();
             }
             for (lane, value) in columns {
-                let store_at = if self.padded && lane >= unclamped {
+                let store_at = if lane >= unclamped {
                     let channel = plus(f.channel.clone(), lane as i64).clamp(0, last);
                     let channel = Expr::Local(k.declare(Ty::I64, channel));
                     StoreAt {
@@ -974,18 +984,9 @@ impl Tile<'_> {
                         ]),
                         channel,
                     }
-                } else if self.padded {
-                    // `at` is an offset within the plane (see `row`).
-                    StoreAt {
-                        index: plus(
-                            sum([f.y_base.clone(), at.clone()]),
-                            (lane * out_plane) as i64,
-                        ),
-                        channel: plus(f.channel.clone(), lane as i64),
-                    }
                 } else {
                     StoreAt {
-                        index: plus(at.clone(), (lane * out_plane) as i64),
+                        index: plus(first.clone(), (lane * out_plane) as i64),
                         channel: plus(f.channel.clone(), lane as i64),
                     }
                 };

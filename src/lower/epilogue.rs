@@ -14,6 +14,7 @@
 //! expressions the unfused elementwise kernels compute (`elementwise::activation`
 //! and the binary and clip formulas), so fusing changes no result.
 
+use super::conv::plus;
 use super::elementwise::activation;
 use super::ir::{BufId, CmpOp};
 use super::{Arg, BufferKind, Expr, KernelBuilder, Ty};
@@ -176,10 +177,10 @@ impl Epilogue {
                 match e.broadcast {
                     Broadcast::Scalar => one(Expr::Int(0)),
                     Broadcast::Channel => one(at.channel.clone()),
-                    Broadcast::Full => match lanes {
-                        4 => Expr::load4(buf, at.index.clone()),
-                        8 => Expr::load8(buf, at.index.clone()),
-                        _ => Expr::load(buf, at.index.clone()),
+                    Broadcast::Full => Expr::Load {
+                        buf,
+                        index: Box::new(at.index.clone()),
+                        lanes,
                     },
                 }
             })
@@ -187,8 +188,9 @@ impl Epilogue {
     }
 
     /// The value after every step, given the anchor's `value` and the extra operands'
-    /// values (`lanes` wide, as from [`Epilogue::load`]; 8 only where [`Epilogue::wide`]). Each intermediate value is kept in
-    /// a local, so steps that use it twice do not recompute it.
+    /// values (`lanes` wide, as from [`Epilogue::load`]; 8 only where [`Epilogue::wide`]).
+    /// Each intermediate value is kept in a local, so steps that use it twice do not
+    /// recompute it.
     pub fn apply(&self, k: &mut KernelBuilder, value: Expr, extras: &[Expr], lanes: u8) -> Expr {
         let ty = match lanes {
             4 => Ty::F32x4,
@@ -231,7 +233,8 @@ impl Epilogue {
     }
 
     /// Stores `value` (`lanes` wide: 1, 4, or 8 where [`Epilogue::wide`]) into output
-    /// buffer `y` at `at`, through the steps (the extra operands read from `bufs`, as declared by [`Epilogue::declare`]).
+    /// buffer `y` at `at`, through the steps (the extra operands read from `bufs`, as
+    /// declared by [`Epilogue::declare`]).
     pub fn store(
         &self,
         k: &mut KernelBuilder,
@@ -249,9 +252,7 @@ impl Epilogue {
         };
         k.store(y, at.index.clone(), value);
     }
-}
 
-impl Epilogue {
     /// Stores the `f32x8` `value` into `y` from element `index` (of output channel
     /// `channel`) through the steps: as one vector where they can run on it
     /// ([`Epilogue::wide`]), else each half as an `f32x4`.
@@ -279,7 +280,7 @@ impl Epilogue {
         };
         for h in 0..2u8 {
             let at = StoreAt {
-                index: index.clone().add(Expr::Int(4 * h as i64)),
+                index: plus(index.clone(), 4 * h as i64),
                 channel: channel.clone(),
             };
             self.store(k, bufs, y, &at, value.clone().half(h), 4);

@@ -30,8 +30,10 @@
 
 use std::sync::Arc;
 
-use super::conv::{Axis, plus, split, sum, times};
-use super::direct_conv::{ConvBuffers, DirectConv, constants, declare_buffers, page_offsets};
+use super::conv::{Axis, plus, pointwise, split, sum, times};
+use super::direct_conv::{
+    ConvBuffers, DirectConv, channel_loop, channel_unroll, constants, declare_buffers, page_offsets,
+};
 use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
 use super::{Arg, Kernel, Lowered, LoweredKernel, NodeInfo};
 use crate::tensor::Tensor;
@@ -41,10 +43,6 @@ const LANES: usize = 8;
 
 /// Accumulators per tile.
 const ACCUMULATORS: usize = 12;
-
-/// Input channels per trip of the channel loop (the rest of a trip's channels are constant
-/// offsets from its addresses).
-const UNROLL: usize = 8;
 
 /// The most input channels a layer may have for this kernel: a tile's input lines (one
 /// per channel and pixel vector) must stay in L1 while every block of output channels
@@ -66,11 +64,7 @@ fn channels_per_tile(m: usize) -> Option<usize> {
 /// [`MAX_CHANNELS`] input channels, output channels a multiple of 4 and a plane of at
 /// least [`MIN_PLANE`] pixels whose planes start at more than 4 offsets within a page.
 pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
-    let pointwise = conv
-        .axes
-        .iter()
-        .all(|a| a.kernel == 1 && a.stride == 1 && a.pad == 0 && a.output == a.input);
-    if !pointwise || conv.group != 1 || !crate::codegen::wide_vectors() {
+    if !pointwise(conv.axes) || conv.group != 1 || !crate::codegen::wide_vectors() {
         return None;
     }
     if conv.c == 0 || conv.c > MAX_CHANNELS {
@@ -82,7 +76,8 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
     }
     let r = channels_per_tile(conv.m)?;
     let v = ACCUMULATORS / r;
-    if plane < v * LANES || conv.weights.shape() != [conv.m, conv.c, 1, 1] {
+    // (`MIN_PLANE` is more than a tile.)
+    if conv.weights.shape() != [conv.m, conv.c, 1, 1] {
         return None;
     }
     let w = conv.weights.as_f32()?;
@@ -150,7 +145,7 @@ impl Tile<'_> {
             } else {
                 String::new()
             },
-            unroll(conv.c),
+            channel_unroll(conv.c, 1),
         ));
         let bufs = declare_buffers(&mut k, conv, plane, plane, packed, bias);
         let extras = conv.epilogue.declare(&mut k);
@@ -202,8 +197,7 @@ impl Tile<'_> {
                     (0..v).map(|_| k.declare(Ty::F32x8, bias.clone())).collect()
                 })
                 .collect();
-            let u = unroll(conv.c);
-            k.for_loop(0, conv.c as i64, u as i64, LoopKind::Serial, |k, ci| {
+            channel_loop(k, conv.c, 1, &|k, ci, u| {
                 let x_at = Expr::Local(
                     k.declare(Ty::I64, sum([x_tile.clone(), times(ci.clone(), plane)])),
                 );
@@ -239,13 +233,4 @@ impl Tile<'_> {
             }
         });
     }
-}
-
-/// Input channels per trip of the channel loop: [`UNROLL`], or the largest divisor of `c`
-/// below it.
-fn unroll(c: usize) -> usize {
-    (1..=UNROLL.min(c))
-        .rev()
-        .find(|&u| c.is_multiple_of(u))
-        .unwrap_or(1)
 }
