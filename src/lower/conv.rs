@@ -1368,6 +1368,21 @@ pub(super) mod testing {
     /// Lowers `op` on `inputs` (`(tensor, constant)`; `None` for an absent input), runs
     /// the kernels and checks every output against the interpreter. Returns the lowering.
     pub fn check(op: &Op, inputs: &[Option<(Tensor, bool)>], n_outputs: usize) -> Lowered {
+        check_with(op, inputs, n_outputs, false)
+    }
+
+    /// [`check`], with every `f32` output bit for bit the interpreter's (any NaN for a NaN;
+    /// a zero's sign counts).
+    pub fn check_bits(op: &Op, inputs: &[Option<(Tensor, bool)>], n_outputs: usize) -> Lowered {
+        check_with(op, inputs, n_outputs, true)
+    }
+
+    fn check_with(
+        op: &Op,
+        inputs: &[Option<(Tensor, bool)>],
+        n_outputs: usize,
+        exact: bool,
+    ) -> Lowered {
         let inputs_ref: Vec<Option<(&Tensor, bool)>> = inputs
             .iter()
             .map(|i| i.as_ref().map(|(t, c)| (t, *c)))
@@ -1428,8 +1443,11 @@ pub(super) mod testing {
                 (TensorData::F32(w), Data::F32(g)) => {
                     for (j, (a, b)) in w.iter().zip(g).enumerate() {
                         let ok = (a.is_nan() && b.is_nan())
-                            || a == b
-                            || (a - b).abs() <= 1e-5 + 1e-4 * a.abs().max(b.abs());
+                            || if exact {
+                                a.to_bits() == b.to_bits()
+                            } else {
+                                a == b || (a - b).abs() <= 1e-5 + 1e-4 * a.abs().max(b.abs())
+                            };
                         assert!(
                             ok,
                             "{op:?}: output {i} element {j}: want {a}, got {b}\n{}",
