@@ -580,6 +580,52 @@ fn depthwise_planes_flat_and_by_rows() {
     }
 }
 
+/// With 256-bit vectors, 16-channel blocks whose sums have 256 terms or more take 6-pixel
+/// tiles (12 accumulators): 1×1 layers on flat planes (169 pixels: 28 tiles and an
+/// overlapping last one), rows of 27, a padded 3×3 (border tiles, rows of 11 and 7 ending
+/// in overlapping tiles), batch 2, with a residual add; shorter sums keep 4-pixel tiles.
+/// Every output equals the interpreter's on 1 and 2 threads.
+#[test]
+fn six_pixel_tiles_for_long_sums() {
+    // (batch, input channels, output channels, side, [kernel, pad, stride], six pixels)
+    let cases = [
+        (1, 512, 64, 13, [1, 0, 1], true),
+        (2, 256, 32, 27, [1, 0, 1], true),
+        (1, 64, 32, 11, [3, 1, 1], true),
+        (1, 48, 32, 14, [3, 1, 2], true),
+        (1, 192, 32, 28, [1, 0, 1], false),
+        (1, 3, 64, 33, [3, 0, 2], false),
+    ];
+    for (n, c, m, side, geometry, six) in cases {
+        let what = format!("{n}x{c} -> {m}, {side}x{side}, {geometry:?}");
+        let [k, pad, stride] = geometry;
+        let out = (side + 2 * pad - k) / stride + 1;
+        let shape = format!("{n},{m},{out},{out}");
+        let residual = format!(
+            "graph g(x: f32[{n},{c},{side},{side}], r: f32[{shape}]) -> (y: f32[{shape}]) {{
+  const w: f32[{m},{c},{k},{k}] = normal(seed=1, std=0.05)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[{shape}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[{stride}, {stride}]}}
+  sum: f32[{shape}] = add(conv, r)
+  y: f32[{shape}] = relu(sum)
+}}"
+        );
+        for text in [conv_relu(n, [c, m], side, geometry, 0.05), residual] {
+            matches_the_interpreter(&text, Winograd::Off, &what, |compiled| {
+                let schedule = &schedules(compiled)[0];
+                if fovea::codegen::wide_vectors() {
+                    let tile = if six {
+                        "tile 6 pixels x"
+                    } else {
+                        "tile 4 pixels x"
+                    };
+                    assert!(schedule.contains(tile), "{what}: {schedule}");
+                }
+            });
+        }
+    }
+}
+
 /// With 256-bit vectors, ungrouped convolutions whose output channels are not a multiple of
 /// 16 or 24 (a 1000-class 1×1 classifier, 88, 100 or 200 channels), and multiples of 16
 /// with long sums (160 or 256 channels), take the direct kernel with the channels padded to
@@ -615,7 +661,7 @@ fn padded_output_channels_take_the_direct_kernel() {
             if fovea::codegen::wide_vectors() {
                 let schedule = schedules(&compiled);
                 assert!(
-                    schedule[0].starts_with("direct, tile 4 pixels x")
+                    schedule[0].starts_with("direct, tile ")
                         && schedule[0].contains("f32x8 accumulators"),
                     "{what}: {schedule:?}"
                 );

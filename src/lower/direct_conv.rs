@@ -32,7 +32,8 @@ use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
 use super::{Arg, BufferKind, Epilogue, Kernel, Lowered, LoweredKernel, NodeInfo};
 use crate::tensor::{DType, Tensor};
 
-/// Output pixels per tile (one `f32x4` along the row after the transpose).
+/// Output pixels per tile (one `f32x4` along the row after the transpose), unless
+/// [`tile_pixels`] takes 6.
 const PIXELS: usize = 4;
 
 /// A convolution this kernel computes.
@@ -200,18 +201,20 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         }
     }
     let (packed, bias) = constants(conv, packed, m_pad)?;
+    // `f32x8` from 16 channels (8 accumulators): 8 channels would leave 4, too few FMA
+    // chains to cover the latency (SqueezeNet's 1000-channel classifier).
+    let lanes = if crate::codegen::wide_vectors() && q >= 4 {
+        8
+    } else {
+        4
+    };
     let tile = Tile {
         conv,
         rows,
         cols,
         q,
-        // `f32x8` from 16 channels (8 accumulators): 8 channels would leave 4, too few
-        // FMA chains to cover the latency (SqueezeNet's 1000-channel classifier).
-        lanes: if crate::codegen::wide_vectors() && q >= 4 {
-            8
-        } else {
-            4
-        },
+        pixels: tile_pixels(q, lanes, cols, cg * taps),
+        lanes,
         cg,
         blocks,
         chunk: chunk(
@@ -400,6 +403,26 @@ fn chunk(cg: usize, bytes_per_channel: usize, streams: usize) -> usize {
         .unwrap_or(cg)
 }
 
+/// Sums of at least this many terms (input channels × taps per output) take 6-pixel tiles
+/// with 16-channel blocks of `f32x8` accumulators (see [`tile_pixels`]).
+const SIX_PIXEL_TERMS: usize = 256;
+
+/// Pixels per tile: 6 for 16-channel blocks of `f32x8` accumulators on rows of at least 6
+/// whose sums have [`SIX_PIXEL_TERMS`] terms or more, else 4. Six pixels give 12
+/// accumulators instead of 8, which barely cover the FMA latency; the tile then stores two
+/// overlapping groups of 4 pixels (2 and 3 twice), which costs more than it gains on short
+/// sums. Single layers, 1 thread (`fovea bench --json`, medians of 8 alternated runs):
+/// 384 → 64 1×1 on 14×14 0.181 → 0.167 ms, on 13×13 0.162 → 0.153, 512 → 64 on 13×13 0.241
+/// → 0.208, 256 → 32 on 27×27 0.267 → 0.197; shorter sums slower: 192 → 32 on 28×28 0.207 →
+/// 0.219, 32 → 16 on 112×112 0.298 → 0.335, SqueezeNet's 3 → 64 3×3 stem 0.67 → 0.72.
+fn tile_pixels(q: usize, lanes: usize, cols: &Axis, terms: usize) -> usize {
+    if q == 4 && lanes == 8 && cols.output >= 6 && terms >= SIX_PIXEL_TERMS {
+        6
+    } else {
+        PIXELS
+    }
+}
+
 /// The geometry of the tiled kernel.
 struct Tile<'a> {
     conv: &'a DirectConv<'a>,
@@ -407,6 +430,9 @@ struct Tile<'a> {
     cols: &'a Axis,
     /// Channel vectors of 4 per tile (an even count with `f32x8` accumulators).
     q: usize,
+    /// Pixels per tile: 4, or 6 for 16-channel blocks of `f32x8` accumulators (see
+    /// [`tile_pixels`]).
+    pixels: usize,
     /// Lanes of an accumulator: 8 (`f32x8`, two channel vectors) or 4.
     lanes: usize,
     /// Input channels per group.
@@ -463,7 +489,7 @@ enum Part {
 enum TileAt {
     /// At a fixed column; its pixels before `keep` overlap the previous tile.
     Static { start: usize, keep: usize },
-    /// Every 4 columns in `from..end`.
+    /// Every tile of pixels in `from..end`.
     Loop { from: usize, end: usize },
 }
 
@@ -580,9 +606,10 @@ impl Tile<'_> {
         let width = self.width();
         let mut k = KernelBuilder::new(name);
         k.set_schedule(format!(
-            "direct, tile {PIXELS} pixels x {width} channels ({} f32x{} accumulators), \
+            "direct, tile {} pixels x {width} channels ({} f32x{} accumulators), \
              {} in parallel, input channels in chunks of {}",
-            PIXELS * self.vectors(),
+            self.pixels,
+            self.pixels * self.vectors(),
             self.lanes,
             if self.rows_outer {
                 format!("{} rows x {} channel blocks", rows.output, self.blocks)
@@ -706,7 +733,7 @@ impl Tile<'_> {
         // it, which the previous tile computes, and their taps) each pixel's taps inside
         // the input, none for the pixels before `fixed`.
         let pixels_at = |start: usize, fixed: Option<usize>| -> Vec<Pixel> {
-            (0..PIXELS)
+            (0..self.pixels)
                 .map(|delta| Pixel {
                     delta,
                     valid: fixed.map(|keep| {
@@ -733,7 +760,7 @@ impl Tile<'_> {
                         k.for_loop(
                             from as i64,
                             end as i64,
-                            PIXELS as i64,
+                            self.pixels as i64,
                             LoopKind::Serial,
                             |k, ox| self.tile(k, f, &tap_rows, &y_row, ox, &pixels, part(0)),
                         );
@@ -773,22 +800,22 @@ impl Tile<'_> {
         let (lo, hi) = interior(cols);
         let mut tiles = Vec::new();
         let mut x = 0;
-        while x < lo && x + PIXELS <= cols.output {
+        while x < lo && x + self.pixels <= cols.output {
             tiles.push(TileAt::Static { start: x, keep: 0 });
-            x += PIXELS;
+            x += self.pixels;
         }
-        if x + PIXELS <= hi {
-            let end = x + (hi - x) / PIXELS * PIXELS;
+        if x + self.pixels <= hi {
+            let end = x + (hi - x) / self.pixels * self.pixels;
             tiles.push(TileAt::Loop { from: x, end });
             x = end;
         }
         while x < cols.output {
-            let start = x.min(cols.output - PIXELS);
+            let start = x.min(cols.output - self.pixels);
             tiles.push(TileAt::Static {
                 start,
                 keep: x - start,
             });
-            x = start + PIXELS;
+            x = start + self.pixels;
         }
         if matches!(tiles.last(), Some(TileAt::Static { keep, .. }) if *keep > 0) {
             tiles.rotate_right(1);
@@ -796,7 +823,7 @@ impl Tile<'_> {
         tiles
     }
 
-    /// One tile at output column `ox`: 4 pixels × `4Q` channels, summed over the input
+    /// One tile at output column `ox`: 4 or 6 pixels × `4Q` channels, summed over the input
     /// channels and taps of `part`; the whole sum is transposed, passed through the
     /// epilogue and stored to the output, a partial one kept in the scratch row.
     #[allow(clippy::too_many_arguments)]
@@ -931,7 +958,8 @@ impl Tile<'_> {
         }
     }
 
-    /// Transposes each channel vector's 4 × 4 block and stores four pixels per channel,
+    /// Transposes each channel vector's 4 × 4 block and stores four pixels per channel
+    /// (6-pixel tiles: pixels 0..4, then 2..6),
     /// from output element `at` of the block's first channel, through the epilogue, one
     /// channel vector at a time (`f32x8` accumulators taken half by half), so few values
     /// are live at once. Padded, from the last lane down: a padding lane's clamped store
@@ -955,44 +983,53 @@ impl Tile<'_> {
         } else {
             (0..self.q).collect()
         };
-        for v in order {
-            let r = [0, 1, 2, 3].map(|p| {
-                if self.lanes == 8 {
-                    let half = Expr::Local(acc[p][v / 2]).half((v % 2) as u8);
-                    Expr::Local(k.declare(Ty::F32x4, half))
-                } else {
-                    Expr::Local(acc[p][v])
+        // Groups of 4 pixels, each transposed and stored whole; with 6 pixels the second
+        // group is pixels 2..6, storing pixels 2 and 3 again (the same values).
+        let groups: Vec<usize> = (0..self.pixels)
+            .step_by(4)
+            .map(|g| g.min(self.pixels - 4))
+            .collect();
+        for g in groups {
+            let (at, first) = (plus(at.clone(), g as i64), plus(first.clone(), g as i64));
+            for &v in &order {
+                let r = [0, 1, 2, 3].map(|p| {
+                    if self.lanes == 8 {
+                        let half = Expr::Local(acc[g + p][v / 2]).half((v % 2) as u8);
+                        Expr::Local(k.declare(Ty::F32x4, half))
+                    } else {
+                        Expr::Local(acc[g + p][v])
+                    }
+                });
+                let mut columns: Vec<(usize, Expr)> = transpose4(k, &r, 0..4)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, value)| (4 * v + c, value))
+                    .collect();
+                if self.padded {
+                    columns.reverse();
                 }
-            });
-            let mut columns: Vec<(usize, Expr)> = transpose4(k, &r, 0..4)
-                .into_iter()
-                .enumerate()
-                .map(|(c, value)| (4 * v + c, value))
-                .collect();
-            if self.padded {
-                columns.reverse();
-            }
-            for (lane, value) in columns {
-                let store_at = if lane >= unclamped {
-                    let channel = plus(f.channel.clone(), lane as i64).clamp(0, last);
-                    let channel = Expr::Local(k.declare(Ty::I64, channel));
-                    StoreAt {
-                        index: sum([
-                            f.y_batch.clone(),
-                            times(channel.clone(), out_plane),
-                            at.clone(),
-                        ]),
-                        channel,
-                    }
-                } else {
-                    StoreAt {
-                        index: plus(first.clone(), (lane * out_plane) as i64),
-                        channel: plus(f.channel.clone(), lane as i64),
-                    }
-                };
-                self.conv
-                    .epilogue
-                    .store(k, &f.extras, f.bufs.y, &store_at, value, 4);
+                for (lane, value) in columns {
+                    let store_at = if lane >= unclamped {
+                        let channel = plus(f.channel.clone(), lane as i64).clamp(0, last);
+                        let channel = Expr::Local(k.declare(Ty::I64, channel));
+                        StoreAt {
+                            index: sum([
+                                f.y_batch.clone(),
+                                times(channel.clone(), out_plane),
+                                at.clone(),
+                            ]),
+                            channel,
+                        }
+                    } else {
+                        StoreAt {
+                            index: plus(first.clone(), (lane * out_plane) as i64),
+                            channel: plus(f.channel.clone(), lane as i64),
+                        }
+                    };
+                    self.conv
+                        .epilogue
+                        .store(k, &f.extras, f.bufs.y, &store_at, value, 4);
+                }
             }
         }
     }
