@@ -539,6 +539,10 @@ fn depthwise_planes_flat_and_by_rows() {
         (1, 2, 112, 3, 2, 1, true, true),
         (1, 2, 112, 3, 1, 1, false, false),
         (2, 3, 48, 3, 1, 1, false, false),
+        // Stride 2 with 5 taps a row: two tap pairs sharing their loads, a last even tap.
+        (1, 3, 20, 5, 2, 2, true, true),
+        (1, 2, 64, 5, 2, 2, true, true),
+        (1, 3, 30, 5, 2, 2, false, false),
     ];
     for (n, c, side, k, stride, pad, flat, looped) in cases {
         let out = (side + 2 * pad - k) / stride + 1;
