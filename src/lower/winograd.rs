@@ -1072,18 +1072,6 @@ struct InputSplit {
 /// the last).
 const LAUNCH_SECONDS: f64 = 5e-6;
 
-/// The input transform's time over its modelled instructions inside the fused kernel,
-/// relative to the products', which sets what another output-channel group (each repeats
-/// its band's input transform) costs in [`Plan::new`]. Measured by forcing the groups on
-/// SqueezeNet's 16 → 64 3×3 layers on 55×55 (7 bands of 2 × 14 tiles), 1 thread: 2 groups
-/// 0.82 ms against 0.69 for 1, the 3,136 repeated tile-channel transforms 4.2 times their
-/// modelled share of the time. With the instruction count alone (factor 1), on 2 threads
-/// the model gave those layers 2 groups (7 × 2 even tasks); with this factor it gives
-/// them 14 bands of 1 × 14 tiles and 1 group: 0.436 → 0.371 and 0.420 → 0.374 ms (medians
-/// of 8 alternated runs, `fovea bench squeezenet1_1.onnx --threads 2 --profile`).
-/// ResNet-18's plans on 1 and 2 threads are unchanged.
-const FUSED_INPUT_TRANSFORM_MEASURED: f64 = 4.0;
-
 /// The input transform's measured time over its modelled instructions (alone, in a kernel
 /// of its own, 1 thread: ResNet-18's 56×56, 28×28, 14×14 and 7×7 layers 0.27, 0.11, 0.053
 /// and 0.031 ms against 0.10, 0.05, 0.025 and 0.010 modelled: its stores).
@@ -1182,8 +1170,7 @@ impl Plan {
         let per_block = points as f64 * c as f64 * 3.5 + output_cost;
         let busiest = |band_rows: usize, g: usize| {
             let tasks = (bands(band_rows) * g).div_ceil(threads.max(1));
-            let per_tile = (blocks / g) as f64 * per_block
-                + input_cost * c as f64 * FUSED_INPUT_TRANSFORM_MEASURED;
+            let per_tile = (blocks / g) as f64 * per_block + input_cost * c as f64;
             (tasks * padded(band_rows)) as f64 * per_tile
         };
         let cached = if points * c * m * 4 <= CACHED_WEIGHT_BYTES {
