@@ -826,3 +826,40 @@ fn wide_and_halved_epilogues_match_the_interpreter() {
         }
     }
 }
+
+/// Winograd layers give the same bits on any thread count: the bands (whose tile count
+/// sets the order in which the products are summed) are the ones one thread takes, and
+/// only the output-channel groups follow the threads (SqueezeNet's 55×55 and 27×27 3×3
+/// layers, whose 2- and 16-thread plans took other bands before).
+#[test]
+fn winograd_bits_do_not_depend_on_threads() {
+    for (c, m, side) in [(16, 64, 55), (32, 128, 27), (48, 192, 13)] {
+        let text = conv_relu(1, [c, m], side, [3, 1, 1], 0.1);
+        let model = Model::parse(&text).unwrap();
+        let inputs = inputs(&model);
+        let refs = named(&inputs);
+        let runs: Vec<_> = [1, 2, 3, 4, 16]
+            .into_iter()
+            .map(|threads| {
+                let compiled = Compiler::new()
+                    .threads(threads)
+                    .winograd(Winograd::Auto)
+                    .compile(&model)
+                    .unwrap();
+                assert!(
+                    schedules(&compiled)
+                        .iter()
+                        .any(|s| s.starts_with("winograd")),
+                    "{c} -> {m} on {side}x{side}, {threads} threads"
+                );
+                (threads, bits(&compiled.run(&refs).unwrap()))
+            })
+            .collect();
+        for (threads, run) in &runs[1..] {
+            assert_eq!(
+                run, &runs[0].1,
+                "{c} -> {m} on {side}x{side}: 1 and {threads} threads differ"
+            );
+        }
+    }
+}

@@ -1072,6 +1072,16 @@ struct InputSplit {
 /// the last).
 const LAUNCH_SECONDS: f64 = 5e-6;
 
+/// The input transform's time over its modelled instructions inside the fused kernel,
+/// relative to the products', which sets what another output-channel group (each repeats
+/// its band's input transform) costs in [`Plan::new`]. Measured by forcing the groups on
+/// SqueezeNet's 16 → 64 3×3 layers on 55×55 (7 bands of 2 × 14 tiles), 1 thread: 2 groups
+/// 0.82 ms against 0.69 for 1, the 3,136 repeated tile-channel transforms 4.2 times their
+/// modelled share of the time; on 2 threads 2 groups (7 × 2 even tasks) ran 0.44–0.49 ms,
+/// 1 group (bands split 4 + 3) 0.38–0.41 (6 alternated runs, `fovea bench --profile`).
+/// With the instruction count alone the model took 2 groups.
+const FUSED_INPUT_TRANSFORM_MEASURED: f64 = 4.0;
+
 /// The input transform's measured time over its modelled instructions (alone, in a kernel
 /// of its own, 1 thread: ResNet-18's 56×56, 28×28, 14×14 and 7×7 layers 0.27, 0.11, 0.053
 /// and 0.031 ms against 0.10, 0.05, 0.025 and 0.010 modelled: its stores).
@@ -1157,8 +1167,8 @@ impl Plan {
                 .unwrap_or(most)
         };
         // Weights that stay in L2: small bands (parallel iterations) of at least a group of
-        // tiles, and output-channel groups, chosen together for the least work on the
-        // busiest thread: its tasks × padded tiles × (its blocks' products and output
+        // tiles (chosen for one thread), and output-channel groups, for the least work on
+        // the busiest thread: its tasks × padded tiles × (its blocks' products and output
         // transforms + the input transform, which each group repeats). Tiles padded to
         // groups of 4 are computed too (14 tiles a row pad to 16: 1/8 more), and a thread
         // with one more task than another sets the pace. ResNet-18's 56×56 layers: bands of
@@ -1168,21 +1178,33 @@ impl Plan {
         // largest band, to read them once.
         let (input_cost, output_cost) = variant.transform_cost();
         let per_block = points as f64 * c as f64 * 3.5 + output_cost;
-        let busiest = |band_rows: usize, g: usize| {
+        let busiest = |band_rows: usize, g: usize, threads: usize| {
             let tasks = (bands(band_rows) * g).div_ceil(threads.max(1));
-            let per_tile = (blocks / g) as f64 * per_block + input_cost * c as f64;
+            let per_tile = (blocks / g) as f64 * per_block
+                + input_cost * c as f64 * FUSED_INPUT_TRANSFORM_MEASURED;
             (tasks * padded(band_rows)) as f64 * per_tile
         };
         let cached = if points * c * m * 4 <= CACHED_WEIGHT_BYTES {
-            let groups = (1..=blocks).filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4);
-            (1..=tile_rows)
+            // The bands one thread would take, for any thread count: a band's tiles are
+            // summed in groups whose order depends on how many the band has, so the bands
+            // fix every result's bits; then the groups for `threads`.
+            let band = (1..=tile_rows)
                 .filter(|&r| fits_band(r) && r * tile_cols >= GROUP)
-                .flat_map(|r| groups.clone().map(move |g| (r, g)))
-                .min_by(|&(r, g), &(s, h)| {
-                    busiest(r, g)
-                        .total_cmp(&busiest(s, h))
-                        .then((g, r).cmp(&(h, s)))
-                })
+                .min_by(|&r, &s| {
+                    busiest(r, 1, 1)
+                        .total_cmp(&busiest(s, 1, 1))
+                        .then(r.cmp(&s))
+                });
+            band.and_then(|r| {
+                (1..=blocks)
+                    .filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4)
+                    .min_by(|&g, &h| {
+                        busiest(r, g, threads)
+                            .total_cmp(&busiest(r, h, threads))
+                            .then(g.cmp(&h))
+                    })
+                    .map(|g| (r, g))
+            })
         } else {
             None
         };
