@@ -22,7 +22,7 @@
 //! into the input and masked by a select.
 
 use super::epilogue::{Epilogue, StoreAt};
-use super::ir::{CmpOp, UnOp};
+use super::ir::{BufId, CmpOp, LocalId, UnOp};
 use super::{
     Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo, Operand, Ty,
 };
@@ -36,6 +36,52 @@ const UNROLL_TAPS: usize = 8;
 
 /// Output vectors (of four positions) computed together in the interior of a row.
 const VECTORS: usize = 8;
+
+/// Loads of 4 from `buf` at offsets from `base`, each declared once in the kernel's code
+/// however many taps read it (a stride-2 tap pair's two loads, see [`stride2_loads`]).
+pub(super) struct Loads {
+    buf: BufId,
+    base: Expr,
+    declared: Vec<(i64, LocalId)>,
+}
+
+impl Loads {
+    pub fn new(buf: BufId, base: Expr) -> Loads {
+        Loads {
+            buf,
+            base,
+            declared: Vec::new(),
+        }
+    }
+
+    /// The 4 elements at `offset` from the base.
+    pub fn at(&mut self, k: &mut KernelBuilder, offset: i64) -> Expr {
+        if let Some(&(_, local)) = self.declared.iter().find(|(o, _)| *o == offset) {
+            return Expr::Local(local);
+        }
+        let value = Expr::load4(self.buf, plus(self.base.clone(), offset));
+        let local = k.declare(Ty::F32x4, value);
+        self.declared.push((offset, local));
+        Expr::Local(local)
+    }
+}
+
+/// With stride 2 along a row (no dilation), where tap `kx` of a row of `kernel` taps reads
+/// every other element for 4 consecutive outputs: the offsets, from the row's first tap
+/// element, of its two loads of 4, and the lanes of the 8 loaded that the tap takes. Taps
+/// `2j` and `2j + 1` share their loads (the even and the odd elements of 8, so a caller
+/// that keeps the loads reads them once per pair); a last even tap reads columns
+/// `kx .. kx + 6` and no further.
+pub(super) fn stride2_loads(kx: usize, kernel: usize) -> ([usize; 2], [u8; 4]) {
+    let even = kx - kx % 2;
+    if kx % 2 == 1 {
+        ([even, even + 4], [1, 3, 5, 7])
+    } else if kx + 1 < kernel {
+        ([kx, kx + 4], [0, 2, 4, 6])
+    } else {
+        ([kx, kx + 3], [0, 2, 5, 7])
+    }
+}
 
 /// `e + c`, without a `+ 0`.
 pub(super) fn plus(e: Expr, c: i64) -> Expr {

@@ -20,7 +20,8 @@
 use std::sync::Arc;
 
 use super::conv::{
-    Axis, Layout, for_each_segment, for_each_tap, node_error, plus, strides, sum, times, walk_row,
+    Axis, Layout, Loads, for_each_segment, for_each_tap, node_error, plus, stride2_loads, strides,
+    sum, times, walk_row,
 };
 use super::ir::{BufId, CmpOp, LocalId};
 use super::{Arg, BufferKind, Expr, KernelBuilder, LoopKind, Lowered, LoweredKernel, NodeInfo, Ty};
@@ -278,30 +279,16 @@ fn max_pool_strips(node: &NodeInfo<'_>, plan: &Plan) -> Option<Lowered> {
             (0..vectors)
                 .map(|u| {
                     let at = plus(row.clone(), (4 * u * rx.stride) as i64);
-                    let load = |k: &mut KernelBuilder, offset: usize| {
-                        let value = Expr::load4(xb, plus(at.clone(), offset as i64));
-                        Expr::Local(k.declare(Ty::F32x4, value))
-                    };
-                    let mut taps = Vec::with_capacity(rx.kernel);
-                    let mut kx = 0;
-                    while kx < rx.kernel {
-                        if rx.stride == 1 {
-                            taps.push(load(k, kx));
-                            kx += 1;
-                        } else if kx + 1 < rx.kernel {
-                            // Columns kx .. kx + 7: the even ones are tap kx's, the odd
-                            // ones tap kx + 1's.
-                            let (a, b) = (load(k, kx), load(k, kx + 4));
-                            taps.push(a.clone().shuffle(b.clone(), [0, 2, 4, 6]));
-                            taps.push(a.shuffle(b, [1, 3, 5, 7]));
-                            kx += 2;
-                        } else {
-                            // A last even tap: columns kx .. kx + 6, read no further.
-                            let (a, b) = (load(k, kx), load(k, kx + 3));
-                            taps.push(a.shuffle(b, [0, 2, 5, 7]));
-                            kx += 1;
-                        }
-                    }
+                    let mut loads = Loads::new(xb, at);
+                    let taps: Vec<Expr> = (0..rx.kernel)
+                        .map(|kx| {
+                            if rx.stride == 1 {
+                                return loads.at(k, kx as i64);
+                            }
+                            let ([a, b], lanes) = stride2_loads(kx, rx.kernel);
+                            loads.at(k, a as i64).shuffle(loads.at(k, b as i64), lanes)
+                        })
+                        .collect();
                     let mut taps = taps.into_iter();
                     let first = k.declare(Ty::F32x4, taps.next().expect("a window has taps"));
                     let best = k.declare(
@@ -397,14 +384,14 @@ fn max_pool_strips(node: &NodeInfo<'_>, plan: &Plan) -> Option<Lowered> {
 fn max_pool(node: &NodeInfo<'_>, attrs: &Pool) -> Result<Lowered> {
     let plan = plan(node, attrs)?;
     let with_indices = node.outputs.len() > 1;
-    if !with_indices && let Some(lowered) = max_pool_strips(node, &plan) {
-        return Ok(lowered);
-    }
     if !matches!(attrs.storage_order, 0 | 1) {
         return Err(node_error(
             node,
             format!("storage_order must be 0 or 1, got {}", attrs.storage_order),
         ));
+    }
+    if !with_indices && let Some(lowered) = max_pool_strips(node, &plan) {
+        return Ok(lowered);
     }
     // Strides of the input coordinates in the stored index (within the plane).
     let index_strides = if attrs.storage_order == 1 {

@@ -1159,8 +1159,10 @@ impl Plan {
         // per group (each group repeats the input transform).
         let blocks = m / WIDTH;
         let bands = |band_rows: usize| n * tile_rows / band_rows;
+        // Output-channel groups of at least 4 blocks.
+        let groups = || (1..=blocks).filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4);
         let oc_groups = |band_rows: usize| {
-            let mut groups = (1..=blocks).filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4);
+            let mut groups = groups();
             let most = groups.clone().next_back().unwrap_or(1);
             groups
                 .find(|g| bands(band_rows) * g >= threads)
@@ -1196,8 +1198,7 @@ impl Plan {
                         .then(r.cmp(&s))
                 });
             band.and_then(|r| {
-                (1..=blocks)
-                    .filter(|g| blocks.is_multiple_of(*g) && blocks / g >= 4)
+                groups()
                     .min_by(|&g, &h| {
                         busiest(r, g, threads)
                             .total_cmp(&busiest(r, h, threads))
