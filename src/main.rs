@@ -747,7 +747,7 @@ fn dump_ir(
         .collect();
     let plan = compiled.plan_for(&tensors)?;
     if stage == Stage::Fused {
-        let groups = fovea::runtime::fuse::fusion_groups(plan.graph());
+        let groups = plan.groups();
         if format == Format::Dot {
             let clusters: Vec<(String, Vec<_>)> = groups
                 .iter()
@@ -761,7 +761,7 @@ fn dump_ir(
         } else {
             print!(
                 "{}",
-                fovea::runtime::fuse::print_groups(plan.graph(), &groups)
+                fovea::runtime::fuse::print_groups(plan.graph(), groups)
             );
         }
         return Ok(());

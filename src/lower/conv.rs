@@ -527,7 +527,16 @@ fn check_output(
     Ok(())
 }
 
-fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lowered> {
+/// A convolution's operands and geometry, checked.
+struct Checked<'a> {
+    ops: Operands<'a>,
+    m: usize,
+    cg: usize,
+    group: usize,
+    geometry: ResolvedWindow,
+}
+
+fn checked<'a>(node: &'a NodeInfo<'_>, attrs: &Conv) -> Result<Checked<'a>> {
     let ops = operands(node)?;
     let (n, c) = (ops.batch, ops.channels);
     let (m, cg) = (ops.w.shape[0], ops.w.shape[1]);
@@ -552,36 +561,71 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lower
     let geometry = window::resolve(&attrs.window, ops.spatial, ops.kernel, Rounding::Floor)
         .map_err(|e| node_error(node, e))?;
     check_output(node, ops.y, n, m, &geometry.output)?;
+    Ok(Checked {
+        ops,
+        m,
+        cg,
+        group,
+        geometry,
+    })
+}
+
+/// Calls `f` with the register-blocked kernels' view of the convolution `node` (whose
+/// kernels apply `epi`), when its weights and bias are constants; `Ok(None)` when they are
+/// not or `f` declines.
+pub(super) fn with_direct<R>(
+    node: &NodeInfo<'_>,
+    epi: &Epilogue,
+    f: impl FnOnce(&super::direct_conv::DirectConv<'_>) -> Option<R>,
+) -> Result<Option<R>> {
+    let Op::Conv(attrs) = node.op else {
+        return Ok(None);
+    };
+    let Checked {
+        ops,
+        m,
+        group,
+        geometry,
+        ..
+    } = checked(node, attrs)?;
+    let axes = Axis::from_window(&geometry, ops.spatial);
+    let (Some(weights), true) = (&ops.w.value, ops.b.is_none_or(|b| b.value.is_some())) else {
+        return Ok(None);
+    };
+    Ok(f(&super::direct_conv::DirectConv {
+        n: ops.batch,
+        c: ops.channels,
+        m,
+        group,
+        axes: &axes,
+        weights,
+        bias: ops.b.and_then(|b| b.value.as_deref()),
+        epilogue: epi,
+    }))
+}
+
+fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lowered> {
+    let direct = with_direct(node, epi, |direct| {
+        super::winograd::lower(node, direct)
+            .or_else(|| super::pointwise::lower(node, direct))
+            .or_else(|| super::direct_conv::lower(node, direct))
+            .or_else(|| super::depthwise::lower(node, direct))
+    })?;
+    if let Some(lowered) = direct {
+        return Ok(lowered);
+    }
+    let Checked {
+        ops,
+        m,
+        cg,
+        group,
+        geometry,
+    } = checked(node, attrs)?;
+    let (n, c) = (ops.batch, ops.channels);
     let plane: usize = ops.spatial.iter().product();
     let out_plane: usize = geometry.output.iter().product();
     let taps: usize = ops.kernel.iter().product();
     let mut axes = Axis::from_window(&geometry, ops.spatial);
-    if let Some(weights) = &ops.w.value
-        && ops.b.is_none_or(|b| b.value.is_some())
-    {
-        let direct = super::direct_conv::DirectConv {
-            n,
-            c,
-            m,
-            group,
-            axes: &axes,
-            weights,
-            bias: ops.b.and_then(|b| b.value.as_deref()),
-            epilogue: epi,
-        };
-        if let Some(lowered) = super::winograd::lower(node, &direct) {
-            return Ok(lowered);
-        }
-        if let Some(lowered) = super::pointwise::lower(node, &direct) {
-            return Ok(lowered);
-        }
-        if let Some(lowered) = super::direct_conv::lower(node, &direct) {
-            return Ok(lowered);
-        }
-        if let Some(lowered) = super::depthwise::lower(node, &direct) {
-            return Ok(lowered);
-        }
-    }
     if pointwise(&axes) {
         // A 1×1 kernel: the plane is one contiguous axis.
         axes = vec![Axis {
@@ -1468,6 +1512,7 @@ pub(super) mod testing {
                     Arg::Scratch(i) => &mut scratch[*i],
                     Arg::Const => &mut consts[*ci],
                     Arg::Extra(i) => panic!("unfused kernel binds extra operand {i}"),
+                    Arg::Prologue(i) => panic!("unfused kernel binds prologue input {i}"),
                 };
                 assert_eq!(data.len(), b.len, "buffer {} length", b.name);
                 ptrs.push(data.ptr());

@@ -58,14 +58,45 @@ const PIXELS_PER_ITERATION: usize = 128;
 /// apply (not depthwise, not 2-D, a stride along the row other than 1 or 2, rows too short
 /// for its vectors, a bias of the wrong length).
 pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
+    let bias = bias(conv)?;
+    let [rows, cols] = conv.axes else {
+        return None;
+    };
+    let min_input = if cols.stride == 1 { 4 } else { 8 };
+    if cols.output < 4 || cols.input < min_input {
+        return None;
+    }
+    let dw = Dw { conv, rows, cols };
+    // Every static vector must be expressible with its two loads.
+    for start in dw.static_starts() {
+        for kx in 0..cols.kernel {
+            dw.static_picks(start, kx)?;
+        }
+    }
+    let kernel = match dw.flat_plan() {
+        Some(plan) => dw.flat_kernel(node.name, bias, &plan),
+        None => dw.kernel(node.name, bias),
+    };
+    let mut args = vec![Arg::Input(0), Arg::Input(1), Arg::Const, Arg::Output(0)];
+    args.extend(conv.epilogue.args());
+    Some(Lowered {
+        kernels: vec![LoweredKernel { kernel, args }],
+        scratch: Vec::new(),
+    })
+}
+
+/// The bias of `conv` as the kernels' constant, or `None` when `conv` is not a depthwise
+/// convolution these kernels take (not one output channel per input channel, not 2-D, a
+/// stride along the row other than 1 or 2, weights not constant, a bias of the wrong
+/// length).
+fn bias(conv: &DirectConv<'_>) -> Option<std::sync::Arc<Tensor>> {
     if conv.group != conv.c || conv.m != conv.c {
         return None;
     }
     let [rows, cols] = conv.axes else {
         return None;
     };
-    let min_input = if cols.stride == 1 { 4 } else { 8 };
-    if cols.output < 4 || cols.input < min_input || !(1..=2).contains(&cols.stride) {
+    if !(1..=2).contains(&cols.stride) {
         return None;
     }
     if conv.weights.shape() != [conv.c, 1, rows.kernel, cols.kernel] {
@@ -77,24 +108,54 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         Some(_) => return None,
         None => vec![0.0; conv.c],
     };
-    let dw = Dw { conv, rows, cols };
-    // Every static vector must be expressible with its two loads.
-    for start in dw.static_starts() {
-        for kx in 0..cols.kernel {
-            dw.static_picks(start, kx)?;
-        }
+    Some(std::sync::Arc::new(
+        Tensor::from_f32(vec![conv.c], bias).ok()?,
+    ))
+}
+
+/// The flat planes ([`Dw::flat_plan`]) of a band of a depthwise convolution's output rows,
+/// read from a buffer that holds only the band's input rows ([`super::banded`]).
+pub(super) struct BandPlanes<'a> {
+    dw: Dw<'a>,
+    plan: FlatPlan,
+    wide: bool,
+}
+
+impl<'a> BandPlanes<'a> {
+    /// The planes of `conv` (whose weights and epilogue they apply) with the band's rows
+    /// `rows` (its input rows, their padding and its output rows) and the layer's columns
+    /// `cols`, with the bias constant; `None` where the depthwise kernels do not take
+    /// `conv` or the band's plane is not computed flat.
+    pub(super) fn new(
+        conv: &'a DirectConv<'a>,
+        rows: &'a Axis,
+        cols: &'a Axis,
+    ) -> Option<(BandPlanes<'a>, std::sync::Arc<Tensor>)> {
+        let bias = bias(conv)?;
+        let dw = Dw { conv, rows, cols };
+        let plan = dw.flat_plan()?;
+        let wide = crate::codegen::wide_vectors() && dw.flat_wide_pairs(&plan) > 0;
+        Some((BandPlanes { dw, plan, wide }, bias))
     }
-    let bias = std::sync::Arc::new(Tensor::from_f32(vec![conv.c], bias).ok()?);
-    let kernel = match dw.flat_plan() {
-        Some(plan) => dw.flat_kernel(node.name, bias, &plan),
-        None => dw.kernel(node.name, bias),
-    };
-    let mut args = vec![Arg::Input(0), Arg::Input(1), Arg::Const, Arg::Output(0)];
-    args.extend(conv.epilogue.args());
-    Some(Lowered {
-        kernels: vec![LoweredKernel { kernel, args }],
-        scratch: Vec::new(),
-    })
+
+    /// Vectors of 4 outputs per plane.
+    pub(super) fn vectors(&self) -> usize {
+        self.plan.vectors.len()
+    }
+
+    /// The plane of batch and channel `nc`, from `x_plane` in `bufs.x` (the band's first
+    /// input row) to `y_plane` in `bufs.y` (its first output row).
+    pub(super) fn plane(
+        &self,
+        k: &mut KernelBuilder,
+        bufs: &Buffers,
+        nc: &Expr,
+        x_plane: &Expr,
+        y_plane: &Expr,
+    ) {
+        self.dw
+            .flat_plane(k, bufs, &self.plan, self.wide, nc, x_plane, y_plane);
+    }
 }
 
 /// Tap reads (vectors × kernel taps) up to which a plane is computed as one flat run of
@@ -170,12 +231,12 @@ struct Repeat {
 const MIN_REPEAT: usize = 3;
 
 /// A depthwise kernel's buffers.
-struct Buffers {
-    x: BufId,
-    w: BufId,
-    b: BufId,
-    y: BufId,
-    extras: Vec<BufId>,
+pub(super) struct Buffers {
+    pub x: BufId,
+    pub w: BufId,
+    pub b: BufId,
+    pub y: BufId,
+    pub extras: Vec<BufId>,
 }
 
 struct Dw<'a> {
@@ -820,37 +881,60 @@ impl Dw<'_> {
             1,
             LoopKind::Parallel,
             |k, nc| {
-                let (channel, weights, bias) = self.channel(k, &nc, w, b, wide);
                 let x_plane = Expr::Local(k.declare(Ty::I64, times(nc.clone(), plane)));
-                let y_plane = Expr::Local(k.declare(Ty::I64, times(nc, out_plane)));
-                let flat = FlatFrame {
+                let y_plane = Expr::Local(k.declare(Ty::I64, times(nc.clone(), out_plane)));
+                let bufs = Buffers {
                     x,
+                    w,
+                    b,
                     y,
-                    extras: &extras,
-                    channel,
-                    weights: &weights,
-                    bias,
-                    wide,
+                    extras: extras.clone(),
                 };
-                let Some(r) = &plan.repeat else {
-                    self.flat_vectors(k, &flat, &plan.vectors, &x_plane, &y_plane);
-                    return;
-                };
-                let looped = r.first..r.first + r.vectors;
-                let rest = r.first + r.vectors * r.trips;
-                self.flat_vectors(k, &flat, &plan.vectors[..r.first], &x_plane, &y_plane);
-                k.for_loop(0, r.trips as i64, 1, LoopKind::Serial, |k, q| {
-                    let mut at = |plane: &Expr, step: i64| {
-                        let at = sum([plane.clone(), times(q.clone(), step as usize)]);
-                        Expr::Local(k.declare(Ty::I64, at))
-                    };
-                    let (x_at, y_at) = (at(&x_plane, r.x_step), at(&y_plane, r.y_step));
-                    self.flat_vectors(k, &flat, &plan.vectors[looped], &x_at, &y_at);
-                });
-                self.flat_vectors(k, &flat, &plan.vectors[rest..], &x_plane, &y_plane);
+                self.flat_plane(k, &bufs, plan, wide, &nc, &x_plane, &y_plane);
             },
         );
         k.finish()
+    }
+
+    /// One flat plane (batch and channel `nc`) from `x_plane` in the input to `y_plane`
+    /// in the output: the channel's weights and bias splatted, then the plan's vectors.
+    #[allow(clippy::too_many_arguments)]
+    fn flat_plane(
+        &self,
+        k: &mut KernelBuilder,
+        bufs: &Buffers,
+        plan: &FlatPlan,
+        wide: bool,
+        nc: &Expr,
+        x_plane: &Expr,
+        y_plane: &Expr,
+    ) {
+        let (channel, weights, bias) = self.channel(k, nc, bufs.w, bufs.b, wide);
+        let flat = FlatFrame {
+            x: bufs.x,
+            y: bufs.y,
+            extras: &bufs.extras,
+            channel,
+            weights: &weights,
+            bias,
+            wide,
+        };
+        let Some(r) = &plan.repeat else {
+            self.flat_vectors(k, &flat, &plan.vectors, x_plane, y_plane);
+            return;
+        };
+        let looped = r.first..r.first + r.vectors;
+        let rest = r.first + r.vectors * r.trips;
+        self.flat_vectors(k, &flat, &plan.vectors[..r.first], x_plane, y_plane);
+        k.for_loop(0, r.trips as i64, 1, LoopKind::Serial, |k, q| {
+            let mut at = |plane: &Expr, step: i64| {
+                let at = sum([plane.clone(), times(q.clone(), step as usize)]);
+                Expr::Local(k.declare(Ty::I64, at))
+            };
+            let (x_at, y_at) = (at(x_plane, r.x_step), at(y_plane, r.y_step));
+            self.flat_vectors(k, &flat, &plan.vectors[looped], &x_at, &y_at);
+        });
+        self.flat_vectors(k, &flat, &plan.vectors[rest..], x_plane, y_plane);
     }
 
     /// How many pairs of vectors [`Dw::flat_vectors`] computes as one `f32x8` in a plane

@@ -22,6 +22,7 @@ pub mod ir;
 pub mod print;
 pub mod verify;
 
+mod banded;
 mod conv;
 mod depthwise;
 mod direct_conv;
@@ -178,6 +179,9 @@ pub enum Arg {
     Const,
     /// Extra operand `i` of a fused group ([`epilogue::Epilogue::extras`]).
     Extra(usize),
+    /// Input `i` of the group's prologue node (the producer a banded kernel computes
+    /// itself, see [`lower_banded`]).
+    Prologue(usize),
 }
 
 /// A kernel and the binding of each of its buffers (same order as `kernel.buffers`).
@@ -274,6 +278,35 @@ pub fn lower_group(node: &NodeInfo<'_>, epilogue: &Epilogue) -> Result<Lowered> 
         | Op::Shape { .. }
         | Op::Gather { .. } => movement::lower(node)?,
     };
+    verified(node, lowered)
+}
+
+/// The minimum size of the expanded tensor for which [`lower_banded`] fuses an expansion
+/// into the depthwise convolution that reads it.
+pub const BANDED_MIN_BYTES: usize = banded::MIN_INTERMEDIATE_BYTES;
+
+/// Lowers a depthwise convolution `node` (applying `epilogue`) together with the 1×1
+/// convolution `expand` (applying `expand_epilogue`) whose output is its input, in one
+/// kernel over bands of output rows that never stores the expanded tensor whole (see
+/// `banded.rs`); `Ok(None)` where that kernel does not apply. The kernel binds the
+/// expansion's input with [`Arg::Prologue`]. Every kernel is verified.
+pub fn lower_banded(
+    expand: &NodeInfo<'_>,
+    expand_epilogue: &Epilogue,
+    node: &NodeInfo<'_>,
+    epilogue: &Epilogue,
+) -> Result<Option<Lowered>> {
+    let lowered = conv::with_direct(expand, expand_epilogue, |e| {
+        conv::with_direct(node, epilogue, |d| banded::lower(node, e, d))
+            .ok()
+            .flatten()
+    })?;
+    lowered.map(|l| verified(node, l)).transpose()
+}
+
+/// `lowered` once every kernel has as many bindings as buffers and passes the loop
+/// verifier (an internal error otherwise: a bug in a lowering).
+fn verified(node: &NodeInfo<'_>, lowered: Lowered) -> Result<Lowered> {
     for lk in &lowered.kernels {
         if lk.args.len() != lk.kernel.buffers.len() {
             return Err(Error::internal(format!(

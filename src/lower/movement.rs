@@ -1270,6 +1270,7 @@ pub(super) mod testing {
                         (ptr(&mut consts[n][next_const - 1]), buffer.len)
                     }
                     Arg::Extra(i) => panic!("unfused kernel binds extra operand {i}"),
+                    Arg::Prologue(i) => panic!("unfused kernel binds prologue input {i}"),
                 };
                 assert_eq!(
                     len, buffer.len,

@@ -39,10 +39,10 @@ use super::{Arg, Kernel, Lowered, LoweredKernel, NodeInfo};
 use crate::tensor::Tensor;
 
 /// Lanes of a pixel vector.
-const LANES: usize = 8;
+pub(super) const LANES: usize = 8;
 
 /// Accumulators per tile.
-const ACCUMULATORS: usize = 12;
+pub(super) const ACCUMULATORS: usize = 12;
 
 /// The most input channels a layer may have for this kernel: a tile's input lines (one
 /// per channel and pixel vector) must stay in L1 while every block of output channels
@@ -64,19 +64,39 @@ fn channels_per_tile(m: usize) -> Option<usize> {
 /// [`MAX_CHANNELS`] input channels, output channels a multiple of 4 and a plane of at
 /// least [`MIN_PLANE`] pixels whose planes start at more than 4 offsets within a page.
 pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
+    let plane: usize = conv.axes.iter().map(|a: &Axis| a.input).product();
+    if plane < MIN_PLANE || page_offsets(plane) <= 4 {
+        return None;
+    }
+    // (`MIN_PLANE` is more than a tile.)
+    let (r, packed, bias) = pack(conv)?;
+    let tile = Tile {
+        conv,
+        x_plane: plane,
+        y_plane: plane,
+        r,
+        v: ACCUMULATORS / r,
+        block_planes: false,
+    };
+    let kernel = tile.kernel(node.name, plane, packed, bias);
+    let mut args = vec![Arg::Input(0), Arg::Const, Arg::Const, Arg::Output(0)];
+    args.extend(conv.epilogue.args());
+    Some(Lowered {
+        kernels: vec![LoweredKernel { kernel, args }],
+        scratch: Vec::new(),
+    })
+}
+
+/// The channels per tile and the packed weights `[M / R][C][R]` and bias of `conv`, or
+/// `None` when this kernel's tile does not apply to it (see [`lower`]; any plane).
+pub(super) fn pack(conv: &DirectConv<'_>) -> Option<(usize, Arc<Tensor>, Arc<Tensor>)> {
     if !pointwise(conv.axes) || conv.group != 1 || !crate::codegen::wide_vectors() {
         return None;
     }
     if conv.c == 0 || conv.c > MAX_CHANNELS {
         return None;
     }
-    let plane: usize = conv.axes.iter().map(|a: &Axis| a.input).product();
-    if plane < MIN_PLANE || page_offsets(plane) <= 4 {
-        return None;
-    }
     let r = channels_per_tile(conv.m)?;
-    let v = ACCUMULATORS / r;
-    // (`MIN_PLANE` is more than a tile.)
     if conv.weights.shape() != [conv.m, conv.c, 1, 1] {
         return None;
     }
@@ -91,45 +111,43 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         }
     }
     let (packed, bias) = constants(conv, packed, conv.m)?;
-    let tile = Tile { conv, plane, r, v };
-    let kernel = tile.kernel(node.name, packed, bias);
-    let mut args = vec![Arg::Input(0), Arg::Const, Arg::Const, Arg::Output(0)];
-    args.extend(conv.epilogue.args());
-    Some(Lowered {
-        kernels: vec![LoweredKernel { kernel, args }],
-        scratch: Vec::new(),
-    })
+    Some((r, packed, bias))
 }
 
-/// The geometry of the kernel.
-struct Tile<'a> {
-    conv: &'a DirectConv<'a>,
-    /// Pixels per plane.
-    plane: usize,
+/// The geometry of the tile.
+pub(super) struct Tile<'a> {
+    pub conv: &'a DirectConv<'a>,
+    /// Elements between consecutive input channels.
+    pub x_plane: usize,
+    /// Elements between consecutive output channels.
+    pub y_plane: usize,
     /// Output channels per tile.
-    r: usize,
+    pub r: usize,
     /// Pixel vectors per tile.
-    v: usize,
+    pub v: usize,
+    /// Whether the output holds only the block's `R` planes (a band's scratch), rather
+    /// than every channel's.
+    pub block_planes: bool,
 }
 
 /// The buffers and positions of one parallel iteration.
-struct Frame {
-    bufs: ConvBuffers,
-    extras: Vec<BufId>,
+pub(super) struct Frame {
+    pub bufs: ConvBuffers,
+    pub extras: Vec<BufId>,
     /// The iteration's batch: its first input and output elements.
-    x_batch: Expr,
-    y_batch: Expr,
+    pub x_batch: Expr,
+    pub y_batch: Expr,
 }
 
 impl Tile<'_> {
     /// Pixels per tile.
-    fn pixels(&self) -> usize {
+    pub(super) fn pixels(&self) -> usize {
         self.v * LANES
     }
 
-    fn kernel(&self, name: &str, packed: Arc<Tensor>, bias: Arc<Tensor>) -> Kernel {
+    /// The kernel over planes of `plane` pixels.
+    fn kernel(&self, name: &str, plane: usize, packed: Arc<Tensor>, bias: Arc<Tensor>) -> Kernel {
         let conv = self.conv;
-        let plane = self.plane;
         let pixels = self.pixels();
         let whole = plane / pixels;
         let tail = !plane.is_multiple_of(pixels);
@@ -180,11 +198,26 @@ impl Tile<'_> {
 
     /// The tile of pixels `p0..p0 + 8V`, for every block of output channels.
     fn tile(&self, k: &mut KernelBuilder, f: &Frame, p0: Expr) {
-        let conv = self.conv;
-        let (r, v, plane) = (self.r, self.v, self.plane);
         let x_tile = Expr::Local(k.declare(Ty::I64, sum([f.x_batch.clone(), p0.clone()])));
         let y_tile = Expr::Local(k.declare(Ty::I64, sum([f.y_batch.clone(), p0])));
-        k.range(conv.m / r, |k, block| {
+        k.range(self.conv.m / self.r, |k, block| {
+            self.block(k, f, &x_tile, &y_tile, block)
+        });
+    }
+
+    /// Output channels `R·block..R·(block + 1)` of the pixels from `x_tile` in the input
+    /// (its first channel) to `y_tile` in the output.
+    pub(super) fn block(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        x_tile: &Expr,
+        y_tile: &Expr,
+        block: Expr,
+    ) {
+        let conv = self.conv;
+        let (r, v) = (self.r, self.v);
+        {
             let first = Expr::Local(k.declare(Ty::I64, times(block.clone(), r)));
             let w_block = Expr::Local(k.declare(Ty::I64, times(block, conv.c * r)));
             // Accumulators [j][vector], from the bias.
@@ -198,14 +231,15 @@ impl Tile<'_> {
                 })
                 .collect();
             channel_loop(k, conv.c, 1, &|k, ci, u| {
-                let x_at = Expr::Local(
-                    k.declare(Ty::I64, sum([x_tile.clone(), times(ci.clone(), plane)])),
-                );
+                let x_at = Expr::Local(k.declare(
+                    Ty::I64,
+                    sum([x_tile.clone(), times(ci.clone(), self.x_plane)]),
+                ));
                 let w_at = Expr::Local(k.declare(Ty::I64, sum([w_block.clone(), times(ci, r)])));
                 for c in 0..u {
                     let inputs: Vec<Expr> = (0..v)
                         .map(|p| {
-                            let at = plus(x_at.clone(), (c * plane + p * LANES) as i64);
+                            let at = plus(x_at.clone(), (c * self.x_plane + p * LANES) as i64);
                             Expr::Local(k.declare(Ty::F32x8, Expr::load8(f.bufs.x, at)))
                         })
                         .collect();
@@ -220,9 +254,14 @@ impl Tile<'_> {
             });
             for (j, row) in acc.iter().enumerate() {
                 let channel = plus(first.clone(), j as i64);
+                let plane_index = if self.block_planes {
+                    Expr::Int(j as i64)
+                } else {
+                    channel.clone()
+                };
                 let y_row = Expr::Local(k.declare(
                     Ty::I64,
-                    sum([y_tile.clone(), times(channel.clone(), plane)]),
+                    sum([y_tile.clone(), times(plane_index, self.y_plane)]),
                 ));
                 for (p, &a) in row.iter().enumerate() {
                     let index = plus(y_row.clone(), (p * LANES) as i64);
@@ -231,6 +270,6 @@ impl Tile<'_> {
                         .store8(k, extras, f.bufs.y, index, channel.clone(), value);
                 }
             }
-        });
+        }
     }
 }

@@ -24,6 +24,11 @@
 //!
 //! Shapes must be concrete (plans fuse specialised graphs); a value of unknown shape is
 //! never fused.
+//!
+//! A second rule, [`attach_prologues`], moves a whole group into the group that reads its
+//! output, as that group's *prologue*, where the consumer's lowering computes both in one
+//! kernel (a 1×1 expansion and the depthwise convolution that reads it, band by band: see
+//! `lower/banded.rs`); the producer's output is then never stored.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -34,16 +39,29 @@ use crate::lower::epilogue::{Broadcast, EpilogueStep, ExtraOperand};
 use crate::lower::{Epilogue, takes_epilogue};
 use crate::tensor::DType;
 
-/// Nodes computed by one kernel: the anchor, then the epilogue's nodes in order (never
-/// empty).
+/// Nodes computed by one kernel: the prologue's nodes if any, the anchor, then the
+/// epilogue's nodes in order (never empty).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group {
-    /// The anchor first, then each fused elementwise node.
+    /// The prologue's nodes, the anchor, then each fused elementwise node.
     nodes: Vec<NodeId>,
     /// What the fused nodes compute, applied to the anchor's value.
     epilogue: Epilogue,
     /// The graph value of each extra operand of the epilogue.
     extras: Vec<ValueId>,
+    /// The group whose output the anchor reads, computed inside this group's kernel (see
+    /// [`attach_prologues`]).
+    prologue: Option<Prologue>,
+}
+
+/// A producer group computed inside its consumer's kernel: its nodes are the first
+/// `len` of the consumer group's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prologue {
+    /// How many of the group's nodes are the prologue's (its anchor first).
+    len: usize,
+    /// What the prologue's fused nodes compute, applied to its anchor's value.
+    epilogue: Epilogue,
 }
 
 impl Group {
@@ -53,12 +71,18 @@ impl Group {
             nodes: vec![node],
             epilogue: Epilogue::empty(),
             extras: Vec::new(),
+            prologue: None,
         }
     }
 
-    /// The nodes: the anchor, then each fused elementwise node.
+    /// The nodes: the prologue's, the anchor, then each fused elementwise node.
     pub fn nodes(&self) -> &[NodeId] {
         &self.nodes
+    }
+
+    /// The prologue's anchor and epilogue, if the group has one.
+    pub fn prologue(&self) -> Option<(NodeId, &Epilogue)> {
+        self.prologue.as_ref().map(|p| (self.nodes[0], &p.epilogue))
     }
 
     /// What the fused nodes compute, applied to the anchor's value.
@@ -73,7 +97,7 @@ impl Group {
 
     /// The anchor node.
     pub fn anchor(&self) -> NodeId {
-        self.nodes[0]
+        self.nodes[self.prologue.as_ref().map_or(0, |p| p.len)]
     }
 
     /// The last node (the group writes its outputs).
@@ -161,6 +185,78 @@ pub fn fusion_groups(graph: &Graph) -> Vec<Group> {
         .collect();
     groups.sort_by_key(|g| position.get(&g.last()).copied().unwrap_or(usize::MAX));
     groups
+}
+
+/// Moves producer groups into the groups that read them, as prologues computed in the
+/// consumer's kernel, where `accept(producer, consumer)` says the pair's lowering computes
+/// it (a depthwise convolution computing its input's expansion band by band:
+/// [`crate::lower::lower_banded`]). A producer qualifies when:
+/// 1. the consumer's anchor is a convolution whose input is the producer's only output,
+///    the consumer has no prologue yet and the producer has none;
+/// 2. the producer's anchor is a convolution and its epilogue has no extra operands;
+/// 3. that value has exactly one reader (the consumer's anchor, once) and is not a graph
+///    output.
+///
+/// The consumer keeps its place; it runs after everything the producer read was computed,
+/// since the producer did.
+pub fn attach_prologues(
+    graph: &Graph,
+    groups: Vec<Group>,
+    mut accept: impl FnMut(&Group, &Group) -> bool,
+) -> Vec<Group> {
+    let mut readers: HashMap<ValueId, usize> = HashMap::new();
+    for &n in graph.node_order() {
+        for &input in graph.node(n).inputs.iter().flatten() {
+            *readers.entry(input).or_default() += 1;
+        }
+    }
+    let outputs: HashSet<ValueId> = graph.outputs().iter().copied().collect();
+    let mut groups: Vec<Option<Group>> = groups.into_iter().map(Some).collect();
+    let by_last: HashMap<NodeId, usize> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| g.as_ref().map(|g| (g.last(), i)))
+        .collect();
+    for c in 0..groups.len() {
+        let Some(consumer) = &groups[c] else { continue };
+        let anchor = graph.node(consumer.anchor());
+        if consumer.prologue.is_some() || !matches!(anchor.op, Op::Conv(_)) {
+            continue;
+        }
+        let Some(Some(v)) = anchor.inputs.first().copied() else {
+            continue;
+        };
+        let ValueDef::Node { node: p, .. } = graph.value(v).def else {
+            continue;
+        };
+        let Some(&pi) = by_last.get(&p) else { continue };
+        let Some(producer) = &groups[pi] else {
+            continue;
+        };
+        let qualifies = pi != c
+            && producer.prologue.is_none()
+            && producer.extras.is_empty()
+            && matches!(graph.node(producer.anchor()).op, Op::Conv(_))
+            && graph.node(p).outputs.len() == 1
+            && readers.get(&v).copied() == Some(1)
+            && !outputs.contains(&v);
+        if !qualifies || !accept(producer, consumer) {
+            continue;
+        }
+        let Some(producer) = groups[pi].take() else {
+            continue;
+        };
+        if let Some(consumer) = &mut groups[c] {
+            let mut nodes = producer.nodes;
+            consumer.prologue = Some(Prologue {
+                len: nodes.len(),
+                epilogue: producer.epilogue,
+            });
+            nodes.append(&mut consumer.nodes);
+            consumer.nodes = nodes;
+        }
+    }
+    groups.into_iter().flatten().collect()
 }
 
 /// How an extra operand already accepted by [`fuse_into`] broadcasts to `e`'s output.

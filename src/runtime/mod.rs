@@ -370,6 +370,8 @@ pub struct Plan {
     constants: PageBuffer,
     /// Where the temporaries live in the arena.
     memory: memory::MemoryPlan,
+    /// The nodes each kernel group computes, in order (`dump-ir --stage fused`).
+    groups: Vec<fuse::Group>,
     /// For each slot, its arena offset in bytes (`None` for inputs, constants and
     /// temporaries no kernel touches).
     offsets: Vec<Option<usize>>,
@@ -384,6 +386,13 @@ impl Plan {
     /// The specialised graph the plan computes.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The groups of nodes the plan computes as one kernel each (launches that copy or
+    /// pad aside), in order: the fusion groups, with the prologues attached (see
+    /// [`fuse::attach_prologues`]) when fusion is on, one node each otherwise.
+    pub fn groups(&self) -> &[fuse::Group] {
+        &self.groups
     }
 
     /// The loop IR of every kernel launch, in order, without the constant data: the plan
@@ -1166,7 +1175,11 @@ fn build_plan(
     let empty = Arc::new(Tensor::from_f32(vec![0], Vec::new())?);
     // Kernel fusion is one of the optimisations: without them every node is its own group.
     let groups = if options.optimize && options.fusion {
-        fuse::fusion_groups(&concrete)
+        // Expansions read only by a depthwise convolution, where the banded kernel takes
+        // the pair, are computed inside it.
+        fuse::attach_prologues(&concrete, fuse::fusion_groups(&concrete), |p, c| {
+            lower_banded(&concrete, p, c, options).is_ok_and(|l| l.is_some())
+        })
     } else {
         fuse::single_groups(&concrete)
     };
@@ -1207,12 +1220,20 @@ fn build_plan(
         if aliases.skips(g) {
             continue;
         }
-        let mut info = node_info(&concrete, node_id)?;
-        info.options = lower::LowerOptions {
-            winograd: options.winograd,
-            threads: options.threads,
+        let lowered = match group.prologue() {
+            Some(_) => lower_banded(&concrete, group, group, options)?.ok_or_else(|| {
+                Error::internal(format!(
+                    "group {}: its prologue was accepted but not lowered",
+                    group.describe(&concrete)
+                ))
+            })?,
+            None => {
+                let mut info = node_info(&concrete, node_id)?;
+                info.options = lower_options(options);
+                lower::lower_group(&info, group.epilogue())?
+            }
         };
-        let lowered = lower::lower_group(&info, group.epilogue())?;
+        let prologue = group.prologue().map(|(p, _)| concrete.node(p));
         let in_place = group_outputs.iter().any(|&out| {
             matches!(
                 aliases.home(out),
@@ -1245,7 +1266,10 @@ fn build_plan(
                 .first()
                 .and_then(|&v| concrete.value(v).ty.known_shape())
                 .unwrap_or_default(),
-            flops: anchor_flops(&concrete, node_id),
+            flops: anchor_flops(&concrete, node_id)
+                + group
+                    .prologue()
+                    .map_or(0.0, |(p, _)| anchor_flops(&concrete, p)),
         };
         let kernel_count = lowered.kernels.len();
         for (index, mut lk) in lowered.kernels.into_iter().enumerate() {
@@ -1268,6 +1292,9 @@ fn build_plan(
                         .flatten()
                         .and_then(|id| slot_of.get(&id).copied()),
                     Arg::Output(i) => group_outputs.get(i).and_then(|id| slot_of.get(id).copied()),
+                    Arg::Prologue(i) => prologue
+                        .and_then(|p| p.inputs.get(i).copied().flatten())
+                        .and_then(|id| slot_of.get(&id).copied()),
                     Arg::Extra(i) => group
                         .extras()
                         .get(i)
@@ -1363,10 +1390,51 @@ fn build_plan(
             constants: pool_constants(constant_bytes, &constants),
             memory,
             offsets,
+            groups,
         },
         hits,
         misses,
     ))
+}
+
+/// The lowering options of a plan's compile options.
+fn lower_options(options: &Compiler) -> lower::LowerOptions {
+    lower::LowerOptions {
+        winograd: options.winograd,
+        threads: options.threads,
+    }
+}
+
+/// The banded kernel of `consumer`'s anchor computing `producer`'s group as its prologue
+/// ([`lower::lower_banded`]; `producer` may be `consumer` itself once the prologue is
+/// attached), or `None` where it does not apply, checked first by the expanded tensor's
+/// size.
+fn lower_banded(
+    concrete: &Graph,
+    producer: &fuse::Group,
+    consumer: &fuse::Group,
+    options: &Compiler,
+) -> Result<Option<lower::Lowered>> {
+    let (p_anchor, p_epilogue) = match producer.prologue() {
+        Some((p, epilogue)) => (p, epilogue),
+        None => (producer.anchor(), producer.epilogue()),
+    };
+    let bytes = concrete
+        .node(consumer.anchor())
+        .inputs
+        .first()
+        .copied()
+        .flatten()
+        .and_then(|v| concrete.value(v).ty.known_shape())
+        .map_or(0, |s| s.iter().product::<usize>() * 4);
+    if bytes < lower::BANDED_MIN_BYTES {
+        return Ok(None);
+    }
+    let mut p_info = node_info(concrete, p_anchor)?;
+    p_info.options = lower_options(options);
+    let mut info = node_info(concrete, consumer.anchor())?;
+    info.options = lower_options(options);
+    lower::lower_banded(&p_info, p_epilogue, &info, consumer.epilogue())
 }
 
 /// Liveness and arena offsets for the plan's temporaries (see [`memory`]). A slot holding

@@ -330,6 +330,7 @@ pub(crate) fn run_node(
                 (Arg::Const, BufferKind::Const(t)) => tensor_data(t),
                 (Arg::Const, _) => panic!("const binding of a non-constant buffer"),
                 (Arg::Extra(i), _) => panic!("unfused kernel binds extra operand {i}"),
+                (Arg::Prologue(i), _) => panic!("unfused kernel binds prologue input {i}"),
             })
             .collect();
         let after = run_kernel(&lk.kernel, bufs);
