@@ -278,3 +278,57 @@ fn depthwise_kernels_stay_in_bounds() {
         assert!(schedule.starts_with("depthwise"), "{text}: {schedule}");
     }
 }
+
+/// The kernels computing a 1×1 expansion and the depthwise convolution reading it band by
+/// band (`lower::lower_banded`): stride 2 and 1, a 5×5 kernel, batch 2, planes whose rows
+/// do not split into bands of 8, one and three scratch slots.
+#[test]
+fn banded_kernels_stay_in_bounds() {
+    if !codegen::wide_vectors() {
+        return;
+    }
+    // (batch, input channels, expanded channels, side, kernel, stride, pad)
+    let cases = [
+        (1, 16, 96, 112, 3, 2, 1),
+        (1, 8, 96, 112, 3, 1, 1),
+        (1, 16, 84, 112, 5, 2, 2),
+        (1, 12, 108, 100, 3, 1, 1),
+        (2, 12, 48, 112, 3, 2, 1),
+    ];
+    for (n, c, m, side, k, s, p) in cases {
+        let out = (side + 2 * p - k) / s + 1;
+        let text = format!(
+            "graph b(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{out},{out}]) {{
+  const we: f32[{m},{c},1,1] = normal(seed=1, std=0.3)
+  const wd: f32[{m},1,{k},{k}] = normal(seed=2, std=0.3)
+  e: f32[{n},{m},{side},{side}] = conv(x, we) {{kernel_shape=[1, 1]}}
+  y: f32[{n},{m},{out},{out}] = conv(e, wd) {{kernel_shape=[{k}, {k}], pads=[{p}, {p}, {p}, {p}], strides=[{s}, {s}], group={m}}}
+}}"
+        );
+        let model = Model::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let inputs = zeros_for(&model);
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let graph = specialize(model.graph(), &refs).unwrap();
+        let [expand, depthwise] = graph.node_order()[..] else {
+            panic!("{text}: two nodes expected");
+        };
+        for threads in [1, 3] {
+            let options = lower::LowerOptions {
+                threads,
+                ..Default::default()
+            };
+            let mut e = node_info(&graph, expand).unwrap();
+            e.options = options;
+            let mut d = node_info(&graph, depthwise).unwrap();
+            d.options = options;
+            let none = lower::Epilogue::empty();
+            let lowered = lower::lower_banded(&e, &none, &d, &none)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{text}: not banded"));
+            for lk in &lowered.kernels {
+                run_guarded(&lk.kernel, true);
+                run_guarded(&lk.kernel, false);
+            }
+        }
+    }
+}
