@@ -865,22 +865,13 @@ fn winograd_bits_do_not_depend_on_threads() {
 }
 
 /// A 1×1 expansion read only by a depthwise convolution, with an expanded tensor of 4 MiB
-/// or more, runs inside the depthwise's kernel band by band (MobileNetV2's 16 → 96 on
-/// 112×112 at stride 2, stride 1, a 5×5 kernel, planes whose rows do not split into bands
-/// of 8, batch 2, a residual add after the depthwise): every output matches the
+/// or more, runs inside the depthwise's kernel band by band ([`common::BANDED_CASES`],
+/// each also with a residual add after the depthwise): every output matches the
 /// interpreter's, bit-identical on 1, 2 and 3 threads, with one kernel fewer and a smaller
 /// arena than the unfused plan. An expansion that is also a graph output is not fused.
 #[test]
 fn expansions_run_in_bands_inside_the_depthwise() {
-    // (batch, input channels, expanded channels, side, kernel, stride, pad)
-    let cases = [
-        (1, 16, 96, 112, 3, 2, 1),
-        (1, 8, 96, 112, 3, 1, 1),
-        (1, 16, 84, 112, 5, 2, 2),
-        (1, 12, 108, 100, 3, 1, 1),
-        (2, 12, 48, 112, 3, 2, 1),
-    ];
-    for (n, c, m, side, k, stride, pad) in cases {
+    for (n, c, m, side, k, stride, pad) in common::BANDED_CASES {
         let what = format!("{n}x{c} -> {m}, {side}x{side}, {k}x{k} stride {stride} pad {pad}");
         let out = (side + 2 * pad - k) / stride + 1;
         let (wide, shape) = (

@@ -10,6 +10,8 @@ use fovea::lower::{self, BufferKind, Kernel};
 use fovea::runtime::{node_info, specialize::specialize};
 use fovea::{Model, Tensor};
 
+mod common;
+
 /// A buffer of `len` bytes between two `PROT_NONE` pages, flush against one of them.
 struct Guarded {
     base: *mut libc::c_void,
@@ -280,22 +282,14 @@ fn depthwise_kernels_stay_in_bounds() {
 }
 
 /// The kernels computing a 1×1 expansion and the depthwise convolution reading it band by
-/// band (`lower::lower_banded`): stride 2 and 1, a 5×5 kernel, batch 2, planes whose rows
-/// do not split into bands of 8, one and three scratch slots.
+/// band (`lower::lower_banded`, [`common::BANDED_CASES`]), with one and three scratch
+/// slots.
 #[test]
 fn banded_kernels_stay_in_bounds() {
     if !codegen::wide_vectors() {
         return;
     }
-    // (batch, input channels, expanded channels, side, kernel, stride, pad)
-    let cases = [
-        (1, 16, 96, 112, 3, 2, 1),
-        (1, 8, 96, 112, 3, 1, 1),
-        (1, 16, 84, 112, 5, 2, 2),
-        (1, 12, 108, 100, 3, 1, 1),
-        (2, 12, 48, 112, 3, 2, 1),
-    ];
-    for (n, c, m, side, k, s, p) in cases {
+    for (n, c, m, side, k, s, p) in common::BANDED_CASES {
         let out = (side + 2 * p - k) / s + 1;
         let text = format!(
             "graph b(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{out},{out}]) {{

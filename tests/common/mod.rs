@@ -66,3 +66,15 @@ pub fn named(inputs: &[(String, Tensor)]) -> Vec<(&str, Tensor)> {
         .map(|(n, t)| (n.as_str(), t.clone()))
         .collect()
 }
+
+/// Expansions and the depthwise convolutions reading them that run as one banded kernel:
+/// (batch, input channels, expanded channels, side, kernel, stride, pad) — MobileNetV2's
+/// 16 → 96 on 112×112 at stride 2, stride 1, a 5×5 kernel, planes whose rows do not split
+/// into bands of 8, batch 2 (each expanded tensor 4 MiB or more).
+pub const BANDED_CASES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
+    (1, 16, 96, 112, 3, 2, 1),
+    (1, 8, 96, 112, 3, 1, 1),
+    (1, 16, 84, 112, 5, 2, 2),
+    (1, 12, 108, 100, 3, 1, 1),
+    (2, 12, 48, 112, 3, 2, 1),
+];
