@@ -1174,15 +1174,25 @@ fn build_plan(
     // What the kept loop IR holds in their place.
     let empty = Arc::new(Tensor::from_f32(vec![0], Vec::new())?);
     // Kernel fusion is one of the optimisations: without them every node is its own group.
-    let groups = if options.optimize && options.fusion {
-        // Expansions read only by a depthwise convolution, where the banded kernel takes
-        // the pair, are computed inside it.
-        fuse::attach_prologues(&concrete, fuse::fusion_groups(&concrete), |p, c| {
-            lower_banded(&concrete, p, c, options).is_ok_and(|l| l.is_some())
-        })
-    } else {
-        fuse::single_groups(&concrete)
-    };
+    // The banded kernels lowered while their pairs were accepted, by consumer anchor: each
+    // is lowered once.
+    let mut banded: HashMap<NodeId, lower::Lowered> = HashMap::new();
+    let groups =
+        if options.optimize && options.fusion {
+            // Expansions read only by a depthwise convolution, where the banded kernel takes
+            // the pair, are computed inside it.
+            fuse::attach_prologues(&concrete, fuse::fusion_groups(&concrete), |p, c| {
+                match lower_banded(&concrete, p, c, options) {
+                    Ok(Some(lowered)) => {
+                        banded.insert(c.anchor(), lowered);
+                        true
+                    }
+                    _ => false,
+                }
+            })
+        } else {
+            fuse::single_groups(&concrete)
+        };
     // Views, concats written in place and in-place elementwise kernels (see [`alias`]).
     let aliases = if options.optimize {
         alias::Aliases::plan(&concrete, &groups)
@@ -1221,7 +1231,7 @@ fn build_plan(
             continue;
         }
         let lowered = match group.prologue() {
-            Some(_) => lower_banded(&concrete, group, group, options)?.ok_or_else(|| {
+            Some(_) => banded.remove(&node_id).ok_or_else(|| {
                 Error::internal(format!(
                     "group {}: its prologue was accepted but not lowered",
                     group.describe(&concrete)
@@ -1406,19 +1416,14 @@ fn lower_options(options: &Compiler) -> lower::LowerOptions {
 }
 
 /// The banded kernel of `consumer`'s anchor computing `producer`'s group as its prologue
-/// ([`lower::lower_banded`]; `producer` may be `consumer` itself once the prologue is
-/// attached), or `None` where it does not apply, checked first by the expanded tensor's
-/// size.
+/// ([`lower::lower_banded`]), or `None` where it does not apply, checked first by the
+/// expanded tensor's size.
 fn lower_banded(
     concrete: &Graph,
     producer: &fuse::Group,
     consumer: &fuse::Group,
     options: &Compiler,
 ) -> Result<Option<lower::Lowered>> {
-    let (p_anchor, p_epilogue) = match producer.prologue() {
-        Some((p, epilogue)) => (p, epilogue),
-        None => (producer.anchor(), producer.epilogue()),
-    };
     let bytes = concrete
         .node(consumer.anchor())
         .inputs
@@ -1430,11 +1435,11 @@ fn lower_banded(
     if bytes < lower::BANDED_MIN_BYTES {
         return Ok(None);
     }
-    let mut p_info = node_info(concrete, p_anchor)?;
+    let mut p_info = node_info(concrete, producer.anchor())?;
     p_info.options = lower_options(options);
     let mut info = node_info(concrete, consumer.anchor())?;
     info.options = lower_options(options);
-    lower::lower_banded(&p_info, p_epilogue, &info, consumer.epilogue())
+    lower::lower_banded(&p_info, producer.epilogue(), &info, consumer.epilogue())
 }
 
 /// Liveness and arena offsets for the plan's temporaries (see [`memory`]). A slot holding
