@@ -683,6 +683,43 @@ fn padded_output_channels_take_the_direct_kernel() {
     }
 }
 
+/// With 256-bit vectors, 1×1 layers with many output-channel blocks and long sums (a
+/// 1000-class classifier) read a copy of their input in blocks of 8 channels, made by a
+/// kernel of its own: planes whose pixels are whole tiles and ones with a partial last tile
+/// (25 and 13×13 pixels), batches of 1 and 2; layers with few blocks read the input as it
+/// is. Against the interpreter, 1 and 2 threads.
+#[test]
+fn wide_classifiers_read_their_input_in_channel_blocks() {
+    // (batch, input channels, output channels, side, blocked)
+    let cases = [
+        (1, 512, 1000, 13, true),
+        (2, 384, 1000, 5, true),
+        (1, 256, 400, 6, false),
+        (1, 512, 64, 13, false),
+    ];
+    for (n, c, m, side, blocked) in cases {
+        let text = conv_relu(n, [c, m], side, [1, 0, 1], 0.05);
+        let what = format!("batch {n}, {c} -> {m} channels, {side}x{side}");
+        matches_within(&text, Winograd::Auto, &what, 1e-4, |compiled| {
+            let schedule = schedules(compiled);
+            let copies = schedule
+                .iter()
+                .filter(|s| s.starts_with("input into blocks"))
+                .count();
+            let reads = schedule
+                .iter()
+                .filter(|s| s.contains("input in blocks of 8"))
+                .count();
+            let expected = usize::from(blocked && fovea::codegen::wide_vectors());
+            assert_eq!(
+                (copies, reads),
+                (expected, expected),
+                "{what}: {schedule:?}"
+            );
+        });
+    }
+}
+
 /// With 256-bit vectors, layers whose output planes start at few offsets within a page
 /// (112×112) take 16-channel tiles where 24 would divide (56×56 keeps 24); the sums match
 /// the interpreter either way, on 1 and 2 threads.
@@ -713,7 +750,10 @@ fn small_plane_pointwise_layers_sum_in_chunks() {
         let what = format!("{c} -> {m} channels, {side}x{side}");
         matches_within(&text, Winograd::Auto, &what, 1e-4, |compiled| {
             let schedule = schedules(compiled);
-            let chunk: usize = schedule[0]
+            // The convolution's (after the copy of its input in channel blocks, if any).
+            let chunk: usize = schedule
+                .last()
+                .unwrap_or_else(|| panic!("{what}: no kernels"))
                 .rsplit("chunks of ")
                 .next()
                 .and_then(|n| n.parse().ok())

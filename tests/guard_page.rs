@@ -326,3 +326,34 @@ fn banded_kernels_stay_in_bounds() {
         }
     }
 }
+
+/// 1×1 layers that read a copy of their input in blocks of 8 channels (many output-channel
+/// blocks, long sums): the copy's kernel and the convolution's, with planes that end in a
+/// partial tile (13×13, 5×5) and a batch of 2.
+#[test]
+fn blocked_input_kernels_stay_in_bounds() {
+    // (batch, input channels, output channels, side)
+    let cases = [(1, 512, 1000, 13), (2, 384, 1000, 5)];
+    let mut blocked = 0;
+    for (n, c, m, side) in cases {
+        let text = format!(
+            "graph p(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{side},{side}]) {{
+  const w: f32[{m},{c},1,1] = normal(seed=1, std=0.3)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  y: f32[{n},{m},{side},{side}] = conv(x, w, b) {{kernel_shape=[1, 1]}}
+}}"
+        );
+        let model = Model::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let inputs = zeros_for(&model);
+        let schedules = check_with(&text, &model, &inputs, lower::LowerOptions::default());
+        blocked += usize::from(
+            schedules
+                .iter()
+                .flatten()
+                .any(|s| s.starts_with("input into blocks")),
+        );
+    }
+    if codegen::wide_vectors() {
+        assert_eq!(blocked, cases.len(), "blocked inputs exercised");
+    }
+}
