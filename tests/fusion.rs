@@ -990,3 +990,171 @@ fn expansions_run_in_bands_inside_the_depthwise() {
         assert!(s.iter().all(|s| !s.starts_with("expansion")), "{s:?}");
     });
 }
+
+/// A fire module (SqueezeNet): a 1×1 and a 3×3 expansion of `x`, concatenated, and a 1×1
+/// squeeze of the concat; `tail` follows (text-IR lines reading `s`, writing `y`).
+fn fire(n: usize, [c, e, s]: [usize; 3], side: usize, tail: &str, out: usize) -> String {
+    format!(
+        "graph fire(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{out},{side},{side}]) {{
+  const w1: f32[{e},{c},1,1] = normal(seed=1, std=0.2)
+  const b1: f32[{e}] = normal(seed=2, std=0.1)
+  const w3: f32[{e},{c},3,3] = normal(seed=3, std=0.1)
+  const b3: f32[{e}] = normal(seed=4, std=0.1)
+  const ws: f32[{s},{},1,1] = normal(seed=5, std=0.1)
+  const bs: f32[{s}] = normal(seed=6, std=0.1)
+  const lo: f32[] = zeros
+  const hi: f32[] = fill(6.0)
+  e1: f32[{n},{e},{side},{side}] = conv(x, w1, b1) {{kernel_shape=[1, 1]}}
+  r1: f32[{n},{e},{side},{side}] = relu(e1)
+  e3: f32[{n},{e},{side},{side}] = conv(x, w3, b3) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1]}}
+  r3: f32[{n},{e},{side},{side}] = clip(e3, lo, hi)
+  c: f32[{n},{},{side},{side}] = concat(r1, r3) {{axis=1}}
+  s: f32[{n},{s},{side},{side}] = conv(c, ws, bs) {{kernel_shape=[1, 1]}}
+{tail}
+}}",
+        2 * e,
+        2 * e,
+    )
+}
+
+/// With 256-bit vectors, a concat of two convolutions that only 1×1 convolutions read is
+/// stored in blocks of 8 channels: its writers (the direct kernel over flat rows and by
+/// rows, Winograd F(2×2), F(4×4) and F(7×7)) store it so, the 1×1 squeeze loads it so (and
+/// reads no copy of it). Planes of whole and partial tiles, several sizes; against the
+/// interpreter on 1 and 2 threads.
+#[test]
+fn concats_read_only_by_1x1_convolutions_are_stored_in_channel_blocks() {
+    let tail = "  y: f32[1,16,{side},{side}] = relu(s)";
+    let cases = [
+        ([16, 32, 16], 13, Winograd::Auto),
+        ([16, 64, 16], 27, Winograd::Auto),
+        ([24, 48, 16], 10, Winograd::F2x2),
+        ([24, 48, 16], 9, Winograd::F4x4),
+        ([16, 32, 16], 14, Winograd::F7x7),
+        ([8, 24, 16], 11, Winograd::Off),
+    ];
+    for (channels, side, winograd) in cases {
+        let text = fire(
+            1,
+            channels,
+            side,
+            &tail.replace("{side}", &side.to_string()),
+            16,
+        );
+        let what = format!("{channels:?} on {side}x{side}, {winograd:?}");
+        matches_within(&text, winograd, &what, 1e-4, |compiled| {
+            if !fovea::codegen::wide_vectors() {
+                return;
+            }
+            let schedule = schedules(compiled);
+            let writes = schedule
+                .iter()
+                .filter(|s| s.contains("output in blocks of 8"))
+                .count();
+            let reads = schedule
+                .iter()
+                .filter(|s| s.contains("input in blocks of 8"))
+                .count();
+            let copies = schedule
+                .iter()
+                .filter(|s| s.starts_with("input into"))
+                .count();
+            assert_eq!((writes, reads, copies), (2, 1, 0), "{what}: {schedule:?}");
+        });
+    }
+}
+
+/// Tensors stay in planes where a reader or writer cannot take blocks of 8 channels: the
+/// concat is also a graph output, read by a 3×3 convolution, read as a residual, or has
+/// channels not a multiple of 8; the results match the interpreter either way.
+#[test]
+fn tensors_others_read_stay_in_planes() {
+    let side = 9;
+    let cases = [
+        (
+            "a graph output",
+            [16, 32, 16],
+            "  y: f32[1,16,9,9] = relu(s)".to_string(),
+            16,
+        ),
+        (
+            "a 3x3 reader",
+            [16, 32, 16],
+            "  const w9: f32[16,64,3,3] = normal(seed=7, std=0.1)
+  t: f32[1,16,9,9] = conv(c, w9) {kernel_shape=[3, 3], pads=[1, 1, 1, 1]}
+  y: f32[1,16,9,9] = add(s, t)"
+                .to_string(),
+            16,
+        ),
+        (
+            "a residual",
+            [16, 32, 64],
+            "  y: f32[1,64,9,9] = add(s, c)".to_string(),
+            64,
+        ),
+        (
+            "12-channel parts",
+            [16, 12, 16],
+            "  y: f32[1,16,9,9] = relu(s)".to_string(),
+            16,
+        ),
+    ];
+    for (what, channels, tail, out) in cases {
+        let mut text = fire(1, channels, side, &tail, out);
+        if what == "a graph output" {
+            let y = format!("-> (y: f32[1,{out},{side},{side}])");
+            let yc = format!("-> (y: f32[1,{out},{side},{side}], c: f32[1,64,{side},{side}])");
+            text = text.replacen(&y, &yc, 1);
+        }
+        let model = Model::parse(&text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"));
+        let refs = inputs(&model);
+        let refs = named(&refs);
+        let expected = model.interpret(&refs).unwrap();
+        let compiled = Compiler::new().threads(2).compile(&model).unwrap();
+        let schedule = schedules(&compiled);
+        assert!(
+            !schedule
+                .iter()
+                .any(|s| s.contains("blocks of 8 channels,") && !s.starts_with("input into")),
+            "{what}: {schedule:?}"
+        );
+        let got = compiled.run(&refs).unwrap();
+        for ((_, g), (_, e)) in got.iter().zip(&expected) {
+            let err = relative_error(g, e);
+            assert!(err <= 1e-4, "{what}: error {err}");
+        }
+    }
+}
+
+/// A convolution whose output only 1×1 convolutions read stores it in blocks of 8
+/// channels in batches of 2 as well (no concat), through MobileNetV2's clip.
+#[test]
+fn blocked_tensors_in_batches() {
+    let text = "graph b(x: f32[2,16,12,12]) -> (y: f32[2,24,12,12], z: f32[2,16,12,12]) {
+  const w: f32[32,16,3,3] = normal(seed=1, std=0.2)
+  const wa: f32[24,32,1,1] = normal(seed=2, std=0.2)
+  const wb: f32[16,32,1,1] = normal(seed=3, std=0.2)
+  const lo: f32[] = zeros
+  const hi: f32[] = fill(6.0)
+  c: f32[2,32,12,12] = conv(x, w) {kernel_shape=[3, 3], pads=[1, 1, 1, 1]}
+  r: f32[2,32,12,12] = clip(c, lo, hi)
+  y: f32[2,24,12,12] = conv(r, wa) {kernel_shape=[1, 1]}
+  z: f32[2,16,12,12] = conv(r, wb) {kernel_shape=[1, 1]}
+}";
+    for winograd in [Winograd::Off, Winograd::F4x4] {
+        matches_within(text, winograd, &format!("{winograd:?}"), 1e-4, |compiled| {
+            if fovea::codegen::wide_vectors() {
+                let schedule = schedules(compiled);
+                let writes = schedule
+                    .iter()
+                    .filter(|s| s.contains("output in blocks"))
+                    .count();
+                let reads = schedule
+                    .iter()
+                    .filter(|s| s.contains("input in blocks"))
+                    .count();
+                assert_eq!((writes, reads), (1, 2), "{winograd:?}: {schedule:?}");
+            }
+        });
+    }
+}

@@ -89,15 +89,24 @@ fn run_guarded(kernel: &Kernel, flush_end: bool) {
 
 /// Lowers every node of `model` specialised to `inputs` and runs each kernel guarded.
 fn check(name: &str, model: &Model, inputs: &[Tensor]) -> usize {
-    check_with(name, model, inputs, lower::LowerOptions::default()).len()
+    check_with(
+        name,
+        model,
+        inputs,
+        lower::LowerOptions::default(),
+        lower::Blocked::default(),
+    )
+    .len()
 }
 
-/// [`check`] with the given lowering options; the schedules of the kernels that ran.
+/// [`check`] with the given lowering options, and convolutions with their tensors in
+/// blocks of 8 channels as `blocked` says; the schedules of the kernels that ran.
 fn check_with(
     name: &str,
     model: &Model,
     inputs: &[Tensor],
     options: lower::LowerOptions,
+    blocked: lower::Blocked,
 ) -> Vec<Option<String>> {
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let graph = specialize(model.graph(), &refs).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -105,6 +114,9 @@ fn check_with(
     for &node in graph.node_order() {
         let mut info = node_info(&graph, node).unwrap();
         info.options = options;
+        if matches!(info.op, fovea::graph::Op::Conv(_)) {
+            info.blocked = blocked;
+        }
         let lowered = lower::lower_node(&info).unwrap_or_else(|e| panic!("{name}: {e}"));
         for lk in &lowered.kernels {
             run_guarded(&lk.kernel, true);
@@ -206,7 +218,8 @@ fn winograd_kernels_stay_in_bounds() {
                 let options = lower::LowerOptions { winograd, threads };
                 let name = format!("{text} ({winograd:?}, {threads} threads)");
                 let inputs = zeros_for(&model);
-                let schedules = check_with(&name, &model, &inputs, options);
+                let schedules =
+                    check_with(&name, &model, &inputs, options, lower::Blocked::default());
                 // One kernel, or the input transform's and the products'.
                 let main = match &schedules[..] {
                     [Some(main)] => main,
@@ -273,7 +286,13 @@ fn depthwise_kernels_stay_in_bounds() {
         );
         let model = Model::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         let options = lower::LowerOptions::default();
-        let schedules = check_with(&text, &model, &zeros_for(&model), options);
+        let schedules = check_with(
+            &text,
+            &model,
+            &zeros_for(&model),
+            options,
+            lower::Blocked::default(),
+        );
         let schedule: Vec<String> = schedules.into_iter().flatten().collect();
         let schedule = schedule.join("; ");
         assert_eq!(schedule.contains("flat"), flat, "{text}: {schedule}");
@@ -345,7 +364,13 @@ fn blocked_input_kernels_stay_in_bounds() {
         );
         let model = Model::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         let inputs = zeros_for(&model);
-        let schedules = check_with(&text, &model, &inputs, lower::LowerOptions::default());
+        let schedules = check_with(
+            &text,
+            &model,
+            &inputs,
+            lower::LowerOptions::default(),
+            lower::Blocked::default(),
+        );
         blocked += usize::from(
             schedules
                 .iter()
@@ -355,5 +380,56 @@ fn blocked_input_kernels_stay_in_bounds() {
     }
     if codegen::wide_vectors() {
         assert_eq!(blocked, cases.len(), "blocked inputs exercised");
+    }
+}
+
+/// Convolutions storing their output in blocks of 8 channels (the direct kernel over flat
+/// rows and by rows, Winograd F(2×2), F(4×4) and F(7×7), batches of 1 and 2, planes of
+/// partial tiles) and 1×1 ones loading their input so, every kernel flush against guard
+/// pages.
+#[test]
+fn blocked_tensor_kernels_stay_in_bounds() {
+    if !codegen::wide_vectors() {
+        return;
+    }
+    // (batch, input channels, output channels, side, kernel, winograd, input blocked)
+    let cases = [
+        (1, 16, 32, 13, 1, lower::Winograd::Off, false),
+        (2, 16, 48, 7, 3, lower::Winograd::Off, false),
+        (1, 24, 16, 10, 3, lower::Winograd::F2x2, false),
+        (2, 8, 32, 9, 3, lower::Winograd::F4x4, false),
+        (1, 16, 16, 14, 3, lower::Winograd::F7x7, false),
+        (1, 64, 16, 13, 1, lower::Winograd::Off, true),
+        (2, 128, 24, 5, 1, lower::Winograd::Off, true),
+    ];
+    for (n, c, m, side, k, winograd, input) in cases {
+        let pad = k / 2;
+        let text = format!(
+            "graph p(x: f32[{n},{c},{side},{side}]) -> (y: f32[{n},{m},{side},{side}]) {{
+  const w: f32[{m},{c},{k},{k}] = normal(seed=1, std=0.3)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  y: f32[{n},{m},{side},{side}] = conv(x, w, b) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}]}}
+}}"
+        );
+        let model = Model::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let inputs = zeros_for(&model);
+        let blocked = lower::Blocked {
+            input,
+            output: !input,
+        };
+        let options = lower::LowerOptions {
+            winograd,
+            threads: 2,
+        };
+        let schedules = check_with(&text, &model, &inputs, options, blocked);
+        let word = if input {
+            "input in blocks"
+        } else {
+            "output in blocks"
+        };
+        assert!(
+            schedules.iter().flatten().any(|s| s.contains(word)),
+            "{text}: {schedules:?}"
+        );
     }
 }

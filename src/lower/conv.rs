@@ -601,11 +601,17 @@ pub(super) fn with_direct<R>(
         weights,
         bias: ops.b.and_then(|b| b.value.as_deref()),
         epilogue: epi,
+        blocked: node.blocked,
     }))
 }
 
 fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lowered> {
     let direct = with_direct(node, epi, |direct| {
+        if node.blocked.any() {
+            // Only these two store or load tensors in blocks of 8 channels.
+            return super::winograd::lower(node, direct)
+                .or_else(|| super::direct_conv::lower(node, direct));
+        }
         super::winograd::lower(node, direct)
             .or_else(|| super::pointwise::lower(node, direct))
             .or_else(|| super::direct_conv::lower(node, direct))
@@ -613,6 +619,13 @@ fn lower_conv(node: &NodeInfo<'_>, attrs: &Conv, epi: &Epilogue) -> Result<Lower
     })?;
     if let Some(lowered) = direct {
         return Ok(lowered);
+    }
+    if node.blocked.any() {
+        return Err(Error::internal(format!(
+            "node {}: no kernel stores or loads its tensors in blocks of 8 channels as asked \
+             ({:?})",
+            node.name, node.blocked
+        )));
     }
     let Checked {
         ops,

@@ -26,6 +26,7 @@
 
 use std::sync::Arc;
 
+use super::Blocked;
 use super::conv::{Axis, gcd, plus, pointwise, split, sum, times};
 use super::epilogue::StoreAt;
 use super::ir::{BufId, CmpOp, Expr, KernelBuilder, LocalId, LoopKind, Ty};
@@ -54,6 +55,17 @@ pub(super) struct DirectConv<'a> {
     pub bias: Option<&'a Tensor>,
     /// Applied to each output value before its store.
     pub epilogue: &'a Epilogue,
+    /// Which of its tensors are stored in blocks of 8 channels.
+    pub blocked: Blocked,
+}
+
+impl DirectConv<'_> {
+    /// Whether a kernel can store this convolution's output in blocks of 8 channels as
+    /// asked, given its epilogue: every lane of a store is then a channel of one pixel, so
+    /// the epilogue may read no operand but its value.
+    pub(super) fn blocked_output_possible(&self) -> bool {
+        !self.blocked.output || (self.epilogue.extras.is_empty() && self.m.is_multiple_of(8))
+    }
 }
 
 /// Channel vectors per tile for `channels` output channels per group, if the direct kernel
@@ -135,6 +147,14 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         None => (rows, cols),
     };
     if cols.output < PIXELS || conv.group == 0 || !conv.m.is_multiple_of(conv.group) {
+        return None;
+    }
+    // Blocked tensors: 8-channel accumulators, an input read over flat rows.
+    if conv.blocked.any()
+        && (!crate::codegen::wide_vectors()
+            || !conv.blocked_output_possible()
+            || (conv.blocked.input && flat.is_none()))
+    {
         return None;
     }
     // With 256-bit vectors, an ungrouped layer whose channels would leave fewer than 8
@@ -224,16 +244,20 @@ pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowere
         ),
         rows_outer: conv.c * rows.input * cols.input > m_pad * cg * taps,
         padded: m_pad > conv.m,
-        blocked: false,
+        blocked: conv.blocked.input,
+        blocked_output: conv.blocked.output,
     };
+    if tile.blocked && !tile.reads_blocks() || tile.blocked_output && (tile.padded || lanes != 8) {
+        return None;
+    }
     let tile = Tile {
-        blocked: flat.is_some() && tile.blocks_input(),
+        blocked: tile.blocked || flat.is_some() && tile.blocks_input(),
         ..tile
     };
     let mut kernels = Vec::new();
     let mut scratch = Vec::new();
     let mut x = Arg::Input(0);
-    if tile.blocked {
+    if tile.blocked && !conv.blocked.input {
         kernels.push(LoweredKernel {
             kernel: blocked_input(node.name, conv.n * conv.c, rows.input * cols.input),
             args: vec![Arg::Input(0), Arg::Scratch(0)],
@@ -526,8 +550,11 @@ struct Tile<'a> {
     rows_outer: bool,
     /// Whether the input is read from a copy in blocks of 8 channels ([`blocked_input`];
     /// 1×1 kernels over flat rows only): a tile's inputs for 8 channels are then 2 lines
-    /// instead of 8 (see [`Tile::blocks_input`]).
+    /// instead of 8 (see [`Tile::blocks_input`]), or because the input is stored so.
     blocked: bool,
+    /// Whether the output is stored in blocks of 8 channels: each `f32x8` accumulator is
+    /// then stored as it is, without the transposes.
+    blocked_output: bool,
 }
 
 /// The buffers and the position of one parallel iteration (indices in `i64` locals, so
@@ -670,16 +697,21 @@ impl Tile<'_> {
         self.chunk < self.cg
     }
 
-    /// Whether this kernel (1×1, over flat rows) reads a copy of its input in blocks of 8
-    /// channels: with `f32x8` accumulators, ungrouped, summed in chunks and read once per
-    /// block by at least [`BLOCKED_INPUT_BLOCKS`] blocks.
-    fn blocks_input(&self) -> bool {
+    /// Whether this kernel (1×1, over flat rows) can read its input in blocks of 8
+    /// channels: `f32x8` accumulators, ungrouped, chunks and unrolled trips of whole
+    /// blocks.
+    fn reads_blocks(&self) -> bool {
         self.lanes == 8
             && self.conv.group == 1
             && self.cg.is_multiple_of(8)
             && self.chunk.is_multiple_of(8)
-            && self.chunked()
-            && self.blocks >= BLOCKED_INPUT_BLOCKS
+    }
+
+    /// Whether this kernel (1×1, over flat rows) reads a copy of its input in blocks of 8
+    /// channels: it [can](Tile::reads_blocks), sums in chunks and reads the input once per
+    /// block for at least [`BLOCKED_INPUT_BLOCKS`] blocks.
+    fn blocks_input(&self) -> bool {
+        self.reads_blocks() && self.chunked() && self.blocks >= BLOCKED_INPUT_BLOCKS
     }
 
     /// Elements of the scratch rows: one row of `4Q` sums per pixel per parallel iteration.
@@ -705,10 +737,11 @@ impl Tile<'_> {
             } else {
                 format!("{} channel blocks x {} rows", self.blocks, rows.output)
             },
-            if self.blocked {
-                "input in blocks of 8 channels, "
-            } else {
-                ""
+            match (self.blocked, self.blocked_output) {
+                (false, false) => "",
+                (true, false) => "input in blocks of 8 channels, ",
+                (false, true) => "output in blocks of 8 channels, ",
+                (true, true) => "input and output in blocks of 8 channels, ",
             },
             self.chunk
         ));
@@ -816,7 +849,7 @@ impl Tile<'_> {
             .collect();
         // The output row's first element; padded, its offset in the plane (`store` adds the
         // batch and the clamped channel).
-        let y_row = if self.padded {
+        let y_row = if self.padded || self.blocked_output {
             times(oy, cols.output)
         } else {
             sum([f.y_base.clone(), times(oy, cols.output)])
@@ -1074,6 +1107,29 @@ impl Tile<'_> {
     /// without the clamp.
     fn store(&self, k: &mut KernelBuilder, f: &Frame, at: &Expr, acc: &[Vec<LocalId>]) {
         let out_plane = self.rows.output * self.cols.output;
+        if self.blocked_output {
+            // `at` is the first pixel's offset in the plane; each accumulator is 8 channels
+            // of one pixel, stored whole at `[block][pixel][8]`.
+            for (p, vectors) in acc.iter().enumerate() {
+                for (v, &a) in vectors.iter().enumerate() {
+                    let channel = plus(f.channel.clone(), (8 * v) as i64);
+                    let index = sum([
+                        f.y_batch.clone(),
+                        times(channel.clone(), out_plane),
+                        times(plus(at.clone(), p as i64), 8),
+                    ]);
+                    self.conv.epilogue.store8(
+                        k,
+                        &f.extras,
+                        f.bufs.y,
+                        index,
+                        channel,
+                        Expr::Local(a),
+                    );
+                }
+            }
+            return;
+        }
         let last = self.conv.m as i64 - 1;
         // Lanes below this one hold a real channel in every block (the padding channels
         // are the last block's top lanes), so only the lanes from it on clamp.

@@ -947,6 +947,7 @@ mod tests {
                 value: None,
             }],
             options: Default::default(),
+            blocked: Default::default(),
         };
         let err = crate::lower::lower_node(&node).unwrap_err().to_string();
         assert!(err.contains("cannot compile"), "{err}");

@@ -80,6 +80,31 @@ pub struct NodeInfo<'a> {
     pub outputs: Vec<Operand>,
     /// Choices the compiler's options make for lowering.
     pub options: LowerOptions,
+    /// Which of the node's tensors are stored in blocks of 8 channels (convolutions only).
+    pub blocked: Blocked,
+}
+
+/// Which of a convolution's tensors (`[N, C, H, W]`, `C` a multiple of 8) are stored in
+/// blocks of 8 channels, `[N][C / 8][H · W][8]`, instead of one plane per channel: the
+/// layout a 1×1 kernel's tiles read 2 lines of per 8 channels instead of 8, which the
+/// plan gives a tensor when every kernel writing it and every kernel reading it can store
+/// and load it so (see `runtime::layout`). Only the register-blocked direct kernel reads
+/// such an input (1×1 kernels over flat rows); it and Winograd's write such an output,
+/// without per-channel or residual operands in their epilogue. A lowering that cannot
+/// honour the layout fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Blocked {
+    /// Input 0 is stored in blocks of 8 channels.
+    pub input: bool,
+    /// Output 0 is stored in blocks of 8 channels.
+    pub output: bool,
+}
+
+impl Blocked {
+    /// Whether any tensor is blocked.
+    pub fn any(self) -> bool {
+        self.input || self.output
+    }
 }
 
 /// Which algorithm ungrouped convolutions with output channels a multiple of 8 use where
@@ -246,6 +271,13 @@ pub fn lower_group(node: &NodeInfo<'_>, epilogue: &Epilogue) -> Result<Lowered> 
             node.op.name()
         )));
     }
+    if node.blocked.any() && !matches!(node.op, Op::Conv(_)) {
+        return Err(Error::internal(format!(
+            "node {} ({}): only convolutions take tensors in blocks of 8 channels",
+            node.name,
+            node.op.name()
+        )));
+    }
     if !epilogue.is_empty() && !takes_epilogue(node.op) {
         return Err(Error::internal(format!(
             "node {} ({}): fused with an epilogue but cannot apply one",
@@ -366,6 +398,7 @@ pub(crate) mod testing {
                 .collect(),
             outputs: expected.iter().map(|t| operand(t, None)).collect(),
             options: super::LowerOptions::default(),
+            blocked: super::Blocked::default(),
         };
         let lowered = lower_node(&node).unwrap_or_else(|e| panic!("{e}"));
         (lowered, expected)

@@ -589,6 +589,9 @@ impl Variant {
 /// outputs) or when the cost model prefers the direct kernel. Of the variants that fit,
 /// the one the cost model finds cheaper.
 pub(super) fn lower(node: &NodeInfo<'_>, conv: &DirectConv<'_>) -> Option<Lowered> {
+    if conv.blocked.input || !conv.blocked_output_possible() {
+        return None;
+    }
     let winograd = node.options.winograd;
     let threads = node.options.threads;
     // The layer itself (stride 1) or its four phases (stride 2), and the variants that fit.
@@ -1554,7 +1557,11 @@ impl Plan {
     ) -> LoweredKernel {
         let fused = self.split.is_none();
         let mut k = KernelBuilder::new(name);
-        k.set_schedule(self.schedule());
+        let mut schedule = self.schedule();
+        if conv.blocked.output {
+            schedule.push_str(", output in blocks of 8 channels");
+        }
+        k.set_schedule(schedule);
         let first_id = if fused {
             k.buffer("x", DType::F32, self.x_len(), BufferKind::Input)
         } else {
@@ -2241,6 +2248,33 @@ impl Plan {
                         let columns = columns.saturating_sub(4 * c).min(4);
                         if columns == 0 {
                             break;
+                        }
+                        if conv.blocked.output {
+                            // Each value is 4 channels of one pixel: stored as it is, at
+                            // `[block][pixel][8]` (the epilogue reads no operand).
+                            let first = sum([
+                                sink.y_base.clone(),
+                                times(block.clone(), WIDTH * out_plane),
+                                times(v.clone(), 4),
+                                times(oy_row.clone(), WIDTH * self.g.ow),
+                                times(plus(ox.clone(), 4 * c as i64), WIDTH),
+                            ]);
+                            let first = Expr::Local(k.declare(Ty::I64, first));
+                            for (j, value) in chunk.iter().take(columns).enumerate() {
+                                let store_at = StoreAt {
+                                    index: plus(first.clone(), (WIDTH * j) as i64),
+                                    channel: channel.clone(),
+                                };
+                                conv.epilogue.store(
+                                    k,
+                                    &sink.extras,
+                                    sink.y,
+                                    &store_at,
+                                    value.clone(),
+                                    4,
+                                );
+                            }
+                            continue;
                         }
                         let mut chunk = chunk.to_vec();
                         chunk.resize(4, Expr::Float(0.0).splat());

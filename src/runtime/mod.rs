@@ -23,6 +23,7 @@
 pub mod alias;
 pub mod cache;
 pub mod fuse;
+pub mod layout;
 pub mod memory;
 pub mod pages;
 pub mod pool;
@@ -1199,6 +1200,18 @@ fn build_plan(
     } else {
         alias::Aliases::none(groups.len())
     };
+    // Tensors stored in blocks of 8 channels, and the lowerings of their writers and readers.
+    let mut layouts = if options.optimize && options.fusion {
+        layout::plan(&concrete, &groups, &aliases, |g, blocked| {
+            let group = &groups[g];
+            let mut info = node_info(&concrete, group.anchor()).ok()?;
+            info.options = lower_options(options);
+            info.blocked = blocked;
+            lower::lower_group(&info, group.epilogue()).ok()
+        })
+    } else {
+        layout::Layouts::default()
+    };
     for (g, group) in groups.iter().enumerate() {
         let node_id = group.anchor();
         let node = concrete.node(node_id);
@@ -1231,6 +1244,11 @@ fn build_plan(
             continue;
         }
         let lowered = match group.prologue() {
+            None if layouts.groups.contains_key(&g) => {
+                layouts.groups.remove(&g).map(|(_, l)| l).ok_or_else(|| {
+                    Error::internal(format!("group {g}: its layout's lowering is missing"))
+                })?
+            }
             Some(_) => banded.remove(&node_id).ok_or_else(|| {
                 Error::internal(format!(
                     "group {}: its prologue was accepted but not lowered",
@@ -1618,6 +1636,7 @@ pub fn node_info(concrete: &Graph, node_id: NodeId) -> Result<NodeInfo<'_>> {
         })
     };
     Ok(NodeInfo {
+        blocked: lower::Blocked::default(),
         name: &node.name,
         op: &node.op,
         inputs: node
