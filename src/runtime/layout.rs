@@ -1,5 +1,5 @@
 //! Which tensors the plan stores in blocks of 8 channels (`[N][C / 8][H · W][8]`, see
-//! [`lower::Blocked`]) instead of one plane per channel.
+//! [`crate::lower::Blocked`]) instead of one plane per channel.
 //!
 //! A 1×1 convolution's register tile reads, for each input channel, a few neighbouring
 //! pixels: from planes that is one cache line per channel, of which it uses 16 bytes; from
