@@ -1158,3 +1158,33 @@ fn blocked_tensors_in_batches() {
         });
     }
 }
+
+/// Winograd layers whose weights are transformed at run time and would leave L2 a block at
+/// a time (512 channels of F(4×4) points, ResNet-18's 7×7 layers) transform and multiply
+/// them a chunk of input channels at a time, summing the chunks' products; with a residual
+/// add and ReLU, against the interpreter on 1 and 2 threads.
+#[test]
+fn large_run_time_winograd_weights_are_transformed_in_chunks() {
+    let text = "graph g(x: f32[1,512,7,7], r: f32[1,16,7,7]) -> (y: f32[1,16,7,7]) {
+  const w: f32[16,512,3,3] = normal(seed=1, std=0.02)
+  const b: f32[16] = normal(seed=2, std=0.1)
+  conv: f32[1,16,7,7] = conv(x, w, b) {kernel_shape=[3, 3], pads=[1, 1, 1, 1]}
+  sum: f32[1,16,7,7] = add(conv, r)
+  y: f32[1,16,7,7] = relu(sum)
+}";
+    let mut chunked = 0;
+    matches_within(
+        text,
+        Winograd::F4x4,
+        "512 channels on 7x7",
+        1e-4,
+        |compiled| {
+            // The products' kernel (on 2 threads the input transform has one of its own).
+            let schedules = schedules(compiled);
+            let schedule = schedules.last().expect("a kernel");
+            assert!(schedule.contains("F(4x4,3x3)"), "{schedule}");
+            chunked += usize::from(schedule.contains("input channels at a time"));
+        },
+    );
+    assert_eq!(chunked, 2, "run-time weights in chunks on 1 and 2 threads");
+}

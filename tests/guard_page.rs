@@ -433,3 +433,35 @@ fn blocked_tensor_kernels_stay_in_bounds() {
         );
     }
 }
+
+/// Winograd's run-time weights transformed a chunk of input channels at a time (512
+/// channels of F(4×4) points on 7×7), on 1 and 2 threads, flush against guard pages.
+#[test]
+fn chunked_run_time_winograd_weights_stay_in_bounds() {
+    let text = "graph w(x: f32[1,512,7,7]) -> (y: f32[1,16,7,7]) {
+  const w: f32[16,512,3,3] = normal(seed=1, std=0.3)
+  const b: f32[16] = normal(seed=2, std=0.1)
+  y: f32[1,16,7,7] = conv(x, w, b) {kernel_shape=[3, 3], pads=[1, 1, 1, 1]}
+}";
+    let model = Model::parse(text).unwrap();
+    for threads in [1, 2] {
+        let options = lower::LowerOptions {
+            winograd: lower::Winograd::F4x4,
+            threads,
+        };
+        let schedules = check_with(
+            text,
+            &model,
+            &zeros_for(&model),
+            options,
+            lower::Blocked::default(),
+        );
+        assert!(
+            schedules
+                .iter()
+                .flatten()
+                .any(|s| s.contains("input channels at a time")),
+            "{threads} threads: {schedules:?}"
+        );
+    }
+}

@@ -90,6 +90,14 @@ const MAX_BAND_BYTES: usize = 1 << 20;
 /// Transformed weights up to this size stay in L2 across bands; larger ones are streamed
 /// from memory, so the bands are made as large as possible to read them once.
 const CACHED_WEIGHT_BYTES: usize = 1 << 20;
+/// Bytes of the weights the run-time transform computes at once (a chunk of input
+/// channels, every point) before their products use them, where a block's would exceed
+/// [`U_WHOLE_BYTES`] (see [`Plan::u_chunk`]).
+const U_CHUNK_BYTES: usize = 128 << 10;
+/// A block's run-time transformed weights up to this size are computed whole before the
+/// products: chunking those of ResNet-18's 56×56 to 14×14 layers (166–332 KB a block) made
+/// them 16% slower (more, shorter product loops; the weights stayed in L2 anyway).
+const U_WHOLE_BYTES: usize = 512 << 10;
 
 /// Which Winograd algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1423,9 +1431,33 @@ impl Plan {
     /// Elements between two points' transformed weights of one block: `C × 8`, padded off
     /// 4 KiB multiples in the slot (the run-time transform stores all points of a channel
     /// together).
+    /// Input channels whose weights the run-time transform computes at once, every point,
+    /// before their products: all of them with compile-time weights or up to
+    /// [`U_WHOLE_BYTES`] a block, else the largest divisor of `C` whose transformed weights
+    /// fit [`U_CHUNK_BYTES`]. A block of ResNet-18's 7×7 layers transformed whole (36 points
+    /// × 512 channels × 8: 590 KB) left L2 before the products read it back: chunks of 64
+    /// channels made the layer alone 9–12% faster (512 → 512 on 7×7, 8 alternated runs:
+    /// 4.43 → 4.02 ms; medians 6.48 / 4.75 / 4.73 / 4.67 / 4.71 ms with chunks of 16, 32,
+    /// 64, 128 and 256 KB), its three such layers in the model 3% (16 alternated runs,
+    /// normalised by the layers it does not change).
+    fn u_chunk(&self) -> usize {
+        let c = self.g.c;
+        if !self.runtime_weights {
+            return c;
+        }
+        let bytes = |d: usize| self.variant.points() * d * WIDTH * 4;
+        if bytes(c) <= U_WHOLE_BYTES {
+            return c;
+        }
+        (1..=c)
+            .rev()
+            .find(|&d| c.is_multiple_of(d) && bytes(d) <= U_CHUNK_BYTES)
+            .unwrap_or(1)
+    }
+
     fn u_stride(&self) -> usize {
         if self.runtime_weights {
-            point_stride(self.g.c, WIDTH)
+            point_stride(self.u_chunk(), WIDTH)
         } else {
             self.g.c * WIDTH
         }
@@ -1459,10 +1491,10 @@ impl Plan {
             self.bands(),
             self.oc_groups,
             self.slots,
-            if self.runtime_weights {
-                "at run time per block"
-            } else {
-                "at compile time"
+            match (self.runtime_weights, self.u_chunk()) {
+                (false, _) => "at compile time".to_string(),
+                (true, chunk) if chunk == self.g.c => "at run time per block".to_string(),
+                (true, chunk) => format!("at run time per block, {chunk} input channels at a time"),
             }
         )
     }
@@ -1734,10 +1766,27 @@ impl Plan {
         k.range(self.blocks_per_group(), |k, j| {
             let block = sum([times(group.clone(), self.blocks_per_group()), j]);
             let block = Expr::Local(k.declare(Ty::I64, block));
-            if self.runtime_weights {
-                self.weights_at_run_time(k, f, sink, &block);
+            let chunk = self.u_chunk();
+            let chunks = self.g.c / chunk;
+            if chunks == 1 {
+                if self.runtime_weights {
+                    self.weights_at_run_time(k, f, sink, &block, &Expr::Int(0), chunk);
+                }
+                self.products(k, f, sink, &block, (&Expr::Int(0), chunk), false);
+            } else {
+                // `M` from zero, each chunk's products added onto it.
+                let m = plus(f.slot.clone(), self.m_at() as i64);
+                let m = Expr::Local(k.declare(Ty::I64, m));
+                k.range(self.variant.points() * self.tiles * WIDTH / 4, |k, i| {
+                    let at = sum([m.clone(), times(i, 4)]);
+                    k.store(f.s, at, Expr::Float(0.0).splat());
+                });
+                k.range(chunks, |k, q| {
+                    let first = Expr::Local(k.declare(Ty::I64, times(q, chunk)));
+                    self.weights_at_run_time(k, f, sink, &block, &first, chunk);
+                    self.products(k, f, sink, &block, (&first, chunk), true);
+                });
             }
-            self.products(k, f, sink, &block);
             self.outputs(k, f, sink, conv, &block);
         });
     }
@@ -1939,13 +1988,25 @@ impl Plan {
     /// `U = G g Gᵀ` of output-channel block `block` at run time, from the direct taps packed
     /// `[block][C][r·r][8]`, into the slot's `U[point][C][8]`: per input channel, one vector
     /// of the 8 output channels (`f32x8`) or two of 4.
-    fn weights_at_run_time(&self, k: &mut KernelBuilder, f: &Frame, sink: &Sink, block: &Expr) {
+    fn weights_at_run_time(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        sink: &Sink,
+        block: &Expr,
+        first: &Expr,
+        count: usize,
+    ) {
         let (c, input, r) = (self.g.c, self.variant.input(), self.variant.kernel());
         let u_at = plus(f.slot.clone(), self.u_at() as i64);
         let u_at = Expr::Local(k.declare(Ty::I64, u_at));
         let taps = self.variant.taps();
-        let w_block = Expr::Local(k.declare(Ty::I64, times(block.clone(), c * taps * WIDTH)));
-        k.range(c, |k, ci| {
+        let w_block = sum([
+            times(block.clone(), c * taps * WIDTH),
+            times(first.clone(), taps * WIDTH),
+        ]);
+        let w_block = Expr::Local(k.declare(Ty::I64, w_block));
+        k.range(count, |k, ci| {
             let w_at = sum([w_block.clone(), times(ci.clone(), taps * WIDTH)]);
             let w_at = Expr::Local(k.declare(Ty::I64, w_at));
             let u_ci = sum([u_at.clone(), times(ci, WIDTH)]);
@@ -1986,7 +2047,15 @@ impl Plan {
 
     /// The products for output-channel block `block`: for each point and group of 4 tiles,
     /// `Σ_c V[ξ][group][c][tile] · U[block][ξ][c][0..8]` into `M[ξ][tile][0..8]`.
-    fn products(&self, k: &mut KernelBuilder, f: &Frame, sink: &Sink, block: &Expr) {
+    fn products(
+        &self,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        sink: &Sink,
+        block: &Expr,
+        (first, count): (&Expr, usize),
+        accumulate: bool,
+    ) {
         let c = self.g.c;
         let points = self.variant.points();
         // The block's transformed weights: in the constant, or in the slot.
@@ -2001,6 +2070,7 @@ impl Plan {
             let v_at = sum([
                 f.v.clone(),
                 times(point.clone(), point_stride(c, self.tiles)),
+                times(first.clone(), GROUP),
             ]);
             let v_at = Expr::Local(k.declare(Ty::I64, v_at));
             let m_at = sum([
@@ -2013,13 +2083,14 @@ impl Plan {
                 // Two groups (8 tiles) at a time in 8 `f32x8` accumulators: a weight vector
                 // of the block's 8 channels feeds 8 FMAs, each with a broadcast tile value.
                 let groups = self.groups();
+                let at = (&u_at, &v_at, &m_at);
                 k.range(groups / 2, |k, pair| {
                     let g = times(pair, 2);
-                    self.wide_product(k, f, u_buf, (&u_at, &v_at, &m_at), g, 2);
+                    self.wide_product(k, f, u_buf, at, (g, 2), count, accumulate);
                 });
                 if groups % 2 == 1 {
                     let g = Expr::Int(groups as i64 - 1);
-                    self.wide_product(k, f, u_buf, (&u_at, &v_at, &m_at), g, 1);
+                    self.wide_product(k, f, u_buf, at, (g, 1), count, accumulate);
                 }
                 return;
             }
@@ -2030,8 +2101,8 @@ impl Plan {
                     .collect();
                 let v_group = sum([v_at.clone(), times(g.clone(), c * GROUP)]);
                 let v_group = Expr::Local(k.declare(Ty::I64, v_group));
-                let unroll = channel_unroll(c);
-                k.for_loop(0, c as i64, unroll as i64, LoopKind::Serial, |k, ci| {
+                let unroll = channel_unroll(count);
+                k.for_loop(0, count as i64, unroll as i64, LoopKind::Serial, |k, ci| {
                     let (u_row, v_row) = product_rows(k, &u_at, &v_group, ci);
                     for u in 0..unroll {
                         let w = [0, 4].map(|o| {
@@ -2052,7 +2123,11 @@ impl Plan {
                 for (j, pair) in acc.iter().enumerate() {
                     for (v, &a) in pair.iter().enumerate() {
                         let at = plus(out.clone(), (j * WIDTH + 4 * v) as i64);
-                        k.store(f.s, at, Expr::Local(a));
+                        let mut total = Expr::Local(a);
+                        if accumulate {
+                            total = total.add(Expr::load4(f.s, at.clone()));
+                        }
+                        k.store(f.s, at, total);
                     }
                 }
             });
@@ -2064,14 +2139,16 @@ impl Plan {
     /// accumulators: per input channel one load of the block's 8 weights and one broadcast
     /// per tile, each feeding one FMA. A single group keeps two sums per tile (even and
     /// odd unrolled channels), added at the end, so 8 FMA chains are in flight either way.
+    #[allow(clippy::too_many_arguments)]
     fn wide_product(
         &self,
         k: &mut KernelBuilder,
         f: &Frame,
         u_buf: BufId,
         (u_at, v_at, m_at): (&Expr, &Expr, &Expr),
-        g: Expr,
-        count: usize,
+        (g, count): (Expr, usize),
+        channels: usize,
+        accumulate: bool,
     ) {
         let c = self.g.c;
         let tiles = count * GROUP;
@@ -2082,24 +2159,30 @@ impl Plan {
             .collect();
         let v_group = sum([v_at.clone(), times(g.clone(), c * GROUP)]);
         let v_group = Expr::Local(k.declare(Ty::I64, v_group));
-        let unroll = channel_unroll(c);
-        k.for_loop(0, c as i64, unroll as i64, LoopKind::Serial, |k, ci| {
-            let (u_row, v_row) = product_rows(k, u_at, &v_group, ci);
-            for u in 0..unroll {
-                let at = plus(u_row.clone(), (u * WIDTH) as i64);
-                let w = k.declare(Ty::F32x8, Expr::load8(u_buf, at));
-                let set = &acc[(u % sums) * tiles..][..tiles];
-                for (t, &a) in set.iter().enumerate() {
-                    // Tile `t`: group `t / GROUP`, whose `V` is `c · GROUP` further on.
-                    let at = plus(
-                        v_row.clone(),
-                        ((t / GROUP) * c * GROUP + u * GROUP + t % GROUP) as i64,
-                    );
-                    let xs = Expr::load(f.v_buf, at).splat8();
-                    k.assign(a, xs.fma(Expr::Local(w), Expr::Local(a)));
+        let unroll = channel_unroll(channels);
+        k.for_loop(
+            0,
+            channels as i64,
+            unroll as i64,
+            LoopKind::Serial,
+            |k, ci| {
+                let (u_row, v_row) = product_rows(k, u_at, &v_group, ci);
+                for u in 0..unroll {
+                    let at = plus(u_row.clone(), (u * WIDTH) as i64);
+                    let w = k.declare(Ty::F32x8, Expr::load8(u_buf, at));
+                    let set = &acc[(u % sums) * tiles..][..tiles];
+                    for (t, &a) in set.iter().enumerate() {
+                        // Tile `t`: group `t / GROUP`, whose `V` is `c · GROUP` further on.
+                        let at = plus(
+                            v_row.clone(),
+                            ((t / GROUP) * c * GROUP + u * GROUP + t % GROUP) as i64,
+                        );
+                        let xs = Expr::load(f.v_buf, at).splat8();
+                        k.assign(a, xs.fma(Expr::Local(w), Expr::Local(a)));
+                    }
                 }
-            }
-        });
+            },
+        );
         let out = sum([m_at.clone(), times(g, GROUP * WIDTH)]);
         let out = Expr::Local(k.declare(Ty::I64, out));
         for t in 0..tiles {
@@ -2107,7 +2190,11 @@ impl Plan {
             for s in 1..sums {
                 total = total.add(Expr::Local(acc[s * tiles + t]));
             }
-            k.store(f.s, plus(out.clone(), (t * WIDTH) as i64), total);
+            let at = plus(out.clone(), (t * WIDTH) as i64);
+            if accumulate {
+                total = total.add(Expr::load8(f.s, at.clone()));
+            }
+            k.store(f.s, at, total);
         }
     }
 
