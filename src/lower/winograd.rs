@@ -93,7 +93,7 @@ const CACHED_WEIGHT_BYTES: usize = 1 << 20;
 /// Bytes of the weights the run-time transform computes at once (a chunk of input
 /// channels, every point) before their products use them, where a block's would exceed
 /// [`U_WHOLE_BYTES`] (see [`Plan::u_chunk`]).
-const U_CHUNK_BYTES: usize = 128 << 10;
+const U_CHUNK_BYTES: usize = 320 << 10;
 /// A block's run-time transformed weights up to this size are computed whole before the
 /// products: chunking those of ResNet-18's 56×56 to 14×14 layers (166–332 KB a block) made
 /// them 16% slower (more, shorter product loops; the weights stayed in L2 anyway).
@@ -1438,8 +1438,10 @@ impl Plan {
     /// × 512 channels × 8: 590 KB) left L2 before the products read it back: chunks of 64
     /// channels made the layer alone 9–12% faster (512 → 512 on 7×7, 8 alternated runs:
     /// 4.43 → 4.02 ms; medians 6.48 / 4.75 / 4.73 / 4.67 / 4.71 ms with chunks of 16, 32,
-    /// 64, 128 and 256 KB), its three such layers in the model 3% (16 alternated runs,
-    /// normalised by the layers it does not change).
+    /// 64, 128 and 256 KB). In the model, where the layer's input transform and the
+    /// previous layer's output share L2, its three such layers (alternated runs, normalised
+    /// by the layers it does not change): chunks of 128 KB 3% faster than whole (16 runs),
+    /// of 256 channels (295 KB) 6% faster (14 runs) and 4% faster than 128 KB (12 runs).
     fn u_chunk(&self) -> usize {
         let c = self.g.c;
         if !self.runtime_weights {
