@@ -14,12 +14,14 @@
 //! - every group reading it is a convolution anchored on it, reading it as its input and
 //!   nothing else (not as a residual, not through a view);
 //! - every writer's kernels store it so and every reader's load it so: the lowering is
-//!   asked (`accepts`), and each group stores or loads at most one tensor so (a kernel
+//!   asked (`lower`), and each group stores or loads at most one tensor so (a kernel
 //!   either writes or reads blocks, which keeps the choices independent).
 //!
 //! The lowering a writer or reader was accepted with is the one the plan uses.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::graph::NodeId;
 
 use super::alias::{Aliases, Home};
 use super::fuse::Group;
@@ -27,28 +29,19 @@ use crate::graph::{Graph, Op, ValueDef, ValueId};
 use crate::lower::{Blocked, Lowered};
 use crate::tensor::DType;
 
-/// The groups that store or load a tensor in blocks of 8 channels, each with its flags
-/// and the lowering that honours them.
-#[derive(Debug, Default)]
-pub struct Layouts {
-    /// By group index.
-    pub groups: HashMap<usize, (Blocked, Lowered)>,
-    /// The tensors stored in blocks (concat outputs and their parts included).
-    pub values: HashSet<ValueId>,
-}
-
 /// Chooses the tensors stored in blocks of 8 channels (see the module documentation);
 /// `lower(g, flags)` lowers group `g` with `flags`, `None` where its kernels cannot honour
-/// them.
+/// them. Returns, by group index, the lowering of every group that stores or loads such a
+/// tensor.
 pub fn plan(
     graph: &Graph,
     groups: &[Group],
     aliases: &Aliases,
     mut lower: impl FnMut(usize, Blocked) -> Option<Lowered>,
-) -> Layouts {
-    let mut layouts = Layouts::default();
+) -> HashMap<usize, Lowered> {
+    let mut lowered: HashMap<usize, Lowered> = HashMap::new();
     if !crate::codegen::wide_vectors() {
-        return layouts;
+        return lowered;
     }
     let outputs: HashSet<ValueId> = graph.outputs().iter().copied().collect();
     // The group whose kernels write each value, and every (group, node) reading it.
@@ -64,13 +57,17 @@ pub fn plan(
             }
         }
     }
-    let readers = |value: ValueId| -> Vec<crate::graph::NodeId> {
-        let mut nodes: Vec<_> = graph
-            .node_order()
-            .iter()
-            .copied()
-            .filter(|&n| graph.node(n).inputs.iter().flatten().any(|&v| v == value))
+    // The nodes reading a value computed by a node (once each).
+    let readers = |value: ValueId| -> Vec<NodeId> {
+        let ValueDef::Node { node, .. } = graph.value(value).def else {
+            return Vec::new();
+        };
+        let mut nodes: Vec<NodeId> = graph
+            .consumers(node)
+            .filter(|&(_, v)| v == value)
+            .map(|(n, _)| n)
             .collect();
+        nodes.sort_unstable();
         nodes.dedup();
         nodes
     };
@@ -141,7 +138,7 @@ pub fn plan(
         if !ok || consumers.is_empty() {
             continue;
         }
-        let taken = |g: &usize| layouts.groups.contains_key(g);
+        let taken = |g: &usize| lowered.contains_key(g);
         if writers
             .iter()
             .any(|(w, _)| taken(w) || groups[*w].prologue().is_some())
@@ -172,18 +169,16 @@ pub fn plan(
         let mut accepted = Vec::new();
         for (group, flags) in asked {
             match lower(group, flags) {
-                Some(lowered) => accepted.push((group, (flags, lowered))),
+                Some(l) => accepted.push((group, l)),
                 None => break,
             }
         }
         if accepted.len() != writers.len() + consumers.len() {
             continue;
         }
-        layouts.values.insert(value);
-        layouts.values.extend(writers.iter().map(|&(_, part)| part));
-        layouts.groups.extend(accepted);
+        lowered.extend(accepted);
     }
-    layouts
+    lowered
 }
 
 /// Whether `value` can be stored in blocks of 8 channels: `f32` `[N, C, H, W]`, `C` a

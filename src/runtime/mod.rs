@@ -1201,7 +1201,7 @@ fn build_plan(
         alias::Aliases::none(groups.len())
     };
     // Tensors stored in blocks of 8 channels, and the lowerings of their writers and readers.
-    let mut layouts = if options.optimize && options.fusion {
+    let mut blocked_lowerings = if options.optimize && options.fusion {
         layout::plan(&concrete, &groups, &aliases, |g, blocked| {
             let group = &groups[g];
             let mut info = node_info(&concrete, group.anchor()).ok()?;
@@ -1210,7 +1210,7 @@ fn build_plan(
             lower::lower_group(&info, group.epilogue()).ok()
         })
     } else {
-        layout::Layouts::default()
+        HashMap::new()
     };
     for (g, group) in groups.iter().enumerate() {
         let node_id = group.anchor();
@@ -1243,19 +1243,16 @@ fn build_plan(
         if aliases.skips(g) {
             continue;
         }
-        let lowered = match group.prologue() {
-            None if layouts.groups.contains_key(&g) => {
-                layouts.groups.remove(&g).map(|(_, l)| l).ok_or_else(|| {
-                    Error::internal(format!("group {g}: its layout's lowering is missing"))
-                })?
-            }
-            Some(_) => banded.remove(&node_id).ok_or_else(|| {
+        // A group with a prologue never stores or loads blocks (see `layout::plan`).
+        let lowered = match (group.prologue(), blocked_lowerings.remove(&g)) {
+            (None, Some(lowered)) => lowered,
+            (Some(_), _) => banded.remove(&node_id).ok_or_else(|| {
                 Error::internal(format!(
                     "group {}: its prologue was accepted but not lowered",
                     group.describe(&concrete)
                 ))
             })?,
-            None => {
+            (None, None) => {
                 let mut info = node_info(&concrete, node_id)?;
                 info.options = lower_options(options);
                 lower::lower_group(&info, group.epilogue())?
