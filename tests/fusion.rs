@@ -1161,7 +1161,8 @@ fn blocked_tensors_in_batches() {
 
 /// Winograd layers whose weights are transformed at run time and would leave L2 a block at
 /// a time (512 channels of F(4×4) points, ResNet-18's 7×7 layers) transform and multiply
-/// them a chunk of input channels at a time, summing the chunks' products; with a residual
+/// them a chunk of input channels at a time, summing the chunks' products (reading the next
+/// chunk's weights ahead, across chunks and blocks, up to the last); with a residual
 /// add and ReLU, against the interpreter on 1 and 2 threads.
 #[test]
 fn large_run_time_winograd_weights_are_transformed_in_chunks() {
@@ -1184,6 +1185,10 @@ fn large_run_time_winograd_weights_are_transformed_in_chunks() {
             let schedule = schedules.last().expect("a kernel");
             assert!(schedule.contains("F(4x4,3x3)"), "{schedule}");
             chunked += usize::from(schedule.contains("input channels at a time"));
+            // With 8-lane products, the next chunk's weights are read ahead during them.
+            if schedule.contains("f32x8") {
+                assert!(schedule.contains("next read ahead"), "{schedule}");
+            }
         },
     );
     assert_eq!(chunked, 2, "run-time weights in chunks on 1 and 2 threads");

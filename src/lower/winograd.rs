@@ -1403,9 +1403,15 @@ impl Plan {
         self.m_at() + self.variant.points() * self.tiles * WIDTH
     }
 
+    /// Where the products leave the sum of what they read ahead (one float; see
+    /// [`ReadAhead`]).
+    fn ahead_at(&self) -> usize {
+        self.edge_at() + 4
+    }
+
     /// Where the run-time transformed weights start.
     fn u_at(&self) -> usize {
-        (self.edge_at() + 4).next_multiple_of(16)
+        (self.ahead_at() + 1).next_multiple_of(16)
     }
 
     /// Elements of one slot.
@@ -1485,7 +1491,7 @@ impl Plan {
         };
         format!(
             "winograd F({side}x{side},{r}x{r}), bands of {} x {} tiles ({} with padding), GEMM \
-             tile {gemm}, {} bands x {} channel groups on {} threads, weights transformed {}, \
+             tile {gemm}, {} bands x {} channel groups on {} threads, weights transformed {}{}, \
              {input}",
             self.band_rows,
             self.tile_cols,
@@ -1497,6 +1503,11 @@ impl Plan {
                 (false, _) => "at compile time".to_string(),
                 (true, chunk) if chunk == self.g.c => "at run time per block".to_string(),
                 (true, chunk) => format!("at run time per block, {chunk} input channels at a time"),
+            },
+            if self.runtime_weights && crate::codegen::wide_vectors() {
+                ", the next read ahead during the products"
+            } else {
+                ""
             }
         )
     }
@@ -2078,21 +2089,25 @@ impl Plan {
             let m_at = sum([
                 f.slot.clone(),
                 Expr::Int(self.m_at() as i64),
-                times(point, self.tiles * WIDTH),
+                times(point.clone(), self.tiles * WIDTH),
             ]);
             let m_at = Expr::Local(k.declare(Ty::I64, m_at));
             if crate::codegen::wide_vectors() {
                 // Two groups (8 tiles) at a time in 8 `f32x8` accumulators: a weight vector
                 // of the block's 8 channels feeds 8 FMAs, each with a broadcast tile value.
+                let ahead = self
+                    .runtime_weights
+                    .then(|| ReadAhead::new(self, k, f, sink, block, (first, count), &point));
+                let ahead = ahead.as_ref();
                 let groups = self.groups();
                 let at = (&u_at, &v_at, &m_at);
                 k.range(groups / 2, |k, pair| {
                     let g = times(pair, 2);
-                    self.wide_product(k, f, u_buf, at, (g, 2), count, accumulate);
+                    self.wide_product(k, f, u_buf, at, (g, 2), count, accumulate, ahead);
                 });
                 if groups % 2 == 1 {
                     let g = Expr::Int(groups as i64 - 1);
-                    self.wide_product(k, f, u_buf, at, (g, 1), count, accumulate);
+                    self.wide_product(k, f, u_buf, at, (g, 1), count, accumulate, ahead);
                 }
                 return;
             }
@@ -2141,6 +2156,7 @@ impl Plan {
     /// accumulators: per input channel one load of the block's 8 weights and one broadcast
     /// per tile, each feeding one FMA. A single group keeps two sums per tile (even and
     /// odd unrolled channels), added at the end, so 8 FMA chains are in flight either way.
+    /// With `ahead`, each trip also reads one float of the next chunk's weights.
     #[allow(clippy::too_many_arguments)]
     fn wide_product(
         &self,
@@ -2151,9 +2167,11 @@ impl Plan {
         (g, count): (Expr, usize),
         channels: usize,
         accumulate: bool,
+        ahead: Option<&ReadAhead>,
     ) {
         let c = self.g.c;
         let tiles = count * GROUP;
+        let ahead_sum = ahead.map(|_| k.declare(Ty::F32, Expr::Float(0.0)));
         let sums = if count == 1 { 2 } else { 1 };
         let zero = || Expr::Float(0.0).splat8();
         let acc: Vec<LocalId> = (0..tiles * sums)
@@ -2168,6 +2186,10 @@ impl Plan {
             unroll as i64,
             LoopKind::Serial,
             |k, ci| {
+                if let (Some(ahead), Some(total)) = (ahead, ahead_sum) {
+                    let value = ahead.read(&ci);
+                    k.assign(total, Expr::Local(total).add(value));
+                }
                 let (u_row, v_row) = product_rows(k, u_at, &v_group, ci);
                 for u in 0..unroll {
                     let at = plus(u_row.clone(), (u * WIDTH) as i64);
@@ -2197,6 +2219,9 @@ impl Plan {
                 total = total.add(Expr::load8(f.s, at.clone()));
             }
             k.store(f.s, at, total);
+        }
+        if let (Some(ahead), Some(total)) = (ahead, ahead_sum) {
+            k.store(f.s, ahead.sink.clone(), Expr::Local(total));
         }
     }
 
@@ -2452,6 +2477,68 @@ struct Frame {
     /// The buffer holding the band's transformed input `V`, and its first element there.
     v_buf: BufId,
     v: Expr,
+}
+
+/// Reading ahead the run-time transform's next weights during the products. The transform
+/// reads a chunk's direct weights once (9 floats per input and output channel), from
+/// memory where a layer's do not stay in cache (ResNet-18's 7×7 layers: 9.4 MB each, 38 MB
+/// with the rest of layer 4), at what the memory delivers to one core, while the products,
+/// which run from L2, leave the memory idle. Cranelift has no prefetch instruction, so each
+/// trip of the products' channel loop loads one float of the next chunk's weights (the
+/// block's next chunk, or the next block's first: the next in memory), stepping through
+/// them over the chunk's points, and adds it to a sum stored in the scratch (so the load
+/// stays); the core's stream prefetcher follows these loads, and the transform then finds
+/// the weights in cache. Measured on ResNet-18 (1 thread, alternated runs, normalised by
+/// kernels the change does not touch): its three stride-1 7×7 layers 20–21% faster (a
+/// transform reading the same block every time, cached, made them 27% faster); its other
+/// Winograd layers, whose weights stay in L2 or L3, unchanged.
+struct ReadAhead {
+    /// The direct weights, and the first element read at the first point's first channel.
+    buf: BufId,
+    at: Expr,
+    /// Elements between the reads of consecutive input channels: the next chunk's
+    /// `count × taps × 8` floats spread over `points × count` channel steps.
+    step: usize,
+    /// The last element of the weights (reads past it read it instead).
+    last: i64,
+    /// Where the sum of the reads is stored.
+    sink: Expr,
+}
+
+impl ReadAhead {
+    /// The read-ahead of the products at `point` of block `block`'s chunk of `count`
+    /// channels from `first`.
+    fn new(
+        plan: &Plan,
+        k: &mut KernelBuilder,
+        f: &Frame,
+        sink: &Sink,
+        block: &Expr,
+        (first, count): (&Expr, usize),
+        point: &Expr,
+    ) -> ReadAhead {
+        let (c, taps, points) = (plan.g.c, plan.variant.taps(), plan.variant.points());
+        let step = (taps * WIDTH).div_ceil(points);
+        let at = sum([
+            times(block.clone(), c * taps * WIDTH),
+            times(first.clone(), taps * WIDTH),
+            Expr::Int((count * taps * WIDTH) as i64),
+            times(point.clone(), count * step),
+        ]);
+        ReadAhead {
+            buf: sink.u,
+            at: Expr::Local(k.declare(Ty::I64, at)),
+            step,
+            last: (plan.g.m * c * taps) as i64 - 1,
+            sink: plus(f.slot.clone(), plan.ahead_at() as i64),
+        }
+    }
+
+    /// The float read at input channel `ci` of the point.
+    fn read(&self, ci: &Expr) -> Expr {
+        let at = sum([self.at.clone(), times(ci.clone(), self.step)]);
+        Expr::load(self.buf, at.min(Expr::Int(self.last)))
+    }
 }
 
 /// What the input transform reads: the input, and the first element of the task's batch.
