@@ -1193,3 +1193,39 @@ fn large_run_time_winograd_weights_are_transformed_in_chunks() {
     );
     assert_eq!(chunked, 2, "run-time weights in chunks on 1 and 2 threads");
 }
+
+/// Bands of a single group of 4 tiles (7×7 planes under F(4×4)) multiply two blocks of
+/// output channels at a time with 8-lane vectors: with weights transformed at compile time
+/// (few channels) and at run time (many, in chunks), an even number of blocks and, in a
+/// batch of 2, with a residual; an odd number of blocks keeps one at a time. Against the
+/// interpreter on 1 and 2 threads.
+#[test]
+fn single_group_bands_multiply_blocks_in_pairs() {
+    let cases = [
+        (1, 16, 32, true),
+        (2, 32, 16, true),
+        (1, 512, 32, true),
+        (1, 16, 24, false),
+    ];
+    for (n, c, m, even) in cases {
+        let text = format!(
+            "graph g(x: f32[{n},{c},7,7], r: f32[{n},{m},7,7]) -> (y: f32[{n},{m},7,7]) {{
+  const w: f32[{m},{c},3,3] = normal(seed=1, std=0.05)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[{n},{m},7,7] = conv(x, w, b) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1]}}
+  sum: f32[{n},{m},7,7] = add(conv, r)
+  y: f32[{n},{m},7,7] = relu(sum)
+}}"
+        );
+        let what = format!("{n}x{c}x7x7 -> {m} channels");
+        matches_within(&text, Winograd::F4x4, &what, 1e-4, |compiled| {
+            let schedules = schedules(compiled);
+            let schedule = schedules.last().expect("a kernel");
+            assert!(schedule.contains("F(4x4,3x3)"), "{what}: {schedule}");
+            if schedule.contains("f32x8") {
+                let paired = schedule.contains("of 2 blocks");
+                assert_eq!(paired, even, "{what}: {schedule}");
+            }
+        });
+    }
+}

@@ -1398,9 +1398,29 @@ impl Plan {
         }
     }
 
-    /// Where the row of a tile's partial output columns starts.
+    /// Elements of one block's `M`.
+    fn m_len(&self) -> usize {
+        self.variant.points() * self.tiles * WIDTH
+    }
+
+    /// Output-channel blocks whose products run together: 2 where a band is a single group
+    /// of 4 tiles (with 8-lane vectors), so that each broadcast input value feeds two FMAs
+    /// (see [`Plan::wide_product`]); else 1.
+    fn paired(&self) -> usize {
+        if crate::codegen::wide_vectors()
+            && self.groups() == 1
+            && self.blocks_per_group().is_multiple_of(2)
+        {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Where the row of a tile's partial output columns starts (after the `M` of each
+    /// block of a pair).
     fn edge_at(&self) -> usize {
-        self.m_at() + self.variant.points() * self.tiles * WIDTH
+        self.m_at() + self.paired() * self.m_len()
     }
 
     /// Where the products leave the sum of what they read ahead (one float; see
@@ -1417,7 +1437,7 @@ impl Plan {
     /// Elements of one slot.
     fn slot(&self) -> usize {
         let u = if self.runtime_weights {
-            self.variant.points() * self.u_stride()
+            self.paired() * self.u_len()
         } else {
             0
         };
@@ -1453,7 +1473,7 @@ impl Plan {
         if !self.runtime_weights {
             return c;
         }
-        let bytes = |d: usize| self.variant.points() * d * WIDTH * 4;
+        let bytes = |d: usize| self.paired() * self.variant.points() * d * WIDTH * 4;
         if bytes(c) <= U_WHOLE_BYTES {
             return c;
         }
@@ -1461,6 +1481,11 @@ impl Plan {
             .rev()
             .find(|&d| c.is_multiple_of(d) && bytes(d) <= U_CHUNK_BYTES)
             .unwrap_or(1)
+    }
+
+    /// Elements of one block's run-time transformed weights.
+    fn u_len(&self) -> usize {
+        self.variant.points() * self.u_stride()
     }
 
     fn u_stride(&self) -> usize {
@@ -1484,7 +1509,12 @@ impl Plan {
             ),
             None => "input transformed per task".to_string(),
         };
-        let gemm = if crate::codegen::wide_vectors() {
+        let gemm = if self.paired() == 2 {
+            format!(
+                "4 tiles x {} channels of 2 blocks (8 f32x8 accumulators)",
+                2 * WIDTH
+            )
+        } else if crate::codegen::wide_vectors() {
             format!("8 tiles x {WIDTH} channels (8 f32x8 accumulators)")
         } else {
             format!("4 tiles x {WIDTH} channels (8 f32x4 accumulators)")
@@ -1767,7 +1797,8 @@ impl Plan {
         }
     }
 
-    /// The products and outputs of output-channel group `group`, block by block.
+    /// The products and outputs of output-channel group `group`, block by block (or pair
+    /// by pair, see [`Plan::paired`]).
     fn blocks(
         &self,
         k: &mut KernelBuilder,
@@ -1776,31 +1807,44 @@ impl Plan {
         conv: &DirectConv<'_>,
         group: &Expr,
     ) {
-        k.range(self.blocks_per_group(), |k, j| {
-            let block = sum([times(group.clone(), self.blocks_per_group()), j]);
+        let pair = self.paired();
+        k.range(self.blocks_per_group() / pair, |k, j| {
+            let block = sum([
+                times(group.clone(), self.blocks_per_group()),
+                times(j, pair),
+            ]);
             let block = Expr::Local(k.declare(Ty::I64, block));
             let chunk = self.u_chunk();
             let chunks = self.g.c / chunk;
+            let transform = |k: &mut KernelBuilder, first: &Expr| {
+                for h in 0..pair {
+                    let block_h = plus(block.clone(), h as i64);
+                    self.weights_at_run_time(k, f, sink, (&block_h, h), first, chunk);
+                }
+            };
             if chunks == 1 {
                 if self.runtime_weights {
-                    self.weights_at_run_time(k, f, sink, &block, &Expr::Int(0), chunk);
+                    transform(k, &Expr::Int(0));
                 }
                 self.products(k, f, sink, &block, (&Expr::Int(0), chunk), false);
             } else {
                 // `M` from zero, each chunk's products added onto it.
                 let m = plus(f.slot.clone(), self.m_at() as i64);
                 let m = Expr::Local(k.declare(Ty::I64, m));
-                k.range(self.variant.points() * self.tiles * WIDTH / 4, |k, i| {
+                k.range(pair * self.m_len() / 4, |k, i| {
                     let at = sum([m.clone(), times(i, 4)]);
                     k.store(f.s, at, Expr::Float(0.0).splat());
                 });
                 k.range(chunks, |k, q| {
                     let first = Expr::Local(k.declare(Ty::I64, times(q, chunk)));
-                    self.weights_at_run_time(k, f, sink, &block, &first, chunk);
+                    transform(k, &first);
                     self.products(k, f, sink, &block, (&first, chunk), true);
                 });
             }
-            self.outputs(k, f, sink, conv, &block);
+            for h in 0..pair {
+                let block_h = Expr::Local(k.declare(Ty::I64, plus(block.clone(), h as i64)));
+                self.outputs(k, f, sink, conv, (&block_h, h));
+            }
         });
     }
 
@@ -2006,12 +2050,12 @@ impl Plan {
         k: &mut KernelBuilder,
         f: &Frame,
         sink: &Sink,
-        block: &Expr,
+        (block, half): (&Expr, usize),
         first: &Expr,
         count: usize,
     ) {
         let (c, input, r) = (self.g.c, self.variant.input(), self.variant.kernel());
-        let u_at = plus(f.slot.clone(), self.u_at() as i64);
+        let u_at = plus(f.slot.clone(), (self.u_at() + half * self.u_len()) as i64);
         let u_at = Expr::Local(k.declare(Ty::I64, u_at));
         let taps = self.variant.taps();
         let w_block = sum([
@@ -2094,20 +2138,43 @@ impl Plan {
             let m_at = Expr::Local(k.declare(Ty::I64, m_at));
             if crate::codegen::wide_vectors() {
                 // Two groups (8 tiles) at a time in 8 `f32x8` accumulators: a weight vector
-                // of the block's 8 channels feeds 8 FMAs, each with a broadcast tile value.
-                let ahead = self
-                    .runtime_weights
-                    .then(|| ReadAhead::new(self, k, f, sink, block, (first, count), &point));
-                let ahead = ahead.as_ref();
+                // of the block's 8 channels feeds 8 FMAs, each with a broadcast tile value;
+                // or one group for a pair of blocks.
+                let pair = self.paired();
+                let mut blocks = Blocks::default();
+                for h in 0..pair {
+                    let block_h = plus(block.clone(), h as i64);
+                    let (u_h, m_h) = if h == 0 {
+                        (u_at.clone(), m_at.clone())
+                    } else {
+                        let u_len = if self.runtime_weights {
+                            self.u_len()
+                        } else {
+                            points * c * WIDTH
+                        };
+                        let u_h = plus(u_at.clone(), (h * u_len) as i64);
+                        let m_h = plus(m_at.clone(), (h * self.m_len()) as i64);
+                        (
+                            Expr::Local(k.declare(Ty::I64, u_h)),
+                            Expr::Local(k.declare(Ty::I64, m_h)),
+                        )
+                    };
+                    blocks.u.push(u_h);
+                    blocks.m.push(m_h);
+                    if self.runtime_weights {
+                        let at = (first, count);
+                        let ahead = ReadAhead::new(self, k, f, sink, &block_h, at, &point);
+                        blocks.ahead.push(ahead);
+                    }
+                }
                 let groups = self.groups();
-                let at = (&u_at, &v_at, &m_at);
                 k.range(groups / 2, |k, pair| {
                     let g = times(pair, 2);
-                    self.wide_product(k, f, u_buf, at, (g, 2), count, accumulate, ahead);
+                    self.wide_product(k, f, u_buf, &blocks, &v_at, (g, 2), count, accumulate);
                 });
                 if groups % 2 == 1 {
                     let g = Expr::Int(groups as i64 - 1);
-                    self.wide_product(k, f, u_buf, at, (g, 1), count, accumulate, ahead);
+                    self.wide_product(k, f, u_buf, &blocks, &v_at, (g, 1), count, accumulate);
                 }
                 return;
             }
@@ -2152,31 +2219,35 @@ impl Plan {
     }
 
     /// The products of `count` (1 or 2) consecutive groups of 4 tiles from group `g`, at
-    /// one point (`u_at`, `v_at`, `m_at`: its weights, `V` and `M`), with `f32x8`
-    /// accumulators: per input channel one load of the block's 8 weights and one broadcast
-    /// per tile, each feeding one FMA. A single group keeps two sums per tile (even and
-    /// odd unrolled channels), added at the end, so 8 FMA chains are in flight either way.
-    /// With `ahead`, each trip also reads one float of the next chunk's weights.
+    /// one point (`blocks`: its weights and `M` per block; `v_at`: its `V`), with `f32x8`
+    /// accumulators: per input channel one load of each block's 8 weights and one
+    /// broadcast per tile, each feeding one FMA per block. A single group of a single block
+    /// keeps two sums per tile (even and odd unrolled channels), added at the end, so 8 FMA
+    /// chains are in flight in every case. A pair of blocks (ResNet-18's 7×7 layers: 4
+    /// tiles) loads 6 values per 8 FMAs instead of 5 per 4. With `blocks.ahead`, each trip
+    /// also reads one float of each block's next weights.
     #[allow(clippy::too_many_arguments)]
     fn wide_product(
         &self,
         k: &mut KernelBuilder,
         f: &Frame,
         u_buf: BufId,
-        (u_at, v_at, m_at): (&Expr, &Expr, &Expr),
+        blocks: &Blocks,
+        v_at: &Expr,
         (g, count): (Expr, usize),
         channels: usize,
         accumulate: bool,
-        ahead: Option<&ReadAhead>,
     ) {
         let c = self.g.c;
         let tiles = count * GROUP;
-        let ahead_sum = ahead.map(|_| k.declare(Ty::F32, Expr::Float(0.0)));
-        let sums = if count == 1 { 2 } else { 1 };
+        let pair = blocks.u.len();
+        let sums = if count * pair == 1 { 2 } else { 1 };
         let zero = || Expr::Float(0.0).splat8();
-        let acc: Vec<LocalId> = (0..tiles * sums)
+        // Accumulator of block `h`, sum `s`, tile `t`: `(h · sums + s) · tiles + t`.
+        let acc: Vec<LocalId> = (0..pair * sums * tiles)
             .map(|_| k.declare(Ty::F32x8, zero()))
             .collect();
+        let ahead_sum = (!blocks.ahead.is_empty()).then(|| k.declare(Ty::F32, Expr::Float(0.0)));
         let v_group = sum([v_at.clone(), times(g.clone(), c * GROUP)]);
         let v_group = Expr::Local(k.declare(Ty::I64, v_group));
         let unroll = channel_unroll(channels);
@@ -2186,41 +2257,61 @@ impl Plan {
             unroll as i64,
             LoopKind::Serial,
             |k, ci| {
-                if let (Some(ahead), Some(total)) = (ahead, ahead_sum) {
-                    let value = ahead.read(&ci);
-                    k.assign(total, Expr::Local(total).add(value));
+                if let Some(total) = ahead_sum {
+                    for ahead in &blocks.ahead {
+                        let value = ahead.read(&ci);
+                        k.assign(total, Expr::Local(total).add(value));
+                    }
                 }
-                let (u_row, v_row) = product_rows(k, u_at, &v_group, ci);
+                let (u_row, v_row) = product_rows(k, &blocks.u[0], &v_group, ci.clone());
+                let mut u_rows = vec![u_row];
+                for u_at in &blocks.u[1..] {
+                    let u_row = sum([u_at.clone(), times(ci.clone(), WIDTH)]);
+                    u_rows.push(Expr::Local(k.declare(Ty::I64, u_row)));
+                }
                 for u in 0..unroll {
-                    let at = plus(u_row.clone(), (u * WIDTH) as i64);
-                    let w = k.declare(Ty::F32x8, Expr::load8(u_buf, at));
-                    let set = &acc[(u % sums) * tiles..][..tiles];
-                    for (t, &a) in set.iter().enumerate() {
+                    let w: Vec<LocalId> = u_rows
+                        .iter()
+                        .map(|row| {
+                            let at = plus(row.clone(), (u * WIDTH) as i64);
+                            k.declare(Ty::F32x8, Expr::load8(u_buf, at))
+                        })
+                        .collect();
+                    let s = u % sums;
+                    for t in 0..tiles {
                         // Tile `t`: group `t / GROUP`, whose `V` is `c · GROUP` further on.
                         let at = plus(
                             v_row.clone(),
                             ((t / GROUP) * c * GROUP + u * GROUP + t % GROUP) as i64,
                         );
-                        let xs = Expr::load(f.v_buf, at).splat8();
-                        k.assign(a, xs.fma(Expr::Local(w), Expr::Local(a)));
+                        let mut xs = Expr::load(f.v_buf, at).splat8();
+                        if pair > 1 {
+                            xs = Expr::Local(k.declare(Ty::F32x8, xs));
+                        }
+                        for (h, &wh) in w.iter().enumerate() {
+                            let a = acc[(h * sums + s) * tiles + t];
+                            k.assign(a, xs.clone().fma(Expr::Local(wh), Expr::Local(a)));
+                        }
                     }
                 }
             },
         );
-        let out = sum([m_at.clone(), times(g, GROUP * WIDTH)]);
-        let out = Expr::Local(k.declare(Ty::I64, out));
-        for t in 0..tiles {
-            let mut total = Expr::Local(acc[t]);
-            for s in 1..sums {
-                total = total.add(Expr::Local(acc[s * tiles + t]));
+        for (h, m_at) in blocks.m.iter().enumerate() {
+            let out = sum([m_at.clone(), times(g.clone(), GROUP * WIDTH)]);
+            let out = Expr::Local(k.declare(Ty::I64, out));
+            for t in 0..tiles {
+                let mut total = Expr::Local(acc[h * sums * tiles + t]);
+                for s in 1..sums {
+                    total = total.add(Expr::Local(acc[(h * sums + s) * tiles + t]));
+                }
+                let at = plus(out.clone(), (t * WIDTH) as i64);
+                if accumulate {
+                    total = total.add(Expr::load8(f.s, at.clone()));
+                }
+                k.store(f.s, at, total);
             }
-            let at = plus(out.clone(), (t * WIDTH) as i64);
-            if accumulate {
-                total = total.add(Expr::load8(f.s, at.clone()));
-            }
-            k.store(f.s, at, total);
         }
-        if let (Some(ahead), Some(total)) = (ahead, ahead_sum) {
+        if let (Some(ahead), Some(total)) = (blocks.ahead.first(), ahead_sum) {
             k.store(f.s, ahead.sink.clone(), Expr::Local(total));
         }
     }
@@ -2233,7 +2324,7 @@ impl Plan {
         f: &Frame,
         sink: &Sink,
         conv: &DirectConv<'_>,
-        block: &Expr,
+        block: (&Expr, usize),
     ) {
         let out = self.variant.out();
         let per_block = 4 / out;
@@ -2301,7 +2392,7 @@ impl Plan {
         f: &Frame,
         sink: &Sink,
         conv: &DirectConv<'_>,
-        block: &Expr,
+        (block, half): (&Expr, usize),
         oy: &Expr,
         tiles: Vec<Option<Expr>>,
         ox: &Expr,
@@ -2315,7 +2406,7 @@ impl Plan {
                 t.map(|t| {
                     let at = sum([
                         f.slot.clone(),
-                        Expr::Int(self.m_at() as i64),
+                        Expr::Int((self.m_at() + half * self.m_len()) as i64),
                         times(t, WIDTH),
                     ]);
                     Expr::Local(k.declare(Ty::I64, at))
@@ -2539,6 +2630,15 @@ impl ReadAhead {
         let at = sum([self.at.clone(), times(ci.clone(), self.step)]);
         Expr::load(self.buf, at.min(Expr::Int(self.last)))
     }
+}
+
+/// The blocks whose products run together at one point (one, or a pair): each one's
+/// transformed weights and `M` (first elements), and its read-ahead (with run-time weights).
+#[derive(Default)]
+struct Blocks {
+    u: Vec<Expr>,
+    m: Vec<Expr>,
+    ahead: Vec<ReadAhead>,
 }
 
 /// What the input transform reads: the input, and the first element of the task's batch.
