@@ -1229,3 +1229,38 @@ fn single_group_bands_multiply_blocks_in_pairs() {
         });
     }
 }
+
+/// Direct kernels with over 1 MB of weights on 7×7 outputs read the next block's weights
+/// ahead (a stride-2 3×3 layer, a 3×3 one and a 1×1 one over flat rows, with ReLU and a
+/// residual add); on 13×13 they do not. Against the interpreter on 1 and 2 threads.
+#[test]
+fn direct_kernels_read_large_weights_ahead() {
+    // (input channels, output channels, input side, kernel, stride, reads ahead)
+    let cases = [
+        (256, 128, 14, 3, 2, true),
+        (128, 256, 7, 3, 1, true),
+        (320, 1280, 7, 1, 1, true),
+        (512, 1000, 13, 1, 1, false),
+    ];
+    for (c, m, side, kernel, stride, ahead) in cases {
+        let out = (side + 2 * (kernel / 2) - kernel) / stride + 1;
+        let pad = kernel / 2;
+        let text = format!(
+            "graph g(x: f32[1,{c},{side},{side}], r: f32[1,{m},{out},{out}]) -> (y: f32[1,{m},{out},{out}]) {{
+  const w: f32[{m},{c},{kernel},{kernel}] = normal(seed=1, std=0.05)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[1,{m},{out},{out}] = conv(x, w, b) {{kernel_shape=[{kernel}, {kernel}], pads=[{pad}, {pad}, {pad}, {pad}], strides=[{stride}, {stride}]}}
+  sum: f32[1,{m},{out},{out}] = add(conv, r)
+  y: f32[1,{m},{out},{out}] = relu(sum)
+}}"
+        );
+        let what = format!("{c} -> {m} channels, {kernel}x{kernel} stride {stride} on {side}");
+        matches_within(&text, Winograd::Off, &what, 1e-4, |compiled| {
+            let schedules = schedules(compiled);
+            let schedule = schedules.last().expect("a kernel");
+            assert!(schedule.starts_with("direct"), "{what}: {schedule}");
+            let reads = schedule.contains("weights read ahead");
+            assert_eq!(reads, ahead, "{what}: {schedule}");
+        });
+    }
+}
