@@ -1264,3 +1264,31 @@ fn direct_kernels_read_large_weights_ahead() {
         });
     }
 }
+
+/// Direct kernels over large inputs whose parallel loop runs over rows (a network's first
+/// layer: 3 channels of 224×224, 3×3 at stride 2, padded as MobileNetV2's or not as
+/// SqueezeNet's, batches of 1 and 2) read the next output row's input rows ahead; against
+/// the interpreter on 1 and 2 threads.
+#[test]
+fn first_layers_read_the_next_rows_ahead() {
+    for (n, m, pad) in [(1, 32, 1), (1, 64, 0), (2, 16, 1)] {
+        let out = (224 + 2 * pad - 3) / 2 + 1;
+        let text = format!(
+            "graph g(x: f32[{n},3,224,224]) -> (y: f32[{n},{m},{out},{out}]) {{
+  const w: f32[{m},3,3,3] = normal(seed=1, std=0.2)
+  const b: f32[{m}] = normal(seed=2, std=0.1)
+  conv: f32[{n},{m},{out},{out}] = conv(x, w, b) {{kernel_shape=[3, 3], pads=[{pad}, {pad}, {pad}, {pad}], strides=[2, 2]}}
+  y: f32[{n},{m},{out},{out}] = relu(conv)
+}}"
+        );
+        let what = format!("{n}x3x224x224 -> {m} channels, padding {pad}");
+        matches_within(&text, Winograd::Off, &what, 1e-5, |compiled| {
+            let schedules = schedules(compiled);
+            let schedule = schedules.last().expect("a kernel");
+            assert!(
+                schedule.contains("next row's input read ahead"),
+                "{what}: {schedule}"
+            );
+        });
+    }
+}

@@ -468,7 +468,7 @@ fn chunked_run_time_winograd_weights_stay_in_bounds() {
 
 /// Direct kernels that read the next block's weights ahead (over 1 MB of weights on a
 /// 7×7 output: a stride-2 3×3 layer and a 1×1 one over flat rows) keep those reads inside
-/// the weights, the last block's included.
+/// the weights, the last block's included; so does a first layer reading its input ahead.
 #[test]
 fn read_ahead_kernels_stay_in_bounds() {
     let text = "graph r(x: f32[1,256,14,14]) -> (y: f32[1,128,7,7], z: f32[1,2560,7,7]) {
@@ -498,5 +498,32 @@ fn read_ahead_kernels_stay_in_bounds() {
             .filter(|s| s.contains("weights read ahead"))
             .count();
         assert_eq!(ahead, 2, "{threads} threads: {schedules:?}");
+    }
+    // A first layer reading the next row's input ahead, the last row's reads included.
+    let text = "graph s(x: f32[1,3,224,224]) -> (y: f32[1,32,112,112]) {
+  const w: f32[32,3,3,3] = normal(seed=1, std=0.3)
+  const b: f32[32] = normal(seed=2, std=0.1)
+  y: f32[1,32,112,112] = conv(x, w, b) {kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]}
+}";
+    let model = Model::parse(text).unwrap();
+    for threads in [1, 2] {
+        let options = lower::LowerOptions {
+            winograd: lower::Winograd::Off,
+            threads,
+        };
+        let schedules = check_with(
+            text,
+            &model,
+            &zeros_for(&model),
+            options,
+            lower::Blocked::default(),
+        );
+        assert!(
+            schedules
+                .iter()
+                .flatten()
+                .any(|s| s.contains("input read ahead")),
+            "{threads} threads: {schedules:?}"
+        );
     }
 }
