@@ -434,6 +434,23 @@ fn blocked_tensor_kernels_stay_in_bounds() {
     }
 }
 
+/// [`check_with`] on 1 and 2 threads with Winograd as `winograd` says and no tensors in
+/// blocks; per thread count, how many of the kernels that ran say `phrase` in their
+/// schedule.
+fn schedules_saying(text: &str, winograd: lower::Winograd, phrase: &str) -> [usize; 2] {
+    let model = Model::parse(text).unwrap();
+    [1, 2].map(|threads| {
+        let options = lower::LowerOptions { winograd, threads };
+        let inputs = zeros_for(&model);
+        let schedules = check_with(text, &model, &inputs, options, lower::Blocked::default());
+        schedules
+            .iter()
+            .flatten()
+            .filter(|s| s.contains(phrase))
+            .count()
+    })
+}
+
 /// Winograd's run-time weights transformed a chunk of input channels at a time (512
 /// channels of F(4×4) points on 7×7), on 1 and 2 threads, flush against guard pages.
 #[test]
@@ -443,27 +460,8 @@ fn chunked_run_time_winograd_weights_stay_in_bounds() {
   const b: f32[16] = normal(seed=2, std=0.1)
   y: f32[1,16,7,7] = conv(x, w, b) {kernel_shape=[3, 3], pads=[1, 1, 1, 1]}
 }";
-    let model = Model::parse(text).unwrap();
-    for threads in [1, 2] {
-        let options = lower::LowerOptions {
-            winograd: lower::Winograd::F4x4,
-            threads,
-        };
-        let schedules = check_with(
-            text,
-            &model,
-            &zeros_for(&model),
-            options,
-            lower::Blocked::default(),
-        );
-        assert!(
-            schedules
-                .iter()
-                .flatten()
-                .any(|s| s.contains("input channels at a time")),
-            "{threads} threads: {schedules:?}"
-        );
-    }
+    let chunked = schedules_saying(text, lower::Winograd::F4x4, "input channels at a time");
+    assert_eq!(chunked, [1, 1], "kernels in chunks on 1 and 2 threads");
 }
 
 /// Direct kernels that read the next block's weights ahead (over 1 MB of weights on a
@@ -479,51 +477,22 @@ fn read_ahead_kernels_stay_in_bounds() {
   const c: f32[2560] = normal(seed=4, std=0.1)
   z: f32[1,2560,7,7] = conv(y, v, c) {kernel_shape=[1, 1]}
 }";
-    let model = Model::parse(text).unwrap();
-    for threads in [1, 2] {
-        let options = lower::LowerOptions {
-            winograd: lower::Winograd::Off,
-            threads,
-        };
-        let schedules = check_with(
-            text,
-            &model,
-            &zeros_for(&model),
-            options,
-            lower::Blocked::default(),
-        );
-        let ahead = schedules
-            .iter()
-            .flatten()
-            .filter(|s| s.contains("weights read ahead"))
-            .count();
-        assert_eq!(ahead, 2, "{threads} threads: {schedules:?}");
-    }
+    let ahead = schedules_saying(text, lower::Winograd::Off, "weights read ahead");
+    assert_eq!(
+        ahead,
+        [2, 2],
+        "kernels reading weights ahead on 1 and 2 threads"
+    );
     // A first layer reading the next row's input ahead, the last row's reads included.
     let text = "graph s(x: f32[1,3,224,224]) -> (y: f32[1,32,112,112]) {
   const w: f32[32,3,3,3] = normal(seed=1, std=0.3)
   const b: f32[32] = normal(seed=2, std=0.1)
   y: f32[1,32,112,112] = conv(x, w, b) {kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]}
 }";
-    let model = Model::parse(text).unwrap();
-    for threads in [1, 2] {
-        let options = lower::LowerOptions {
-            winograd: lower::Winograd::Off,
-            threads,
-        };
-        let schedules = check_with(
-            text,
-            &model,
-            &zeros_for(&model),
-            options,
-            lower::Blocked::default(),
-        );
-        assert!(
-            schedules
-                .iter()
-                .flatten()
-                .any(|s| s.contains("input read ahead")),
-            "{threads} threads: {schedules:?}"
-        );
-    }
+    let ahead = schedules_saying(text, lower::Winograd::Off, "input read ahead");
+    assert_eq!(
+        ahead,
+        [1, 1],
+        "kernels reading input ahead on 1 and 2 threads"
+    );
 }
