@@ -93,7 +93,7 @@ const CACHED_WEIGHT_BYTES: usize = 1 << 20;
 /// Bytes of the weights the run-time transform computes at once (a chunk of input
 /// channels, every point) before their products use them, where a block's would exceed
 /// [`U_WHOLE_BYTES`] (see [`Plan::u_chunk`]).
-const U_CHUNK_BYTES: usize = 320 << 10;
+const U_CHUNK_BYTES: usize = 160 << 10;
 /// A block's run-time transformed weights up to this size are computed whole before the
 /// products: chunking those of ResNet-18's 56×56 to 14×14 layers (166–332 KB a block) made
 /// them 16% slower (more, shorter product loops; the weights stayed in L2 anyway).
@@ -1468,6 +1468,10 @@ impl Plan {
     /// previous layer's output share L2, its three such layers (alternated runs, normalised
     /// by the layers it does not change): chunks of 128 KB 3% faster than whole (16 runs),
     /// of 256 channels (295 KB) 6% faster (14 runs) and 4% faster than 128 KB (12 runs).
+    /// With [pairs](Plan::paired) of blocks (both blocks' chunks in the slot) and the
+    /// weights [read ahead](ReadAhead), 64 channels a chunk (147 KB for the pair, beside
+    /// the band's 295 KB of `V`) were 3% faster than 128 (295 KB) on 1 and 2 threads, 32
+    /// channels the same as 64 (8 alternated runs each).
     fn u_chunk(&self) -> usize {
         let c = self.g.c;
         if !self.runtime_weights {
