@@ -934,67 +934,61 @@ impl Tile<'_> {
             .then(|| k.buffer("read_ahead", DType::F32, self.tasks(), BufferKind::Output));
         let extras = conv.epilogue.declare(&mut k);
         let blocks_per_group = self.blocks / conv.group;
-        k.for_loop(
-            0,
-            (conv.n * self.blocks * rows.output) as i64,
-            1,
-            LoopKind::Parallel,
-            |k, it| {
-                let scratch = scratch.map(|buf| {
-                    let first = times(it.clone(), cols.output * width);
-                    (buf, Expr::Local(k.declare(Ty::I64, first)))
-                });
-                let task = it.clone();
-                let (batch, rest) = split(it, conv.n, self.blocks * rows.output);
-                let batch = Expr::Local(k.declare(Ty::I64, batch));
-                let rest = Expr::Local(k.declare(Ty::I64, rest));
-                let (block, oy) = if self.rows_outer {
-                    let (oy, block) = split(rest, rows.output, self.blocks);
-                    (block, oy)
+        k.for_loop(0, self.tasks() as i64, 1, LoopKind::Parallel, |k, it| {
+            let scratch = scratch.map(|buf| {
+                let first = times(it.clone(), cols.output * width);
+                (buf, Expr::Local(k.declare(Ty::I64, first)))
+            });
+            let task = it.clone();
+            let (batch, rest) = split(it, conv.n, self.blocks * rows.output);
+            let batch = Expr::Local(k.declare(Ty::I64, batch));
+            let rest = Expr::Local(k.declare(Ty::I64, rest));
+            let (block, oy) = if self.rows_outer {
+                let (oy, block) = split(rest, rows.output, self.blocks);
+                (block, oy)
+            } else {
+                split(rest, self.blocks, rows.output)
+            };
+            let oy = Expr::Local(k.declare(Ty::I64, oy));
+            let block = Expr::Local(k.declare(Ty::I64, block));
+            let g = if conv.group == 1 {
+                Expr::Int(0)
+            } else {
+                block.clone().div(Expr::Int(blocks_per_group as i64))
+            };
+            let x_base = sum([
+                times(batch.clone(), conv.c * plane),
+                times(g, self.cg * plane),
+            ]);
+            let y_batch = Expr::Local(k.declare(Ty::I64, times(batch, conv.m * out_plane)));
+            let y_base = sum([y_batch.clone(), times(block.clone(), width * out_plane)]);
+            let ahead = ahead_buf.map(|_| ReadAhead::new(self, k, &bufs, &block, &oy));
+            let frame = Frame {
+                bufs,
+                extras: extras.clone(),
+                channel: Expr::Local(k.declare(Ty::I64, times(block.clone(), width))),
+                x_base: Expr::Local(k.declare(Ty::I64, x_base)),
+                w_base: Expr::Local(k.declare(
+                    Ty::I64,
+                    times(block, self.cg * rows.kernel * cols.kernel * width),
+                )),
+                y_base: Expr::Local(k.declare(Ty::I64, y_base)),
+                y_batch,
+                scratch,
+                ahead,
+            };
+            for_rows(k, rows, &oy, &|k, oy, border| {
+                let taps = if border {
+                    RowTaps::Border(oy)
                 } else {
-                    split(rest, self.blocks, rows.output)
+                    RowTaps::Interior(oy)
                 };
-                let oy = Expr::Local(k.declare(Ty::I64, oy));
-                let block = Expr::Local(k.declare(Ty::I64, block));
-                let g = if conv.group == 1 {
-                    Expr::Int(0)
-                } else {
-                    block.clone().div(Expr::Int(blocks_per_group as i64))
-                };
-                let x_base = sum([
-                    times(batch.clone(), conv.c * plane),
-                    times(g, self.cg * plane),
-                ]);
-                let y_batch = Expr::Local(k.declare(Ty::I64, times(batch, conv.m * out_plane)));
-                let y_base = sum([y_batch.clone(), times(block.clone(), width * out_plane)]);
-                let ahead = ahead_buf.map(|_| ReadAhead::new(self, k, &bufs, &block, &oy));
-                let frame = Frame {
-                    bufs,
-                    extras: extras.clone(),
-                    channel: Expr::Local(k.declare(Ty::I64, times(block.clone(), width))),
-                    x_base: Expr::Local(k.declare(Ty::I64, x_base)),
-                    w_base: Expr::Local(k.declare(
-                        Ty::I64,
-                        times(block, self.cg * rows.kernel * cols.kernel * width),
-                    )),
-                    y_base: Expr::Local(k.declare(Ty::I64, y_base)),
-                    y_batch,
-                    scratch,
-                    ahead,
-                };
-                for_rows(k, rows, &oy, &|k, oy, border| {
-                    let taps = if border {
-                        RowTaps::Border(oy)
-                    } else {
-                        RowTaps::Interior(oy)
-                    };
-                    self.row(k, &frame, &taps);
-                });
-                if let (Some(buf), Some(ahead)) = (ahead_buf, &frame.ahead) {
-                    k.store(buf, task, Expr::Local(ahead.sum));
-                }
-            },
-        );
+                self.row(k, &frame, &taps);
+            });
+            if let (Some(buf), Some(ahead)) = (ahead_buf, &frame.ahead) {
+                k.store(buf, task, Expr::Local(ahead.sum));
+            }
+        });
         k.finish()
     }
 
